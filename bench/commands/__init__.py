@@ -1,0 +1,1 @@
+"""One module per ``eraselab`` sub-command (see bench/cli.py for the contract)."""

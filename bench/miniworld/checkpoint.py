@@ -1,0 +1,30 @@
+"""Resumable training state for the mini-world stages.
+
+A checkpoint is the project's own file (never user-supplied): model and optimiser state dicts
+plus the step, written atomically with torch.save and read back with ``weights_only=True``.
+Shipped weights are safetensors (see each stage); checkpoints live in the git-ignored
+``checkpoints/`` folder of the mini-world directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+def save_checkpoint(path: Path, step: int, **state_dicts) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"step": step, **{k: v.state_dict() for k, v in state_dicts.items()}}
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, **objects) -> int:
+    """Restore ``objects`` (name -> module/optimiser) from ``path``; returns the saved step."""
+    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    for name, obj in objects.items():
+        obj.load_state_dict(payload[name])
+    return int(payload["step"])

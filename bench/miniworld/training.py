@@ -1,0 +1,41 @@
+"""Run one mini-world training stage and record its outputs' checksums.
+
+Stages in order (each depends on the ones before): clip -> vae -> unet -> detector -> probe.
+Each writes its weights and a metrics.json under datasets/miniworld/v1/<stage>/ (or --out),
+keeps resumable checkpoints under checkpoints/ (git-ignored), and adds its files to SHA256SUMS.
+
+    eraselab miniworld train clip --resume
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import torch
+
+from bench.paths import MINIWORLD_DIR
+from bench.miniworld.weights import record_checksums
+
+STAGE_MODULES = {"clip": "bench.miniworld.train_clip", "vae": "bench.miniworld.train_vae",
+                 "unet": "bench.miniworld.train_unet", "detector": "bench.miniworld.train_detector",
+                 "probe": "bench.miniworld.train_probe"}
+STAGE_OUTPUT = {"clip": "clip", "vae": "vae", "unet": "pipeline", "detector": "detector",
+                "probe": "probe"}
+
+
+def run_stage(stage: str, resume: bool = False, steps: int | None = None, out: Path | None = None,
+              progress: bool = True) -> dict:
+    root = Path(out) if out is not None else MINIWORLD_DIR
+    # Training runs on every core it is given; ERASELAB_THREADS lets two stages share a machine.
+    torch.set_num_threads(int(os.environ.get("ERASELAB_THREADS", torch.get_num_threads())))
+    module = importlib.import_module(STAGE_MODULES[stage])
+    kwargs = {"resume": resume, "progress": progress}
+    if steps is not None:
+        kwargs["steps"] = steps
+    out_dir = root / STAGE_OUTPUT[stage]
+    metrics = module.train(out_dir=out_dir, ckpt_dir=root / "checkpoints", root=root, **kwargs)
+    files = sorted(p.relative_to(root).as_posix() for p in out_dir.rglob("*") if p.is_file())
+    record_checksums(files, root)
+    return {k: v for k, v in metrics.items() if k != "history"}

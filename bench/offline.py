@@ -1,0 +1,73 @@
+"""Offline set-up for ultralytics (and the shared eraselab cache folder).
+
+ultralytics, on import, writes a settings file under the home directory with sync and tracker
+integrations switched on, may pip-install missing packages, and downloads ``Arial.ttf`` for its
+plots even in offline mode. Call ``setup_ultralytics_offline()`` BEFORE the first
+``import ultralytics`` (the detector scorer and the detector training code both do)::
+
+    from bench.offline import setup_ultralytics_offline
+    setup_ultralytics_offline()
+    from ultralytics import YOLO
+
+It is idempotent and cheap; it never touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+# Every integration ultralytics knows how to phone home with, switched off.
+_SETTINGS_OFF = {"sync": False, "hub": False, "mlflow": False, "comet": False, "clearml": False,
+                 "dvc": False, "raytune": False, "tensorboard": False, "wandb": False,
+                 "neptune": False}
+
+
+def cache_dir() -> Path:
+    """eraselab's cache folder: ``$ERASELAB_CACHE`` or ``~/.cache/eraselab``."""
+    root = os.environ.get("ERASELAB_CACHE") or Path.home() / ".cache" / "eraselab"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def setup_ultralytics_offline() -> Path:
+    """Make ultralytics work with no network; returns its config folder.
+
+    Sets YOLO_OFFLINE=1, YOLO_AUTOINSTALL=0 and YOLO_CONFIG_DIR (a folder under the eraselab
+    cache, unless the user already chose one), places matplotlib's DejaVuSans.ttf as
+    ``Ultralytics/Arial.ttf`` there (the font check is not gated by offline mode), and, once
+    ultralytics is importable, turns off settings sync and every integration.
+    """
+    os.environ["YOLO_OFFLINE"] = "1"
+    os.environ["YOLO_AUTOINSTALL"] = "0"
+    config_dir = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(cache_dir() / "ultralytics")))
+    font_dir = config_dir / "Ultralytics"
+    font_dir.mkdir(parents=True, exist_ok=True)
+    arial = font_dir / "Arial.ttf"
+    if not arial.is_file():
+        import matplotlib
+        dejavu = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+        tmp = arial.with_suffix(".ttf.tmp")
+        shutil.copyfile(dejavu, tmp)
+        tmp.replace(arial)  # atomic: parallel workers never see a half-written font
+    if "ultralytics" in sys.modules and not _env_applied():
+        # Imported before us: the environment variables came too late for its module-level checks.
+        import warnings
+        warnings.warn("ultralytics was imported before setup_ultralytics_offline(); "
+                      "its settings may point outside the eraselab cache", stacklevel=2)
+    from ultralytics.utils import SETTINGS  # safe now: the variables above are set
+    off = {k: v for k, v in _SETTINGS_OFF.items() if k in SETTINGS and SETTINGS[k] != v}
+    if off:
+        SETTINGS.update(off)
+    return config_dir
+
+
+def _env_applied() -> bool:
+    try:
+        from ultralytics.utils import SETTINGS
+    except Exception:  # noqa: BLE001 - an odd install; the warning is advisory only
+        return False
+    return Path(SETTINGS.file).parent == Path(os.environ["YOLO_CONFIG_DIR"])

@@ -1,0 +1,53 @@
+"""``clip-score``: cosine between the evaluation CLIP's image embedding and its prompt's text
+embedding (raw cosine in [-1, 1], not x100 and not clipped at 0, as the paper reports it).
+
+Always the evaluation CLIP, never the text encoder of the model under test: an erased text
+encoder scoring its own images would hide the erasure.
+
+    from detectors import SCORERS
+    rows = SCORERS.get("clip-score")().score(images, prompts, concepts)   # [{"clip_score": 0.31, ...}]
+"""
+
+from __future__ import annotations
+
+from detectors import SCORERS
+from detectors.base import Scorer
+from detectors.clip_backend import MINI_CLIP, load_clip
+
+
+class ClipBackedScorer(Scorer):
+    """Shared constructor of scorers that use the evaluation CLIP."""
+
+    def __init__(self, device: str | None = "cpu", batch_size: int = 64, clip_model: str = MINI_CLIP,
+                 clip_pretrained: str | None = None, clip_root: str | None = None):
+        super().__init__(device, batch_size)
+        self.clip_model, self.clip_pretrained, self.clip_root = clip_model, clip_pretrained, clip_root
+
+    @property
+    def clip(self):
+        return load_clip(self.clip_model, self.clip_pretrained, self.device,
+                         str(self.clip_root) if self.clip_root else None)
+
+    @property
+    def backend(self) -> str:
+        return f"{self.clip_model}/{self.clip_pretrained}" if self.clip_pretrained else self.clip_model
+
+
+@SCORERS.register("clip-score")
+class ClipScore(ClipBackedScorer):
+    """CLIP score: cosine(CLIP image, CLIP prompt text) with the evaluation CLIP."""
+
+    name = "clip-score"
+    version = "1"
+    columns = ("clip_score",)
+
+    def _score(self, images, prompts, concepts):
+        image_emb = self.clip.encode_images(images)
+        known = [i for i, p in enumerate(prompts) if p is not None]
+        scores = [None] * len(images)
+        if known:
+            text_emb = self.clip.encode_texts([prompts[i] for i in known])
+            cos = (image_emb[known] * text_emb).sum(-1).tolist()
+            for i, value in zip(known, cos):
+                scores[i] = float(value)
+        return [{"clip_score": s} for s in scores]

@@ -1,0 +1,253 @@
+"""Training-loop pieces shared by the erasure methods.
+
+Text encoding (no attention mask, as Stable Diffusion calls its text encoder), few-shot image
+latents (resized bicubic to the model's resolution, optional horizontal flip, VAE-encoded once),
+noising with the eps or v target, the denoising loss, DDIM sampling from the frozen model (ESD's
+z_t, CA's anchor images), parameter selection, and one optimisation loop with NaN/inf checks and
+progress. All randomness comes from the ``EditContext`` generators, never the global RNG.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from bench.errors import EraselabError
+
+# Textual inversion's prompt templates (the 27 object templates and the style templates), which
+# the seed paper reuses for its few-shot captions.
+IMAGENET_TEMPLATES_SMALL = (
+    "a photo of a {}", "a rendering of a {}", "a cropped photo of the {}", "the photo of a {}",
+    "a photo of a clean {}", "a photo of a dirty {}", "a dark photo of the {}", "a photo of my {}",
+    "a photo of the cool {}", "a close-up photo of a {}", "a bright photo of the {}",
+    "a cropped photo of a {}", "a photo of the {}", "a good photo of the {}", "a photo of one {}",
+    "a close-up photo of the {}", "a rendition of the {}", "a photo of the clean {}",
+    "a rendition of a {}", "a photo of a nice {}", "a good photo of a {}", "a photo of the nice {}",
+    "a photo of the small {}", "a photo of the weird {}", "a photo of the large {}",
+    "a photo of a cool {}", "a photo of a small {}",
+)
+IMAGENET_STYLE_TEMPLATES_SMALL = (
+    "a painting in the style of {}", "a rendering in the style of {}",
+    "a cropped painting in the style of {}", "the painting in the style of {}",
+    "a clean painting in the style of {}", "a dirty painting in the style of {}",
+    "a dark painting in the style of {}", "a picture in the style of {}",
+    "a cool painting in the style of {}", "a close-up painting in the style of {}",
+    "a bright painting in the style of {}", "a cropped painting in the style of {}",
+    "a good painting in the style of {}", "a close-up painting in the style of {}",
+    "a rendition in the style of {}", "a nice painting in the style of {}",
+    "a small painting in the style of {}", "a weird painting in the style of {}",
+    "a large painting in the style of {}",
+)
+
+
+def fill(template: str, name: str) -> str:
+    return template.replace("{}", name)
+
+
+def training_templates(concept) -> tuple[str, ...]:
+    return IMAGENET_STYLE_TEMPLATES_SMALL if concept.is_style else IMAGENET_TEMPLATES_SMALL
+
+
+# --- text ----------------------------------------------------------------------------------
+def tokenize(pipe, prompts: list[str]) -> torch.Tensor:
+    tok = pipe.tokenizer
+    ids = tok(list(prompts), padding="max_length", max_length=tok.model_max_length,
+              truncation=True, return_tensors="pt").input_ids
+    return ids.to(pipe.unet.device)
+
+
+def encode_ids(text_encoder, ids: torch.Tensor) -> torch.Tensor:
+    # No attention mask: SD conditions on every position, pads included (see OFFLINE-NOTES).
+    return text_encoder(ids)[0]
+
+
+def encode_prompts(pipe, prompts: list[str], text_encoder=None) -> torch.Tensor:
+    return encode_ids(text_encoder or pipe.text_encoder, tokenize(pipe, prompts))
+
+
+# --- images and noise --------------------------------------------------------------------
+def resolution(pipe) -> int:
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
+@torch.no_grad()
+def images_to_latents(pipe, images, generator: torch.Generator, rng, hflip_p: float = 0.0):
+    """PIL images -> fixed latents: bicubic resize (no crop), flip with p, encode once, scale."""
+    import numpy as np
+    from PIL import Image
+
+    size = resolution(pipe)
+    arrays = []
+    for img in images:
+        img = img.convert("RGB").resize((size, size), Image.BICUBIC)
+        if hflip_p > 0 and rng.random() < hflip_p:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        arrays.append(np.asarray(img, dtype=np.float32) / 127.5 - 1.0)
+    pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    vae = pipe.vae
+    pixels = pixels.to(device=vae.device, dtype=vae.dtype)
+    dist = vae.encode(pixels).latent_dist
+    return dist.sample(generator=generator) * vae.config.scaling_factor
+
+
+def randn(shape, generator, like: torch.Tensor) -> torch.Tensor:
+    return torch.randn(shape, generator=generator).to(device=like.device, dtype=like.dtype)
+
+
+def random_timesteps(scheduler, n: int, generator, device) -> torch.Tensor:
+    # t ~ U{0, ..., num_train_timesteps - 1}
+    return torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator).to(device)
+
+
+def noise_latents(scheduler, latents, generator, timesteps=None):
+    """(z_t, target, t): the target is eps, or the v target for v-prediction models."""
+    noise = randn(latents.shape, generator, latents)
+    if timesteps is None:
+        timesteps = random_timesteps(scheduler, latents.shape[0], generator, latents.device)
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    return noisy, prediction_target(scheduler, latents, noise, timesteps), timesteps
+
+
+def prediction_target(scheduler, latents, noise, timesteps):
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(latents, noise, timesteps)
+    raise EraselabError(f"unsupported prediction_type {kind!r} (expected epsilon or v_prediction)")
+
+
+def unet_out(unet, z, t, cond):
+    return unet(z, t, encoder_hidden_states=cond).sample
+
+
+def denoising_loss(unet, noisy, timesteps, cond, target) -> torch.Tensor:
+    """The textual-inversion / LDM loss ``|| target - model(z_t, t, c) ||^2`` (mean)."""
+    return F.mse_loss(unet_out(unet, noisy, timesteps, cond).float(), target.float())
+
+
+def training_scheduler(pipe):
+    """A private copy of the pipeline's scheduler (sampling mutates scheduler state)."""
+    return type(pipe.scheduler).from_config(pipe.scheduler.config)
+
+
+# --- sampling with the frozen model ----------------------------------------------------------
+@torch.no_grad()
+def ddim_sample(unet, scheduler, cond, uncond, n_steps: int, stop_at: int, guidance: float,
+                generator, shape):
+    """Classifier-free-guided DDIM from noise for ``stop_at`` of ``n_steps`` steps.
+
+    Returns (z, t): the latent after ``stop_at`` steps and the timestep it is at (ESD's z_t)."""
+    scheduler.set_timesteps(n_steps)
+    z = randn(shape, generator, cond) * scheduler.init_noise_sigma
+    both = torch.cat([uncond, cond])
+    for t in scheduler.timesteps[:stop_at]:
+        zin = scheduler.scale_model_input(torch.cat([z, z]), t)
+        e_u, e_c = unet_out(unet, zin, t, both).chunk(2)
+        z = scheduler.step(e_u + guidance * (e_c - e_u), t, z).prev_sample
+    return z, scheduler.timesteps[min(stop_at, n_steps - 1)]
+
+
+@contextmanager
+def quiet_progress(pipe):
+    pipe.set_progress_bar_config(disable=True)
+    try:
+        yield
+    finally:
+        pipe.set_progress_bar_config(disable=False)
+
+
+@torch.no_grad()
+def generate_latents(pipe, prompts: list[str], steps: int, guidance: float, generator):
+    """x0 latents (UNet space, i.e. already scaled) generated by the pipeline as it is now."""
+    out = []
+    with quiet_progress(pipe):
+        for prompt in prompts:  # one at a time: the generator stream then fixes each image
+            out.append(pipe(prompt, num_inference_steps=steps, guidance_scale=guidance,
+                            generator=generator, output_type="latent").images)
+    return torch.cat(out)
+
+
+# --- parameter selection -------------------------------------------------------------------
+def select(module, component: str, predicate) -> list[str]:
+    """Qualified names ``component.<param>`` of the module's parameters matching ``predicate``."""
+    return [f"{component}.{n}" for n, _ in module.named_parameters() if predicate(n)]
+
+
+def unet_modules_named(unet, predicate, kinds=(torch.nn.Linear, torch.nn.Conv2d)) -> list[str]:
+    """Parameters of Linear/Conv modules whose module name satisfies ``predicate``."""
+    out = []
+    for mname, module in unet.named_modules():
+        if isinstance(module, kinds) and predicate(mname):
+            out.extend(f"unet.{mname}.{p}" for p, _ in module.named_parameters(recurse=False))
+    return out
+
+
+def attn2_names(unet, projections=("to_q", "to_k", "to_v", "to_out")) -> list[str]:
+    pat = re.compile(r"\.attn2\.(" + "|".join(projections) + r")(\.|$)")
+    return unet_modules_named(unet, lambda m: bool(pat.search("." + m)), kinds=(torch.nn.Linear,))
+
+
+def enable_grads(pipe, names: list[str]) -> list[torch.nn.Parameter]:
+    """Freeze every tensor of the pipeline except ``names``; returns those parameters in order.
+
+    erase() restores the original requires_grad flags afterwards."""
+    from methods.base import named_tensors
+
+    tensors = named_tensors(pipe)
+    for p in tensors.values():
+        p.requires_grad_(False)
+    params = []
+    for n in names:
+        tensors[n].requires_grad_(True)
+        params.append(tensors[n])
+    for comp in ("unet", "text_encoder", "vae"):
+        if getattr(pipe, comp, None) is not None:
+            getattr(pipe, comp).eval()  # no dropout: training must be deterministic
+    return params
+
+
+def adam(params, config, cls=torch.optim.Adam, **kw):
+    kwargs = dict(lr=config.lr)
+    for key, arg in (("weight_decay", "weight_decay"), ("adam_eps", "eps")):
+        if hasattr(config, key):
+            kwargs[arg] = getattr(config, key)
+    if hasattr(config, "beta1"):
+        kwargs["betas"] = (config.beta1, config.beta2)
+    kwargs.update(kw)
+    return cls(params, **kwargs)
+
+
+def optimise(ctx, params, optimizer, steps: int, loss_fn, grad_clip: float | None = None,
+             grad_mask: dict | None = None, after_step=None, desc: str = "") -> list[float]:
+    """Run ``steps`` optimiser steps of ``loss_fn(step) -> loss``; returns the loss history.
+
+    A NaN/inf loss (or an update that makes a parameter non-finite) stops with an EraselabError
+    naming the step; erase() then restores the weights."""
+    losses = []
+    with ctx.progress_bar(steps, desc) as bar:
+        for step in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(step)
+            value = ctx.check_finite(loss, step + 1, steps)
+            loss.backward()
+            if grad_mask is not None:
+                for p in params:
+                    if p.grad is not None and id(p) in grad_mask:
+                        p.grad.mul_(grad_mask[id(p)])
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            optimizer.step()
+            if not all(torch.isfinite(p).all() for p in params):
+                raise EraselabError(f"{ctx.method}: weights became non-finite at step "
+                                    f"{step + 1}/{steps} (lr={getattr(ctx.config, 'lr', '?')}); "
+                                    f"lower lr or steps")
+            losses.append(value)
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.4g}")
+            if after_step is not None:
+                after_step(step)
+    return losses

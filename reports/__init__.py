@@ -1,0 +1,1 @@
+"""Comparison reports: tables, paper figures and the HTML report of a run."""
