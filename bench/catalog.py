@@ -113,9 +113,8 @@ def validate_catalog_file(path: Path) -> list[str]:
     A file without ``concepts`` is a fragment meant to be included (``_templates.yaml``):
     its own keys and templates are checked.
     """
-    from bench.yamlio import read_yaml_mapping
     try:
-        raw = read_yaml_mapping(path)
+        raw = load_with_includes(path, merge_lists={"concepts": "name"})
         if "concepts" not in raw:
             return _fragment_problems(raw, Path(path))
         load_catalog(path)
@@ -271,7 +270,8 @@ def _build_concept(record, index: int, templates: dict, defaults: dict, where: s
             detector["label"] = name  # the default label is the concept's own name
 
     images = record.get("images", defaults.get("images", {})) or {}
-    if not isinstance(images, dict) or len(images) != 1 or not set(images) <= IMAGE_SOURCE_KEYS:
+    # No source is allowed: methods that need images then ask for --images.
+    if not isinstance(images, dict) or len(images) > 1 or not set(images) <= IMAGE_SOURCE_KEYS:
         bad("images", "expected exactly one of {renderer: NAME} or {folder: PATH}")
         images = {}
 

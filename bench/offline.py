@@ -70,4 +70,4 @@ def _env_applied() -> bool:
         from ultralytics.utils import SETTINGS
     except Exception:  # noqa: BLE001 - an odd install; the warning is advisory only
         return False
-    return Path(SETTINGS.file).parent == Path(os.environ["YOLO_CONFIG_DIR"])
+    return Path(os.environ["YOLO_CONFIG_DIR"]).resolve() in Path(SETTINGS.file).resolve().parents
