@@ -56,7 +56,7 @@ def _rendered(concept, k: int, seed: int) -> list:
     rng = random.Random(f"fewshot-render:{concept.name}:{seed}")
     out = []
     for i in range(k):
-        sample_seed = render_module.stable_seed(f"fewshot:{concept.name}:{seed}:{i}")
+        sample_seed = render_module.stable_seed("fewshot", concept.name, seed, i)
         if concept.is_style:
             subject = rng.choice(sorted(render_module.OBJECTS))
             sample = render_module.render(subject, style=concept.name, seed=sample_seed)

@@ -58,10 +58,10 @@ class ZeroShotBase(ClipBackedScorer):
     def style_labels(self) -> set[str]:
         return {c.name for c in self.catalog.of_type("style")}
 
-    def _probabilities(self, images, labels: list[str]):
-        """(N, len(labels)) softmax probabilities over ``labels``."""
+    def _probabilities(self, image_emb, labels: list[str]):
+        """(N, len(labels)) softmax probabilities over ``labels`` for unit-norm image embeddings."""
         text = self.clip.label_embeddings([self.label_prompts[l] for l in labels])
-        logits = self.clip.logit_scale() * self.clip.encode_images(images) @ text.T
+        logits = self.clip.logit_scale() * image_emb @ text.T
         return logits.softmax(dim=-1)
 
 
@@ -76,8 +76,9 @@ class ClipZeroShot(ZeroShotBase):
     def _score(self, images, prompts, concepts):
         objects = [l for l in self.label_prompts if l not in self.style_labels]
         styles = sorted(self.style_labels) + ([NOTHING] if self.nothing else [])
-        probs_obj = self._probabilities(images, objects)
-        probs_sty = self._probabilities(images, styles) if self.style_labels else None
+        emb = self.clip.encode_images(images)  # once: both label sets reuse it
+        probs_obj = self._probabilities(emb, objects)
+        probs_sty = self._probabilities(emb, styles) if self.style_labels else None
         rows = []
         for i, concept in enumerate(concepts):
             is_style = concept is not None and concept.is_style and probs_sty is not None
@@ -101,7 +102,7 @@ class Mapping(ZeroShotBase):
 
     def _score(self, images, prompts, concepts):
         labels = list(self.label_prompts)
-        probs = self._probabilities(images, labels)
+        probs = self._probabilities(self.clip.encode_images(images), labels)
         rows = []
         for row in probs.tolist():
             top = max(range(len(labels)), key=row.__getitem__)

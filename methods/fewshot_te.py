@@ -33,7 +33,7 @@ from methods.common import (denoising_loss, enable_grads, encode_ids, fill, imag
                             training_templates)
 
 KINDS = ("all", "mlp", "attn", "mlp+attn", "mlp+final-attn")
-_LAYER_PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.(mlp|self_attn)\.")
+_LAYER_PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.(\w+)\.")
 
 
 def parse_selection(spec: str) -> tuple[str, tuple[int, ...] | None]:

@@ -115,7 +115,10 @@ def openclip_to_text_model(clip_model, clip_config: dict):
     model = CLIPTextModel(config)
     target_keys = model.state_dict().keys()
     prefix = "text_model." if any(k.startswith("text_model.") for k in target_keys) else ""
-    state = openclip_text_state_to_transformers(clip_model.state_dict(), config.num_hidden_layers, prefix)
+    try:
+        state = openclip_text_state_to_transformers(clip_model.state_dict(), config.num_hidden_layers, prefix)
+    except KeyError as exc:
+        raise RuntimeError(f"text-tower conversion: the CLIP has no weight {exc} for this config") from None
     model.load_state_dict(state, strict=True)
     return model.eval()
 

@@ -60,10 +60,11 @@ def _lr_at(step: int, steps: int) -> float:
 
 
 def train(out_dir: Path, ckpt_dir: Path, root: Path | None = None, steps: int = STEPS, resume: bool = False,
-          progress: bool = True, n_train: int = N_TRAIN, batch: int = BATCH) -> dict:
+          progress: bool = True, n_train: int = N_TRAIN, batch: int = BATCH,
+          config: dict = CLIP_CONFIG) -> dict:
     import open_clip
     torch.manual_seed(SEED)
-    model = build_clip()
+    model = build_clip(config)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
@@ -110,10 +111,10 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path | None = None, steps: int = 
             save_checkpoint(ckpt, step + 1, model=model, opt=opt)
             history_path.write_text(json.dumps(history, indent=1))
     model.eval()
-    files = save_clip(model, out_dir)
+    files = save_clip(model, out_dir, config)
     metrics = {"stage": "clip", "steps": steps, "batch": batch, "lr": LR, "seed": SEED,
                "n_train_renders": n_train, "parameters": sum(p.numel() for p in model.parameters()),
-               "config": CLIP_CONFIG, "history": history,
+               "config": config, "history": history,
                "val_zero_shot": history[-1]["val_zero_shot"] if history else None,
                "train_seconds_this_run": round(time.time() - t0, 1),
                "file_bytes": {f.name: f.stat().st_size for f in files}}

@@ -1,0 +1,237 @@
+"""`eraselab miniworld eval`: measure the mini world's quality bars and write its model card.
+
+Every number comes from fresh renders or fresh generations whose seeds were never used in
+training (seed namespaces 'card-*'), at least 64 images per concept over 2 seeds, with bootstrap
+95% intervals. Sections whose weights are not trained yet are reported as such, never guessed.
+Writes datasets/miniworld/v1/MODEL_CARD.md, eval.json and card_sheet.png (generated images).
+
+    eraselab miniworld eval [--json] [--n-per-concept 64]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.errors import EraselabError
+from bench.miniworld import render as mw
+from bench.miniworld.weights import read_sums
+from bench.paths import MINIWORLD_DIR
+from bench.stats import bootstrap_ci
+
+BARS = {"clip_zero_shot": 0.90, "detector_map50": 0.80, "probe_accuracy": 0.90,
+        "sd_mean_detection": 0.80, "sd_min_detection": 0.60}
+CARD_SEEDS = (0, 1)
+
+
+def _have(relpath: str, root: Path) -> bool:
+    try:
+        return relpath in read_sums(root)
+    except EraselabError:
+        return False
+
+
+def _ci(hits) -> dict:
+    mean, lo, hi = bootstrap_ci([float(h) for h in hits])
+    return {"mean": round(mean, 4), "lo": round(lo, 4), "hi": round(hi, 4), "n": len(hits)}
+
+
+def eval_clip(root: Path, n_per_label: int) -> dict:
+    from bench.miniworld.clip_model import load_clip, zero_shot_predict
+    from bench.miniworld.train_clip import clip_labels
+    clip = load_clip(root / "clip")
+    labels = clip_labels()
+    per_label, all_hits = {}, []
+    for label in labels:
+        images = []
+        for seed in CARD_SEEDS:
+            for i in range(n_per_label // len(CARD_SEEDS)):
+                style = mw.STYLES[i % len(mw.STYLES)] if label != mw.NOTHING else "plain"
+                images.append(mw.render(label, style, mw.stable_seed("card-clip", seed, label, i)).image)
+        hits = [p == label for p in zero_shot_predict(clip, np.stack(images), labels)]
+        per_label[label] = _ci(hits)
+        all_hits += hits
+    return {"overall": _ci(all_hits), "per_label": per_label, "bar": BARS["clip_zero_shot"]}
+
+
+def eval_probe(root: Path, n_per_style: int) -> dict:
+    from detectors.style_probe import StyleProbeScorer
+    from PIL import Image
+    scorer = StyleProbeScorer(probe_dir=str(root / "probe"), clip_root=str(root))
+    concepts = list(mw.OBJECTS) + list(mw.INSTANCES)
+    per_style, all_hits = {}, []
+    for style in mw.STYLES:
+        images = [Image.fromarray(mw.render(concepts[i % len(concepts)], style,
+                                            mw.stable_seed("card-probe", seed, style, i)).image)
+                  for seed in CARD_SEEDS for i in range(n_per_style // len(CARD_SEEDS))]
+        predicted = [row["style_pred"] for row in scorer.score(images)]
+        expected = "nothing" if style == "plain" else style
+        hits = [p == expected for p in predicted]
+        per_style[style] = _ci(hits)
+        all_hits += hits
+    return {"overall": _ci(all_hits), "per_style": per_style, "bar": BARS["probe_accuracy"]}
+
+
+def eval_detector(root: Path, workdir: Path) -> dict:
+    from bench.offline import setup_ultralytics_offline
+    from bench.miniworld import train_detector
+    setup_ultralytics_offline()
+    from ultralytics import YOLO
+    # Fresh validation scenes: the same writer as training, another seed namespace.
+    original_seed = train_detector.SEED
+    try:
+        train_detector.SEED = 1000 + original_seed
+        data_yaml = train_detector.write_yolo_dataset(workdir / "card_detector_data", progress=False)
+    finally:
+        train_detector.SEED = original_seed
+    model = YOLO(str(root / "detector" / "best.pt"))
+    val = model.val(data=str(data_yaml), split="val", imgsz=train_detector.IMGSZ, device="cpu",
+                    plots=False, workers=0, verbose=False, project=str(workdir / "yolo"), name="card",
+                    exist_ok=True)
+    names = train_detector.detector_classes()
+    return {"map50": round(float(val.box.map50), 4), "bar": BARS["detector_map50"],
+            "per_class_map50": {n: round(float(v), 4) for n, v in zip(names, val.box.ap50)}}
+
+
+def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path) -> dict:
+    """Generate from each catalog concept's prompts and judge with the detector or style probe."""
+    from bench.catalog import load_catalog
+    from bench.generate import generate, image_seed
+    from bench.pipeline_io import load_pipeline
+    from detectors import SCORERS
+    catalog = load_catalog("miniworld")
+    pipe = load_pipeline(str(root / "pipeline"))
+    detector = SCORERS.get("miniworld-yolo")(miniworld_root=str(root))
+    probe = SCORERS.get("miniworld-style-probe")(probe_dir=str(root / "probe"), clip_root=str(root))
+    per_concept, sheet_rows = {}, []
+    for concept in catalog.concepts.values():
+        prompts = concept.prompts()
+        jobs = [(prompts[i % len(prompts)], image_seed(f"card:{concept.name}:{i}", i, seed))
+                for seed in CARD_SEEDS for i in range(n_per_concept // len(CARD_SEEDS))]
+        images = generate(pipe, [p for p, _ in jobs], [s for _, s in jobs], steps=25, guidance=6.0,
+                          batch_size=32)
+        scorer = probe if concept.is_style else detector
+        rows = scorer.score(images, [p for p, _ in jobs], [concept] * len(images))
+        per_concept[concept.name] = _ci([bool(r["detected"]) for r in rows])
+        sheet_rows.append((concept.name, images[:8]))
+    _write_sheet(sheet_rows, sheet_path)
+    means = [v["mean"] for v in per_concept.values()]
+    return {"mean_detection": round(float(np.mean(means)), 4), "min_detection": round(float(np.min(means)), 4),
+            "per_concept": per_concept, "bars": {"mean": BARS["sd_mean_detection"],
+                                                 "min": BARS["sd_min_detection"]}}
+
+
+def _write_sheet(rows, path: Path) -> None:
+    from PIL import Image, ImageDraw
+    label_w, cell = 120, 64
+    sheet = Image.new("RGB", (label_w + 8 * cell, cell * len(rows)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for r, (name, images) in enumerate(rows):
+        draw.text((4, r * cell + cell // 2 - 5), name, fill="black")
+        for c, im in enumerate(images):
+            sheet.paste(im.resize((cell, cell)), (label_w + c * cell, r * cell))
+    tmp = path.with_suffix(".tmp.png")
+    sheet.save(tmp)
+    tmp.replace(path)
+
+
+def evaluate_and_write_card(n_per_concept: int = 64, out: Path | None = None,
+                            root: Path = MINIWORLD_DIR) -> dict:
+    import tempfile
+    out = Path(out) if out is not None else root
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    report: dict = {"n_per_concept": n_per_concept, "seeds": list(CARD_SEEDS), "sections": {}}
+    sections = report["sections"]
+    with tempfile.TemporaryDirectory() as tmp:
+        sections["clip"] = eval_clip(root, n_per_concept) if _have("clip/model.safetensors", root) else None
+        sections["probe"] = eval_probe(root, n_per_concept) if _have("probe/probe.json", root) else None
+        sections["detector"] = eval_detector(root, Path(tmp)) if _have("detector/best.pt", root) else None
+        ready = all(_have(p, root) for p in ("pipeline/model_index.json", "detector/best.pt", "probe/probe.json"))
+        sections["pipeline"] = eval_pipeline(root, n_per_concept, out / "card_sheet.png") if ready else None
+    report["stages"] = {stage: _stage_metrics(root, folder) for stage, folder in
+                        (("clip", "clip"), ("vae", "vae"), ("unet", "pipeline"), ("detector", "detector"),
+                         ("probe", "probe"))}
+    report["seconds"] = round(time.time() - t0, 1)
+    report["summary"] = _summary(report)
+    (out / "eval.json").write_text(json.dumps(report, indent=2))
+    (out / "MODEL_CARD.md").write_text(model_card(report))
+    return report
+
+
+def _stage_metrics(root: Path, folder: str) -> dict | None:
+    path = root / folder / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    metrics.pop("history", None)
+    return metrics
+
+
+def _verdict(value, bar) -> str:
+    return "MET" if value >= bar else "NOT MET"
+
+
+def _summary(report: dict) -> str:
+    s = report["sections"]
+    lines = []
+    if s["clip"]:
+        v = s["clip"]["overall"]
+        lines.append(f"mini CLIP zero-shot top-1: {v['mean']:.1%} [{v['lo']:.1%}, {v['hi']:.1%}] "
+                     f"(bar {BARS['clip_zero_shot']:.0%}: {_verdict(v['mean'], BARS['clip_zero_shot'])})")
+    if s["probe"]:
+        v = s["probe"]["overall"]
+        lines.append(f"style probe accuracy: {v['mean']:.1%} (bar {BARS['probe_accuracy']:.0%}: "
+                     f"{_verdict(v['mean'], BARS['probe_accuracy'])})")
+    if s["detector"]:
+        v = s["detector"]["map50"]
+        lines.append(f"detector mAP50: {v:.3f} (bar {BARS['detector_map50']}: {_verdict(v, BARS['detector_map50'])})")
+    if s["pipeline"]:
+        p = s["pipeline"]
+        lines.append(f"mini SD detection: mean {p['mean_detection']:.1%} (bar 80%: "
+                     f"{_verdict(p['mean_detection'], BARS['sd_mean_detection'])}), min {p['min_detection']:.1%} "
+                     f"(bar 60%: {_verdict(p['min_detection'], BARS['sd_min_detection'])})")
+    missing = [k for k, v in s.items() if v is None]
+    if missing:
+        lines.append(f"not evaluated (weights not trained yet): {', '.join(missing)}")
+    return "\n".join(lines)
+
+
+def model_card(report: dict) -> str:
+    s = report["sections"]
+    out = ["# Mini world v1: model card", "",
+           "Measured by `eraselab miniworld eval` on fresh renders and generations (seed namespaces "
+           f"never used in training), {report['n_per_concept']} images per concept over seeds "
+           f"{report['seeds']}, 95% bootstrap intervals.", "", "## Summary", "", "```",
+           report["summary"], "```", ""]
+    if s["clip"]:
+        out += ["## Mini CLIP zero-shot top-1 (rendered images, all styles)", "", "| label | top-1 | 95% CI |",
+                "|---|---|---|"]
+        out += [f"| {k} | {v['mean']:.1%} | [{v['lo']:.1%}, {v['hi']:.1%}] |" for k, v in s["clip"]["per_label"].items()]
+        out.append("")
+    if s["probe"]:
+        out += ["## Style probe accuracy", "", "| style | accuracy |", "|---|---|"]
+        out += [f"| {k} | {v['mean']:.1%} |" for k, v in s["probe"]["per_style"].items()]
+        out.append("")
+    if s["detector"]:
+        out += ["## Detector mAP50 (fresh validation scenes)", "", "| class | mAP50 |", "|---|---|"]
+        out += [f"| {k} | {v:.3f} |" for k, v in s["detector"]["per_class_map50"].items()]
+        out.append("")
+    if s["pipeline"]:
+        out += ["## Mini Stable Diffusion: concept detected in generations", "",
+                "| concept | detected | 95% CI |", "|---|---|---|"]
+        out += [f"| {k} | {v['mean']:.1%} | [{v['lo']:.1%}, {v['hi']:.1%}] |"
+                for k, v in s["pipeline"]["per_concept"].items()]
+        out += ["", "![generated images per concept](card_sheet.png)", ""]
+    out += ["## Training record", "", "| stage | parameters | steps | seconds (last run) | files |", "|---|---|---|---|---|"]
+    for stage, m in report["stages"].items():
+        if m is None:
+            out.append(f"| {stage} | not trained yet | | | |")
+            continue
+        files = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in (m.get("file_bytes") or {}).items())
+        out.append(f"| {stage} | {m.get('parameters', '')} | {m.get('steps', m.get('epochs', ''))} | "
+                   f"{m.get('train_seconds_this_run', m.get('seconds', ''))} | {files} |")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,103 @@
+"""Stage 4: train the mini detector, an ultralytics YOLO built from yolov8n.yaml (no pretraining).
+
+    eraselab miniworld train detector [--resume] [--steps EPOCHS]
+
+Data: rendered scenes (bench.miniworld.render.render_scene: 1-3 objects or instances, any
+style) with their boxes, plus 5% "nothing" distractors with no boxes, so that noise and blobs
+yield no detection. Classes: the 12 objects and 4 instances/logos. Images are written once to
+checkpoints/detector_data/ in YOLO's folder layout; training is fully offline (bench.offline),
+amp off, plots off, imgsz 128 (the 64x64 renders upscaled: YOLO's stride is 32). Writes
+detector/best.pt (YOLO's own format) and detector/metrics.json (mAP50 on the val scenes).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from bench.miniworld import render as mw
+
+SEED = 3
+EPOCHS = 30
+N_TRAIN = 3000
+N_VAL = 400
+IMGSZ = 128
+BATCH = 32
+P_NOTHING = 0.05
+
+
+def detector_classes() -> list[str]:
+    return list(mw.OBJECTS) + list(mw.INSTANCES)
+
+
+def write_yolo_dataset(folder: Path, progress: bool) -> Path:
+    """Render train/val scenes to YOLO's layout (images/, labels/, data.yaml); reused if complete."""
+    folder = Path(folder)
+    data_yaml = folder / "data.yaml"
+    if data_yaml.is_file():
+        return data_yaml
+    classes = detector_classes()
+    index = {name: i for i, name in enumerate(classes)}
+    for split, n in (("train", N_TRAIN), ("val", N_VAL)):
+        (folder / "images" / split).mkdir(parents=True, exist_ok=True)
+        (folder / "labels" / split).mkdir(parents=True, exist_ok=True)
+        for i in tqdm(range(n), desc=f"detector data {split}", disable=not progress, mininterval=2):
+            seed = mw.stable_seed("detector", split, SEED, i)
+            if (seed % 1000) / 1000 < P_NOTHING:
+                sample = mw.render(mw.NOTHING, "plain", seed)
+            else:
+                sample = mw.render_scene(seed, max_objects=3)
+            size = sample.image.shape[0]
+            Image.fromarray(sample.image).save(folder / "images" / split / f"{i:05d}.png")
+            lines = []
+            for label, x0, y0, x1, y1 in sample.boxes:
+                cx, cy = (x0 + x1) / 2 / size, (y0 + y1) / 2 / size
+                w, h = (x1 - x0) / size, (y1 - y0) / size
+                lines.append(f"{index[label]} {cx:.5f} {cy:.5f} {w:.5f} {h:.5f}")
+            (folder / "labels" / split / f"{i:05d}.txt").write_text("\n".join(lines))
+    names = "\n".join(f"  {i}: {name}" for i, name in enumerate(classes))
+    tmp = data_yaml.with_suffix(".tmp")
+    tmp.write_text(f"path: {folder}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    tmp.replace(data_yaml)
+    return data_yaml
+
+
+def train(out_dir: Path, ckpt_dir: Path, root: Path | None = None, steps: int = EPOCHS,
+          resume: bool = False, progress: bool = True) -> dict:
+    from bench.offline import setup_ultralytics_offline
+    setup_ultralytics_offline()
+    from ultralytics import YOLO
+
+    data_yaml = write_yolo_dataset(Path(ckpt_dir) / "detector_data", progress)
+    project = (Path(ckpt_dir) / "detector_runs").resolve()
+    last = project / "train" / "weights" / "last.pt"
+    t0 = time.time()
+    if resume and last.is_file():
+        model = YOLO(str(last))
+        model.train(resume=True)
+    else:
+        model = YOLO("yolov8n.yaml")
+        model.train(data=str(data_yaml), epochs=steps, imgsz=IMGSZ, batch=BATCH, device="cpu",
+                    workers=0, amp=False, plots=False, pretrained=False, seed=SEED,
+                    deterministic=True, project=str(project), name="train", exist_ok=True,
+                    verbose=False, fliplr=0.5, mosaic=1.0, close_mosaic=5)
+    best = project / "train" / "weights" / "best.pt"
+    final = YOLO(str(best))
+    val = final.val(data=str(data_yaml), imgsz=IMGSZ, batch=BATCH, device="cpu", plots=False,
+                    workers=0, verbose=False, project=str(project), name="val", exist_ok=True)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(best, Path(out_dir) / "best.pt")
+    metrics = {"stage": "detector", "epochs": steps, "imgsz": IMGSZ, "batch": BATCH, "seed": SEED,
+               "n_train": N_TRAIN, "n_val": N_VAL, "classes": detector_classes(),
+               "mAP50": round(float(val.box.map50), 4), "mAP50_95": round(float(val.box.map), 4),
+               "per_class_mAP50": {name: round(float(v), 4) for name, v in
+                                   zip(detector_classes(), val.box.ap50)},
+               "train_seconds_this_run": round(time.time() - t0, 1),
+               "file_bytes": {"best.pt": (Path(out_dir) / "best.pt").stat().st_size}}
+    (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics

@@ -1,0 +1,183 @@
+"""Stage 3: train the mini Stable Diffusion UNet and assemble the pipeline folder.
+
+    eraselab miniworld train unet [--resume] [--steps N]
+
+Needs the clip/ and vae/ stages. The mini CLIP's text tower is converted to a transformers
+CLIPTextModel (bench/miniworld/convert.py) and frozen, as SD 1.x freezes CLIP ViT-L/14. The
+UNet learns epsilon-prediction on VAE latents (16x16x4) of the 40k training renders under SD's
+DDPM schedule (1000 steps, scaled-linear betas 0.00085..0.012), with fresh captions every step
+and 10% of captions dropped to "" for classifier-free guidance. AdamW lr 5e-4 (500 warm-up
+steps, cosine to 10%), batch 64, EMA 0.999 (the EMA weights are shipped). Checkpoints every
+200 steps; ``--resume`` continues bit-for-bit (batches, noise and dropout derive from the step).
+Writes pipeline/ (a StableDiffusionPipeline folder, fp16 safetensors, DDIM scheduler, no
+safety checker) and pipeline/metrics.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bench.miniworld import render as mw
+from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint
+from bench.miniworld.data import batch_indices, render_dataset
+
+SEED = 2
+STEPS = 12_000
+BATCH = 64
+LR = 5e-4
+WARMUP = 500
+EMA_DECAY = 0.999
+CFG_DROPOUT = 0.1
+CHECKPOINT_EVERY = 200
+N_TRAIN = 40_000
+SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                beta_schedule="scaled_linear")
+UNET_CONFIG = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+                   block_out_channels=(32, 64, 128),
+                   down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+                   up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+                   cross_attention_dim=128, attention_head_dim=8, norm_num_groups=32)
+
+
+def build_unet(cross_attention_dim: int, config: dict = UNET_CONFIG):
+    from diffusers import UNet2DConditionModel
+    torch.manual_seed(SEED)
+    return UNet2DConditionModel(**{**config, "cross_attention_dim": cross_attention_dim})
+
+
+def frozen_text_side(root: Path, tokenizer_dir: Path):
+    """The converted, frozen text encoder and its tokenizer (written into the pipeline folder)."""
+    from bench.miniworld.clip_model import load_clip
+    from bench.miniworld.convert import build_clip_tokenizer, openclip_to_text_model
+    clip_dir = Path(root) / "clip"
+    clip = load_clip(clip_dir)
+    config = json.loads((clip_dir / "open_clip_config.json").read_text())
+    text_encoder = openclip_to_text_model(clip, config).requires_grad_(False).eval()
+    tokenizer = build_clip_tokenizer(tokenizer_dir, config["text_cfg"]["context_length"])
+    return text_encoder, tokenizer
+
+
+@torch.no_grad()
+def encode_captions(text_encoder, tokenizer, captions: list[str]) -> torch.Tensor:
+    # Exactly what StableDiffusionPipeline.encode_prompt computes (no attention mask).
+    ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    return text_encoder(ids)[0]
+
+
+@torch.no_grad()
+def latent_moments(vae, images: np.ndarray, cache: Path, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every training render, computed once and cached as .npy."""
+    mean_path, std_path = cache.with_suffix(".mean.npy"), cache.with_suffix(".std.npy")
+    if mean_path.is_file() and std_path.is_file():
+        return torch.from_numpy(np.load(mean_path)), torch.from_numpy(np.load(std_path))
+    from bench.miniworld.train_vae import to_vae_input
+    means, stds = [], []
+    for start in tqdm(range(0, len(images), 256), desc="encode latents", disable=not progress):
+        post = vae.encode(to_vae_input(images[start:start + 256])).latent_dist
+        means.append(post.mean)
+        stds.append(post.std)
+    mean, std = torch.cat(means), torch.cat(stds)
+    np.save(mean_path, mean.numpy())
+    np.save(std_path, std.numpy())
+    return mean, std
+
+
+def _lr_at(step: int, steps: int) -> float:
+    if step < WARMUP:
+        return LR * (step + 1) / WARMUP
+    progress = min(1.0, (step - WARMUP) / max(1, steps - WARMUP))
+    return LR * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume: bool = False,
+          progress: bool = True, n_train: int = N_TRAIN, batch: int = BATCH,
+          unet_config: dict = UNET_CONFIG) -> dict:
+    from diffusers import AutoencoderKL, DDPMScheduler
+    out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    text_encoder, tokenizer = frozen_text_side(root, out_dir / "tokenizer")
+    vae = AutoencoderKL.from_pretrained(str(Path(root) / "vae"), torch_dtype=torch.float32).eval()
+    scaling = vae.config.scaling_factor
+    unet = build_unet(text_encoder.config.hidden_size, unet_config)
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    opt = torch.optim.AdamW(unet.parameters(), lr=LR, weight_decay=1e-2)
+    ckpt = ckpt_dir / "unet.pt"
+    history_path = ckpt_dir / "unet_history.json"
+    start, history = 0, []
+    if resume and ckpt.is_file():
+        start = load_checkpoint(ckpt, unet=unet, ema=ema, opt=opt)
+        history = json.loads(history_path.read_text()) if history_path.is_file() else []
+    data = render_dataset(n_train, 0, cache_dir=ckpt_dir, progress=progress, p_style=0.3, p_nothing=0.03)
+    lat_mean, lat_std = latent_moments(vae, data.images, ckpt_dir / f"latents_n{n_train}", progress)
+    noise_scheduler = DDPMScheduler(**SCHEDULE)
+    t0 = time.time()
+    unet.train()
+    losses = []
+    bar = tqdm(range(start, steps), desc="unet", initial=start, total=steps, disable=not progress)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, steps)
+        idx = torch.from_numpy(batch_indices(len(data), batch, "unet", step, SEED))
+        gen = torch.Generator().manual_seed(mw.stable_seed("unet-noise", SEED, step))
+        eps_latent = torch.randn(lat_mean[idx].shape, generator=gen)
+        latents = (lat_mean[idx] + lat_std[idx] * eps_latent) * scaling
+        flip = torch.rand(batch, generator=gen) < 0.5
+        latents[flip] = latents[flip].flip(-1)  # renders are left-right symmetric in meaning
+        noise = torch.randn(latents.shape, generator=gen)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=gen)
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        captions = data.captions(idx.tolist(), seed=step)
+        drop = (torch.rand(batch, generator=gen) < CFG_DROPOUT).tolist()
+        captions = ["" if d else c for c, d in zip(captions, drop)]
+        cond = encode_captions(text_encoder, tokenizer, captions)
+        pred = unet(noisy, timesteps, encoder_hidden_states=cond).sample
+        loss = torch.nn.functional.mse_loss(pred, noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            decay = min(EMA_DECAY, (1 + step) / (10 + step))  # warm-up of the EMA
+            for e, p in zip(ema.parameters(), unet.parameters()):
+                e.lerp_(p, 1 - decay)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if (step + 1) % CHECKPOINT_EVERY == 0 or step + 1 == steps:
+            history.append({"step": step + 1, "loss_avg50": round(float(np.mean(losses[-50:])), 5),
+                            "seconds": round(time.time() - t0, 1)})
+            save_checkpoint(ckpt, step + 1, unet=unet, ema=ema, opt=opt)
+            history_path.write_text(json.dumps(history, indent=1))
+    files = assemble_pipeline(out_dir, ema.eval(), vae, text_encoder, tokenizer)
+    metrics = {"stage": "unet", "steps": steps, "batch": batch, "lr": LR, "seed": SEED,
+               "ema_decay": EMA_DECAY, "cfg_dropout": CFG_DROPOUT, "schedule": SCHEDULE,
+               "unet_config": unet_config, "parameters": sum(p.numel() for p in ema.parameters()),
+               "history": history, "train_seconds_this_run": round(time.time() - t0, 1),
+               "file_bytes": {str(f.relative_to(out_dir)): f.stat().st_size for f in files}}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
+
+
+def sampling_scheduler():
+    from diffusers import DDIMScheduler
+    return DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+
+
+def assemble_pipeline(out_dir: Path, unet, vae, text_encoder, tokenizer) -> list[Path]:
+    """Save a StableDiffusionPipeline folder (fp16 weights) that from_pretrained loads offline."""
+    from diffusers import StableDiffusionPipeline
+    pipe = StableDiffusionPipeline(vae=copy.deepcopy(vae), text_encoder=copy.deepcopy(text_encoder),
+                                   tokenizer=tokenizer, unet=copy.deepcopy(unet),
+                                   scheduler=sampling_scheduler(), safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.to(torch.float16)
+    pipe.save_pretrained(str(out_dir), safe_serialization=True)
+    return [p for p in Path(out_dir).rglob("*") if p.is_file()]

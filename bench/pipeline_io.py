@@ -1,0 +1,49 @@
+"""Loading the model under test: a diffusers Stable Diffusion pipeline from a folder or hub id.
+
+``load_pipeline(path_or_id, device="cpu", dtype=None)`` returns a ``StableDiffusionPipeline``
+(safety checker off: eraselab measures erasure, and the checker would black out images). A local
+folder is read as is; anything else is treated as a hub id and read from the local cache only when
+``HF_HUB_OFFLINE=1``. Any failure is one line naming what could not be read. ``default_model()``
+is the shipped mini-world pipeline (bench/miniworld/weights.py), checksum-verified.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.errors import EraselabError
+
+
+def default_model() -> Path:
+    from bench.miniworld.weights import verified_dir
+    return verified_dir("pipeline")
+
+
+def load_pipeline(path_or_id, device: str = "cpu", dtype=None, progress: bool = True):
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    if not progress:  # the loading bars of diffusers and transformers, on stderr
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+        dlog.disable_progress_bar()
+        tlog.disable_progress_bar()
+
+    source = str(path_or_id)
+    local = Path(source)
+    if local.exists() and not (local / "model_index.json").is_file():
+        raise EraselabError(f"{local}: not a diffusers pipeline folder (no model_index.json)")
+    kwargs = dict(safety_checker=None, requires_safety_checker=False)
+    if dtype is not None:
+        kwargs["torch_dtype"] = dtype
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(source, **kwargs)
+    except Exception as exc:  # diffusers/hub raise many types; the user needs one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EraselabError(f"{source}: cannot load a Stable Diffusion pipeline ({first})") from None
+    try:
+        pipe = pipe.to(torch.device(device))
+    except (RuntimeError, AssertionError) as exc:
+        raise EraselabError(f"{source}: cannot move the pipeline to {device!r} ({exc})") from None
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,236 @@
+"""The work plan of a run: content-addressed edits, images and batches, and their shard split.
+
+Pure Python (no torch): the same suite and inputs always give the same plan, in any process.
+
+* An **edit** is addressed by hash(method, method version, variant, overrides, concept, catalog,
+  base-model fingerprint, seed). The ``original`` model is one edit per base model (no concept,
+  no seed), so its image of a prompt is generated once and is the twin of every edited image of
+  that prompt, sample and seed.
+* An **image** is addressed by hash(edit, prompt id, prompt, sample, image seed, sampler config);
+  its seed is ``bench.generate.image_seed(prompt_id, sample, suite_seed)``, the same for every
+  method, concept and shard.
+* A **batch** is a fixed chunk of one edit's images in canonical order (sorted by suite seed,
+  prompt id, sample), so an image is always generated in the same batch composition: resumed,
+  sharded and uninterrupted runs give bit-identical images.
+* **Shards** get whole edits (greedy by image count, deterministic), so an edit is erased by one
+  process only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+
+ORIGINAL = "original"
+
+
+def content_id(payload) -> str:
+    """A 16-hex-digit SHA-256 of a JSON payload (sorted keys): the content address."""
+    data = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def prompt_id(text: str) -> str:
+    # the text alone: the same prompt is the same item (and seed) wherever it appears
+    return "p" + hashlib.sha256(text.encode()).hexdigest()[:11]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    set: str
+    text: str
+    subject: str | None  # the catalog concept the prompt names (None: a general prompt)
+    id: str
+    samples: int
+
+
+def _round_robin(lists: list[list]) -> list:
+    out, i = [], 0
+    while any(i < len(l) for l in lists):
+        out.extend(l[i] for l in lists if i < len(l))
+        i += 1
+    return out
+
+
+def concept_prompts(suite, concept_name: str) -> dict[str, list[Prompt]]:
+    """The prompt sets of one erased concept (PROTOCOL.md section 1.2)."""
+    catalog = suite.catalog
+    concept = catalog[concept_name]
+    out: dict[str, list[Prompt]] = {}
+    for set_name, spec in suite.prompt_sets.items():
+        def fill(c, templates=None):
+            return [(t.replace("{}", c.name), c.name) for t in (templates or c.templates)] + \
+                   [(e.replace("{}", c.name), c.name) for e in spec.extra]
+        if set_name == "target":
+            pool = fill(concept)
+        elif set_name == "related":
+            names = [n for n in ([concept.parent] if concept.parent else []) + list(concept.related)
+                     + [c.name for c in catalog.children(concept.name)] if n != concept.name]
+            names = list(dict.fromkeys(names))
+            pool = _round_robin([fill(catalog[n]) for n in names])
+        else:  # unrelated: other concepts (a seeded, concept-specific order), then general prompts
+            near = {concept.name, concept.parent, *concept.related,
+                    *(c.name for c in catalog.children(concept.name))}
+            others = sorted(n for n in catalog.concepts if n not in near)
+            random.Random(f"unrelated:{concept.name}").shuffle(others)
+            pool = _round_robin([fill(catalog[n]) for n in others])
+            pool += [(g, None) for g in suite.general_prompts]
+        pool = list(dict.fromkeys(pool))[:spec.prompts]
+        out[set_name] = [Prompt(set_name, text, subject, prompt_id(text), spec.samples)
+                         for text, subject in pool]
+    return out
+
+
+def images_per_group(suite) -> dict[tuple[str, str], int]:
+    """Images per (concept, prompt set) per method: prompts x samples x seeds."""
+    out = {}
+    for c in suite.concepts:
+        for set_name, prompts in concept_prompts(suite, c).items():
+            out[(c, set_name)] = sum(p.samples for p in prompts) * len(suite.seeds)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Edit:
+    id: str
+    model: str               # model id
+    method: str
+    variant: str | None
+    overrides: dict
+    concept: str | None      # None for the original model
+    seed: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class Image:
+    id: str
+    edit_id: str
+    prompt_id: str
+    prompt: str
+    subject: str | None
+    sample: int
+    suite_seed: int
+    seed: int
+
+    @property
+    def path(self) -> str:
+        return f"images/{self.edit_id}/{self.id}.png"
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    id: str
+    edit_id: str
+    images: tuple  # of Image
+
+
+@dataclasses.dataclass
+class Plan:
+    edits: dict          # edit id -> Edit (original edits included even if not listed)
+    images: dict         # image id -> Image
+    batches: list        # of Batch, in canonical order
+    rows: list           # dicts: the row metadata of results.parquet (no scores)
+    twins: dict          # edited image id -> original image id
+    groups: dict         # (model, method, variant, concept, set) -> (edited ids, original ids)
+
+    def shard_edits(self, index: int, count: int) -> set[str]:
+        """The edit ids of shard ``index`` of ``count``: greedy by image count, deterministic."""
+        sizes = {e: 0 for e in self.edits}
+        for b in self.batches:
+            sizes[b.edit_id] += len(b.images)
+        load = [0] * count
+        mine = set()
+        for edit_id in sorted(sizes, key=lambda e: (-sizes[e], e)):
+            k = min(range(count), key=lambda i: (load[i], i))
+            load[k] += sizes[edit_id]
+            if k == index:
+                mine.add(edit_id)
+        return mine
+
+
+def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, str],
+               extra_overrides: dict[str, dict] | None = None) -> Plan:
+    """The whole grid. ``fingerprints``: model id -> base-model fingerprint; ``method_versions``:
+    method -> its class ``version``; ``extra_overrides``: method -> overrides added (--smoke)."""
+    from bench.generate import image_seed
+
+    extra_overrides = extra_overrides or {}
+    sampler = {k: suite.sampler[k] for k in ("scheduler", "steps", "guidance", "resolution")}
+    edits: dict[str, Edit] = {}
+    images: dict[str, Image] = {}
+    rows: list[dict] = []
+    twins: dict[str, str] = {}
+    groups: dict[tuple, tuple[list, list]] = {}
+    prompts_of = {c: concept_prompts(suite, c) for c in suite.concepts}
+
+    def edit_for(model, method, concept, seed) -> Edit:
+        overrides = {**dict(method.overrides), **extra_overrides.get(method.name, {})}
+        is_orig = method.name == ORIGINAL
+        payload = {"model": fingerprints[model.id], "method": method.name,
+                   "method_version": method_versions[method.name], "variant": method.variant,
+                   "overrides": overrides, "catalog": suite.catalog.name,
+                   "concept": None if is_orig else suite.catalog[concept].to_dict(),
+                   "seed": None if is_orig else seed}
+        e = Edit(content_id(payload), model.id, method.name, method.variant, overrides,
+                 None if is_orig else concept, None if is_orig else seed)
+        edits.setdefault(e.id, e)
+        return e
+
+    def image_for(edit: Edit, p: Prompt, sample: int, suite_seed: int) -> Image:
+        seed = image_seed(p.id, sample, suite_seed)
+        iid = content_id({"edit": edit.id, "prompt_id": p.id, "prompt": p.text, "sample": sample,
+                          "seed": seed, "sampler": sampler})
+        im = Image(iid, edit.id, p.id, p.text, p.subject, sample, suite_seed, seed)
+        images.setdefault(iid, im)
+        return im
+
+    from bench.runner.suite import MethodSpec
+    original = MethodSpec(ORIGINAL)
+    listed_original = any(m.name == ORIGINAL for m in suite.methods)
+    for model in suite.models:
+        for seed in suite.seeds:
+            for concept in suite.concepts:
+                ctype = suite.catalog[concept].type
+                orig_edit = edit_for(model, original, concept, seed)
+                for method in suite.methods:
+                    edit = edit_for(model, method, concept, seed)
+                    for set_name, prompts in prompts_of[concept].items():
+                        key = (model.id, method.name, method.label, concept, set_name)
+                        g_edit, g_orig = groups.setdefault(key, ([], []))
+                        for p in prompts:
+                            for sample in range(p.samples):
+                                im = image_for(edit, p, sample, seed)
+                                twin = image_for(orig_edit, p, sample, seed)
+                                if edit.id != orig_edit.id:
+                                    twins[im.id] = twin.id
+                                g_edit.append(im.id)
+                                g_orig.append(twin.id)
+                                rows.append({"model": model.id, "method": method.name,
+                                             "variant": method.label, "concept": concept,
+                                             "concept_type": ctype, "prompt_set": set_name,
+                                             "prompt_id": p.id, "prompt": p.text,
+                                             "subject": p.subject, "sample": sample,
+                                             "suite_seed": seed, "seed": im.seed,
+                                             "image_path": im.path, "edit_id": edit.id,
+                                             "image_id": im.id})
+                if not listed_original:
+                    # the twins still need their images: add them to the original edit's work
+                    for set_name, prompts in prompts_of[concept].items():
+                        for p in prompts:
+                            for sample in range(p.samples):
+                                image_for(orig_edit, p, sample, seed)
+
+    batch_size = suite.sampler["batch_size"]
+    by_edit: dict[str, list[Image]] = {}
+    for im in images.values():
+        by_edit.setdefault(im.edit_id, []).append(im)
+    batches = []
+    for edit_id in sorted(by_edit):
+        ims = sorted(by_edit[edit_id], key=lambda i: (i.suite_seed, i.prompt_id, i.sample))
+        for start in range(0, len(ims), batch_size):
+            chunk = tuple(ims[start:start + batch_size])
+            batches.append(Batch(content_id({"edit": edit_id, "images": [i.id for i in chunk]}),
+                                 edit_id, chunk))
+    return Plan(edits=edits, images=images, batches=batches, rows=rows, twins=twins, groups=groups)

@@ -1,0 +1,73 @@
+"""The schema of a run's tables: per-image rows (results.parquet) and aggregates.
+
+Imported by the runner (which writes these tables) and by the report generator (which reads
+them); change a name here and both follow. Nothing here imports pandas or torch.
+
+results.parquet -- one row per (model, method, variant, concept, prompt set, prompt, sample, suite
+seed). Images are shared where the work is the same: the ``original`` model's image of a prompt is
+one file, referenced by every concept whose prompt sets contain that prompt.
+
+| column              | type        | meaning                                                          |
+|---------------------|-------------|------------------------------------------------------------------|
+| run                 | str         | run name (the run folder's name)                                 |
+| model               | str         | model id from the suite (``miniworld``, ``sd14``, ...)           |
+| method              | str         | erasure method (methods.METHODS name)                            |
+| variant             | str         | the suite's variant for the method; "" = the method's default    |
+| concept             | str         | the erased concept (catalog name)                                |
+| concept_type        | str         | object / instance / style / logo                                 |
+| prompt_set          | str         | target / related / unrelated                                     |
+| prompt_id           | str         | stable id of the prompt text (same across methods and concepts)  |
+| prompt              | str         | the prompt text                                                  |
+| subject             | str or null | the catalog concept the prompt names (null: a general prompt)    |
+| sample              | int         | sample index within the prompt                                   |
+| suite_seed          | int         | the suite seed (erase seed and base of the image seed)           |
+| seed                | int         | the image's seed: bench.generate.image_seed(prompt_id, sample, suite_seed) |
+| image_path          | str         | PNG path relative to the run folder                              |
+| edit_id             | str         | content address of the edit (method, config, concept, base model, seed) |
+| image_id            | str         | content address of the image (edit, prompt, sample, seed, sampler) |
+| detector            | str or null | the scorer that judged ``detected`` (the subject's catalog detector) |
+| detected            | bool/null   | the subject's detector sees it (null: no subject / not applicable) |
+| clip_score          | float       | cosine(eval CLIP image, prompt text)                             |
+| mapped_to, mapped_p | str, float  | top zero-shot catalog label and its probability (``mapping``)    |
+| mapping_dist        | str (JSON)  | the whole zero-shot distribution                                 |
+| clip_image_cosine   | float       | CLIP image cosine to the same-seed original twin (NaN for ``original`` rows) |
+| <scorer>.version    | str         | version of each scorer that produced a column (and .backend)     |
+
+Other scorer columns (det_labels, imagenet_top1, style_pred, ...) pass through; list and dict
+values are stored as JSON strings so every part has the same column types.
+
+aggregates.parquet / aggregates.csv -- one row per (model, method, variant, concept, prompt set),
+derived from results.parquet (bootstrap 95% intervals, bench.stats.bootstrap_ci) plus the KID
+table (kid-clip between the group's edited images and the original images of the same prompts):
+``AGGREGATE_COLUMNS`` below. ``kid`` is NaN for the ``original`` method and for sets of < 2 images.
+
+manifest.json -- resolved suite, package versions, git commit, hardware, seconds per stage,
+``edits``: edit_id -> {method, variant, concept, seconds, peak_memory_mb, params_changed,
+delta_bytes}.
+"""
+
+from __future__ import annotations
+
+ROW_KEY = ("model", "method", "variant", "concept", "prompt_set", "prompt_id", "sample", "suite_seed")
+GROUP_KEY = ("model", "method", "variant", "concept", "prompt_set")
+
+ROW_COLUMNS = ("run", "model", "method", "variant", "concept", "concept_type", "prompt_set",
+               "prompt_id", "prompt", "subject", "sample", "suite_seed", "seed", "image_path",
+               "edit_id", "image_id", "detector", "detected", "clip_score", "mapped_to", "mapped_p",
+               "mapping_dist", "clip_image_cosine")
+
+AGGREGATE_COLUMNS = ("model", "method", "variant", "concept", "prompt_set", "n", "n_detected",
+                     "detected_rate", "detected_lo", "detected_hi",
+                     "clip_score", "clip_score_lo", "clip_score_hi",
+                     "clip_image_cosine", "clip_image_cosine_lo", "clip_image_cosine_hi",
+                     "kid", "kid_std")
+
+# (metric, lo, hi) triples that compare.py tests for overlap
+INTERVAL_METRICS = (("detected_rate", "detected_lo", "detected_hi"),
+                    ("clip_score", "clip_score_lo", "clip_score_hi"),
+                    ("clip_image_cosine", "clip_image_cosine_lo", "clip_image_cosine_hi"))
+
+MANIFEST_EDIT_KEYS = ("method", "variant", "concept", "seconds", "peak_memory_mb", "params_changed",
+                      "delta_bytes")
+
+PROMPT_SETS = ("target", "related", "unrelated")

@@ -1,0 +1,418 @@
+"""Benchmark suites: the YAML files under ``datasets/suites/``, their strict schema and loading.
+
+A suite declares the grid one ``eraselab run`` covers: models x methods x concepts x seeds, the
+prompt sets each concept is judged on, the sampler and the scorers. ``include:`` builds a variant
+from a base in three lines (bench/yamlio.py). Check a file without running anything:
+
+    eraselab validate datasets/suites/mini-default.yaml
+    python -c "from bench.suite import load_suite; print(load_suite('mini-default'))"
+
+Every problem is one line naming the file and the key (``methods[2].name``), with "did you mean"
+for typos; a bad suite is rejected before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+
+from bench.errors import EraselabError, ValidationError
+from bench.paths import SUITE_DIR
+from bench.yamlio import load_with_includes
+
+TOP_KEYS = {"suite", "version", "description", "smoke_sized", "catalog", "models", "methods",
+            "concepts", "prompt_sets", "general_prompts", "sampler", "scorers", "preservation",
+            "scorer_options", "seeds"}
+REQUIRED_TOP = ("suite", "catalog", "models", "methods", "concepts", "prompt_sets", "sampler", "seeds")
+MODEL_KEYS = {"id", "path"}
+METHOD_KEYS = {"name", "variant", "overrides"}
+SET_KEYS = {"prompts", "samples", "extra"}
+SAMPLER_KEYS = {"scheduler", "steps", "guidance", "resolution", "batch_size"}
+SCHEDULERS = ("default", "pndm", "ddim", "dpm", "euler", "euler-a", "lms")
+MINIWORLD = "miniworld"  # model path meaning the shipped mini-world pipeline
+MIN_REPORTED_IMAGES = 64  # PROTOCOL.md: a reported number rests on >= 64 images over >= 2 seeds
+PROMPT_SETS = ("target", "related", "unrelated")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    id: str
+    path: str          # "miniworld", a local folder (resolved) or a hub id
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    variant: str | None = None
+    overrides: tuple = ()  # sorted (key, value) pairs, hashable
+
+    @property
+    def label(self) -> str:
+        return self.variant or ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptSetSpec:
+    prompts: int
+    samples: int
+    extra: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+    name: str
+    path: Path
+    raw: dict                      # the resolved mapping (includes merged): the manifest copy
+    catalog: object                # bench.catalog.Catalog
+    models: tuple[ModelSpec, ...]
+    methods: tuple[MethodSpec, ...]
+    concepts: tuple[str, ...]
+    prompt_sets: dict              # name -> PromptSetSpec
+    general_prompts: tuple[str, ...]
+    sampler: dict                  # scheduler, steps, guidance, resolution, batch_size
+    scorers: tuple[str, ...]       # image scorers (detectors are added from the catalog)
+    preservation: tuple[str, ...]  # pair / set scorers
+    scorer_options: dict
+    seeds: tuple[int, ...]
+    smoke_sized: bool = False
+
+
+def resolve_suite_path(name_or_path) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        return candidate
+    named = SUITE_DIR / f"{name_or_path}.yaml"
+    if named.is_file():
+        return named
+    known = sorted(p.stem for p in SUITE_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+    close = difflib.get_close_matches(str(name_or_path), known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"known: {', '.join(known)}"
+    raise EraselabError(f"unknown suite {str(name_or_path)!r}; {hint}")
+
+
+def load_suite(name_or_path) -> Suite:
+    """Load and validate a suite by name (datasets/suites/NAME.yaml) or path."""
+    path = resolve_suite_path(name_or_path)
+    raw = load_with_includes(path)
+    suite, problems = build_suite(raw, path)
+    if problems:
+        raise ValidationError(problems)
+    return suite
+
+
+def validate_suite_file(path) -> list[str]:
+    """Every problem of one suite file, one line each (empty when valid)."""
+    try:
+        load_suite(Path(path))
+    except ValidationError as exc:
+        return exc.problems
+    except EraselabError as exc:
+        return [str(exc)]
+    return []
+
+
+def _unknown(key: str, allowed) -> str:
+    close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else f"expected one of {sorted(allowed)}"
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def build_suite(raw: dict, path: Path) -> tuple[Suite | None, list[str]]:
+    """(Suite, []) or (None, problems). Checks names against the METHODS / SCORERS registries
+    and the catalog, method configs against each method's typed Config, and local model paths."""
+    problems: list[str] = []
+
+    def bad(key: str, msg: str) -> None:
+        problems.append(f"{path}: key {key!r}: {msg}")
+
+    for key in raw:
+        if key not in TOP_KEYS:
+            bad(key, f"unknown key; {_unknown(key, TOP_KEYS)}")
+    for key in REQUIRED_TOP:
+        if key not in raw:
+            bad(key, "missing required key")
+    name = raw.get("suite", path.stem)
+    if not isinstance(name, str) or not name.strip():
+        bad("suite", f"expected a non-empty name, got {name!r}")
+
+    # catalog + concepts
+    catalog = None
+    if "catalog" in raw:
+        from bench.catalog import load_catalog
+        try:
+            catalog = load_catalog(raw["catalog"])
+        except ValidationError as exc:
+            bad("catalog", f"catalog {raw['catalog']!r} is invalid ({len(exc.problems)} problems; "
+                           f"run eraselab validate on it)")
+        except EraselabError as exc:
+            bad("catalog", str(exc))
+    concepts_raw = raw.get("concepts", [])
+    if concepts_raw == "all" and catalog is not None:
+        concepts_raw = list(catalog.concepts)
+    concepts: list[str] = []
+    if not isinstance(concepts_raw, list) or not concepts_raw:
+        bad("concepts", "expected a non-empty list of catalog concept names (or 'all')")
+    else:
+        for i, c in enumerate(concepts_raw):
+            if not isinstance(c, str):
+                bad(f"concepts[{i}]", f"expected a concept name, got {c!r}")
+            elif catalog is not None and c not in catalog:
+                close = difflib.get_close_matches(c, list(catalog.concepts), n=1, cutoff=0.5)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                bad(f"concepts[{i}]", f"no concept {c!r} in catalog {catalog.name!r}{hint}")
+            elif c in concepts:
+                bad(f"concepts[{i}]", f"duplicate concept {c!r}")
+            else:
+                concepts.append(c)
+
+    models = _models(raw.get("models"), path, bad)
+    methods = _methods(raw.get("methods"), bad)
+    scorers, preservation, options = _scorers(raw, catalog, concepts, bad)
+    sets, general = _prompt_sets(raw, bad)
+    sampler = _sampler(raw.get("sampler"), bad)
+
+    seeds = raw.get("seeds", [])
+    if not isinstance(seeds, list) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
+        bad("seeds", f"expected a non-empty list of non-negative integers, got {seeds!r}")
+        seeds = []
+    elif len(set(seeds)) != len(seeds):
+        bad("seeds", "duplicate seed")
+    smoke_sized = raw.get("smoke_sized", False)
+    if not isinstance(smoke_sized, bool):
+        bad("smoke_sized", f"expected true or false, got {smoke_sized!r}")
+        smoke_sized = False
+    version = raw.get("version", 1)
+    if not _is_int(version) or version < 1:
+        bad("version", f"expected a positive integer, got {version!r}")
+
+    if problems:
+        return None, problems
+    suite = Suite(name=name, path=Path(path), raw=raw, catalog=catalog, models=tuple(models),
+                  methods=tuple(methods), concepts=tuple(concepts), prompt_sets=sets,
+                  general_prompts=tuple(general), sampler=sampler, scorers=tuple(scorers),
+                  preservation=tuple(preservation), scorer_options=options, seeds=tuple(seeds),
+                  smoke_sized=smoke_sized)
+    # Size rule (PROTOCOL.md section 1): a run too small to report must say it is a smoke run.
+    from bench.runner.plan import images_per_group
+    smallest = min(images_per_group(suite).values(), default=0)
+    if not smoke_sized and (smallest < MIN_REPORTED_IMAGES or len(seeds) < 2):
+        bad("smoke_sized", f"the smallest (concept, prompt set) has {smallest} images over "
+                           f"{len(seeds)} seed(s) (< {MIN_REPORTED_IMAGES} over >= 2 seeds): set "
+                           f"smoke_sized: true to declare a smoke-sized run, or enlarge it")
+        return None, problems
+    return suite, []
+
+
+def _models(models_raw, path: Path, bad) -> list[ModelSpec]:
+    out: list[ModelSpec] = []
+    if not isinstance(models_raw, list) or not models_raw:
+        bad("models", "expected a non-empty list of {id, path}")
+        return out
+    for i, m in enumerate(models_raw):
+        if isinstance(m, str):
+            m = {"id": m, "path": m}
+        if not isinstance(m, dict):
+            bad(f"models[{i}]", f"expected a mapping {{id, path}}, got {m!r}")
+            continue
+        for key in m:
+            if key not in MODEL_KEYS:
+                bad(f"models[{i}].{key}", f"unknown key; {_unknown(key, MODEL_KEYS)}")
+        mid, mpath = m.get("id"), m.get("path", m.get("id"))
+        if not isinstance(mid, str) or not mid.strip():
+            bad(f"models[{i}].id", f"expected a non-empty id, got {mid!r}")
+            continue
+        if any(o.id == mid for o in out):
+            bad(f"models[{i}].id", f"duplicate model id {mid!r}")
+        if not isinstance(mpath, str) or not mpath.strip():
+            bad(f"models[{i}].path", f"expected a folder, hub id or 'miniworld', got {mpath!r}")
+            continue
+        resolved = _model_path(mpath, path)
+        problem = _model_path_problem(resolved)
+        if problem:
+            bad(f"models[{i}].path", problem)
+            continue
+        out.append(ModelSpec(id=mid, path=resolved))
+    return out
+
+
+def _looks_local(p: str) -> bool:
+    return p.startswith((".", "/", "~")) or p.count("/") != 1 or Path(p).exists()
+
+
+def _model_path(p: str, suite_path: Path) -> str:
+    """``miniworld`` and hub ids (``org/name``) stay; a relative folder is relative to the suite."""
+    if p == MINIWORLD or not _looks_local(p):
+        return p
+    local = Path(p).expanduser()
+    if not local.is_absolute() and not local.exists():
+        local = (Path(suite_path).parent / local)
+    return str(local.resolve())
+
+
+def _model_path_problem(p: str) -> str | None:
+    if p == MINIWORLD or not _looks_local(p):
+        return None  # the shipped model is checked when a run starts; a hub id when it loads
+    local = Path(p)
+    if not local.is_dir():
+        return f"{p}: model folder not found (expected a diffusers pipeline folder, a hub id " \
+               f"'org/name' or 'miniworld')"
+    if not (local / "model_index.json").is_file():
+        return f"{p}: not a diffusers pipeline folder (no model_index.json)"
+    return None
+
+
+def _methods(methods_raw, bad) -> list[MethodSpec]:
+    from methods import METHODS
+    out: list[MethodSpec] = []
+    if not isinstance(methods_raw, list) or not methods_raw:
+        bad("methods", "expected a non-empty list of {name, variant, overrides}")
+        return out
+    for i, m in enumerate(methods_raw):
+        if isinstance(m, str):
+            m = {"name": m}
+        if not isinstance(m, dict):
+            bad(f"methods[{i}]", f"expected a mapping {{name, variant, overrides}}, got {m!r}")
+            continue
+        for key in m:
+            if key not in METHOD_KEYS:
+                bad(f"methods[{i}].{key}", f"unknown key; {_unknown(key, METHOD_KEYS)}")
+        name = m.get("name")
+        if not isinstance(name, str) or name not in METHODS:
+            bad(f"methods[{i}].name", METHODS.unknown_message(name) if isinstance(name, str)
+                else f"expected a method name, got {name!r}")
+            continue
+        variant = m.get("variant")
+        if variant is not None and not isinstance(variant, str):
+            variant = str(variant)
+        overrides = m.get("overrides") or {}
+        if not isinstance(overrides, dict):
+            bad(f"methods[{i}].overrides", f"expected a mapping of config keys, got {overrides!r}")
+            continue
+        # keys, types and variants do not depend on the model family: check against "sd"
+        try:
+            from methods.base import resolve_method_config
+            resolve_method_config(METHODS.get(name), "sd", variant, overrides)
+        except EraselabError as exc:
+            bad(f"methods[{i}]", str(exc))
+            continue
+        spec = MethodSpec(name=name, variant=variant,
+                          overrides=tuple(sorted((k, _freeze(v)) for k, v in overrides.items())))
+        if spec in out:
+            bad(f"methods[{i}]", f"duplicate method entry {name!r} (variant {variant!r})")
+            continue
+        out.append(spec)
+    return out
+
+
+def _freeze(v):
+    return tuple(_freeze(x) for x in v) if isinstance(v, list) else v
+
+
+def _scorers(raw, catalog, concepts, bad):
+    from detectors import SCORERS
+    image, pair_set = [], []
+    for key, kinds, dest in (("scorers", ("image",), image), ("preservation", ("pair", "set"), pair_set)):
+        names = raw.get(key, [])
+        if not isinstance(names, list):
+            bad(key, f"expected a list of scorer names, got {names!r}")
+            continue
+        for i, n in enumerate(names):
+            if not isinstance(n, str) or n not in SCORERS:
+                bad(f"{key}[{i}]", SCORERS.unknown_message(n))
+                continue
+            kind = SCORERS.entry(n).tags.get("kind", "image")
+            if kind not in kinds:
+                bad(f"{key}[{i}]", f"scorer {n!r} is a {kind} scorer; {key} takes {'/'.join(kinds)} scorers")
+                continue
+            dest.append(n)
+    if catalog is not None:
+        # the detectors the catalog names for the concepts and the subjects of their prompts
+        for c in catalog.concepts.values():
+            det = (c.detector or {}).get("name")
+            if det and det not in SCORERS:
+                bad("catalog", f"concept {c.name!r}: detector {SCORERS.unknown_message(det)}")
+    options = raw.get("scorer_options", {}) or {}
+    if not isinstance(options, dict):
+        bad("scorer_options", "expected a mapping scorer -> {argument: value}")
+        return image, pair_set, {}
+    import inspect
+    for n, opts in options.items():
+        if n not in SCORERS:
+            bad(f"scorer_options.{n}", SCORERS.unknown_message(n))
+            continue
+        if not isinstance(opts, dict):
+            bad(f"scorer_options.{n}", "expected a mapping of constructor arguments")
+            continue
+        params = set(inspect.signature(SCORERS.get(n).__init__).parameters) - {"self"}
+        for k in opts:
+            if k not in params:
+                bad(f"scorer_options.{n}.{k}", f"unknown argument of {n!r}; {_unknown(k, params)}")
+    return image, pair_set, {k: dict(v) for k, v in options.items() if isinstance(v, dict)}
+
+
+def _prompt_sets(raw, bad):
+    sets_raw = raw.get("prompt_sets", {})
+    sets: dict = {}
+    if not isinstance(sets_raw, dict) or not sets_raw:
+        bad("prompt_sets", f"expected a mapping with keys from {list(PROMPT_SETS)}")
+        sets_raw = {}
+    for name, spec in sets_raw.items():
+        if name not in PROMPT_SETS:
+            bad(f"prompt_sets.{name}", f"unknown prompt set; {_unknown(name, PROMPT_SETS)}")
+            continue
+        if not isinstance(spec, dict):
+            bad(f"prompt_sets.{name}", "expected a mapping {prompts, samples, extra}")
+            continue
+        for key in spec:
+            if key not in SET_KEYS:
+                bad(f"prompt_sets.{name}.{key}", f"unknown key; {_unknown(key, SET_KEYS)}")
+        ok = True
+        for key in ("prompts", "samples"):
+            v = spec.get(key)
+            if not _is_int(v) or v < 1:
+                bad(f"prompt_sets.{name}.{key}", f"expected a positive integer, got {v!r}")
+                ok = False
+        extra = spec.get("extra", []) or []
+        if not isinstance(extra, list) or not all(isinstance(e, str) and e.count("{}") == 1 for e in extra):
+            bad(f"prompt_sets.{name}.extra", "expected a list of templates with one '{}' each")
+            ok = False
+        if ok:
+            sets[name] = PromptSetSpec(prompts=spec["prompts"], samples=spec["samples"], extra=tuple(extra))
+    general = raw.get("general_prompts", []) or []
+    if not isinstance(general, list) or not all(isinstance(g, str) and g.strip() for g in general):
+        bad("general_prompts", "expected a list of prompt strings")
+        general = []
+    return sets, general
+
+
+def _sampler(s, bad) -> dict:
+    if not isinstance(s, dict):
+        bad("sampler", "expected a mapping {scheduler, steps, guidance, resolution, batch_size}")
+        return {}
+    for key in s:
+        if key not in SAMPLER_KEYS:
+            bad(f"sampler.{key}", f"unknown key; {_unknown(key, SAMPLER_KEYS)}")
+    out = {"scheduler": s.get("scheduler", "default"), "steps": s.get("steps"),
+           "guidance": s.get("guidance", 7.5), "resolution": s.get("resolution"),
+           "batch_size": s.get("batch_size", 16)}
+    if out["scheduler"] not in SCHEDULERS:
+        bad("sampler.scheduler", f"unknown scheduler {out['scheduler']!r}; {_unknown(out['scheduler'], SCHEDULERS)}")
+    if not _is_int(out["steps"]) or out["steps"] <= 0:
+        bad("sampler.steps", f"expected a positive integer, got {out['steps']!r}")
+    if not _is_number(out["guidance"]) or out["guidance"] < 0:
+        bad("sampler.guidance", f"expected a non-negative number, got {out['guidance']!r}")
+    r = out["resolution"]
+    if r is not None and (not _is_int(r) or r <= 0 or r % 8):
+        bad("sampler.resolution", f"expected null or a positive multiple of 8, got {r!r}")
+    if not _is_int(out["batch_size"]) or out["batch_size"] < 1:
+        bad("sampler.batch_size", f"expected a positive integer, got {out['batch_size']!r}")
+    out["guidance"] = float(out["guidance"]) if _is_number(out["guidance"]) else out["guidance"]
+    return out

@@ -1,0 +1,105 @@
+"""esd-x / esd-x-strict / esd-u: Erased Stable Diffusion (Gandikota et al. 2023), paper-era.
+
+Trains the UNet so that its prediction for the concept follows negative guidance of the frozen
+model: ``|| eps_th(z_t, c, t) - [eps*(z_t, 0, t) - eta (eps*(z_t, c, t) - eps*(z_t, 0, t))] ||^2``
+with eta = 1 (the paper-era convention; the newer diffusers script writes eta = 2 for a target
+written around eps*(c) instead -- not mixed here). z_t: from noise, k ~ U{0..S-1} DDIM steps
+(S = ``ddim_steps``) with guidance ``start_guidance`` on c by the frozen model; t is the
+scheduler's timestep at step k. Adam, batch 1, the concept's name as the prompt.
+
+  esd-x         every Linear under attn2 (to_q, to_k, to_v, to_out)
+  esd-x-strict  attn2.to_k / to_v only
+  esd-u         every Linear/Conv whose name lacks attn2, except time_embedding and conv_out
+
+    eraselab erase --method esd-x --concept "van gogh" --seed 0 --out out/esd-vg
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from methods import METHODS
+from methods.base import ErasureMethod
+from methods.common import (attn2_names, ddim_sample, enable_grads, encode_prompts, optimise,
+                            training_scheduler, unet_modules_named, unet_out)
+
+
+@dataclass
+class EsdConfig:
+    lr: float = 1e-5
+    steps: int = 1000
+    eta: float = 1.0
+    ddim_steps: int = 50
+    start_guidance: float = 3.0
+
+    def check(self):
+        if self.lr <= 0 or self.steps < 1 or self.ddim_steps < 1:
+            return "lr, steps and ddim_steps must be positive"
+        return None
+
+
+def esd_u_names(unet) -> list[str]:
+    excluded = ("time_embedding", "conv_norm_out", "conv_out")
+    return unet_modules_named(unet, lambda m: "attn2" not in m and not m.startswith(excluded))
+
+
+class _Esd(ErasureMethod):
+    Config = EsdConfig
+
+    def apply(self, ctx):
+        pipe, cfg = ctx.pipe, ctx.config
+        frozen = copy.deepcopy(pipe.unet).requires_grad_(False).eval()
+        params = enable_grads(pipe, self.trainable(pipe, cfg))
+        opt = torch.optim.Adam(params, lr=cfg.lr)
+        with torch.no_grad():
+            emb_c = encode_prompts(pipe, [ctx.concept.name])
+            emb_0 = encode_prompts(pipe, [""])
+        scheduler = training_scheduler(pipe)
+        size = pipe.unet.config.sample_size
+        shape = (1, pipe.unet.config.in_channels, size, size)
+
+        def loss_fn(step):
+            k = int(torch.randint(0, cfg.ddim_steps, (1,), generator=ctx.generator))
+            z, t = ddim_sample(frozen, scheduler, emb_c, emb_0, cfg.ddim_steps, k,
+                               cfg.start_guidance, ctx.generator, shape)
+            with torch.no_grad():
+                e_0 = unet_out(frozen, z, t, emb_0)
+                e_c = unet_out(frozen, z, t, emb_c)
+                target = e_0 - cfg.eta * (e_c - e_0)
+            return F.mse_loss(unet_out(pipe.unet, z, t, emb_c).float(), target.float())
+
+        optimise(ctx, params, opt, cfg.steps, loss_fn)
+
+
+@METHODS.register("esd-x", summary="ESD, cross-attention (every attn2 Linear)")
+class EsdX(_Esd):
+    """ESD on every cross-attention Linear."""
+
+    name = "esd-x"
+
+    def trainable(self, pipe, config):
+        return attn2_names(pipe.unet)
+
+
+@METHODS.register("esd-x-strict", summary="ESD, attn2 to_k/to_v only")
+class EsdXStrict(_Esd):
+    """ESD on attn2.to_k / to_v only."""
+
+    name = "esd-x-strict"
+
+    def trainable(self, pipe, config):
+        return attn2_names(pipe.unet, ("to_k", "to_v"))
+
+
+@METHODS.register("esd-u", summary="ESD, everything but cross-attention")
+class EsdU(_Esd):
+    """ESD on every non-cross-attention Linear/Conv (paper-era exclusions)."""
+
+    name = "esd-u"
+
+    def trainable(self, pipe, config):
+        return esd_u_names(pipe.unet)

@@ -1,0 +1,181 @@
+"""The report's figures: trade-off scatter, concept mapping, erasure cost (the image grids: grid.py).
+
+    from reports.figures import tradeoff_figure, save
+    save(tradeoff_figure(summary), out_dir / "figures", "tradeoff")   # -> tradeoff.png, tradeoff.pdf
+
+Figures are built on ``matplotlib.figure.Figure`` with the Agg canvas (no pyplot, no display,
+no global state). Every method keeps one marker, hatch and colour across all figures, and
+markers/hatches carry the distinction on their own, so a greyscale print stays readable.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from reports.metrics import Summary
+from reports.rundata import ORIGINAL
+
+# Okabe-Ito colours (colour-blind safe), ordered so neighbours differ in lightness too.
+COLOURS = ["#000000", "#E69F00", "#0072B2", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+HATCHES = ["", "//", "..", "xx", "\\\\", "++", "oo", "--"]
+RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 8,
+      "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.spines.top": False, "axes.spines.right": False,
+      "axes.grid": True, "grid.color": "#dddddd", "grid.linewidth": 0.6, "hatch.linewidth": 0.8,
+      "savefig.dpi": 150, "pdf.fonttype": 42, "figure.dpi": 100}
+
+
+def style(index: int) -> dict:
+    """Marker, hatch and colour of the index-th method (0 = the original model)."""
+    return {"color": COLOURS[index % len(COLOURS)], "marker": MARKERS[index % len(MARKERS)],
+            "hatch": HATCHES[index % len(HATCHES)]}
+
+
+def text(s) -> str:
+    """A user string safe for matplotlib: '$' would otherwise start mathtext."""
+    return str(s).replace("\\", "\\\\").replace("$", r"\$")
+
+
+def new_figure(width: float, height: float):
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    matplotlib.rcParams.update(RC)
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig
+
+
+def save(fig, folder: Path, name: str) -> dict[str, Path]:
+    """Write ``name.png`` and ``name.pdf`` into folder; returns {"png": path, "pdf": path}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for ext in ("png", "pdf"):
+        out[ext] = folder / f"{name}.{ext}"
+        # Fixed metadata keeps the PDF identical from run to run (no creation date).
+        meta = {"CreationDate": None} if ext == "pdf" else {"Software": None}
+        fig.savefig(out[ext], metadata=meta)
+    return out
+
+
+def _method_index(summary: Summary) -> dict:
+    return {key: i for i, key in enumerate(summary.methods)}
+
+
+def tradeoff_figure(summary: Summary):
+    """x: detection on target prompts (erasure: left is better), y: detection on unrelated prompts."""
+    fig = new_figure(5.2, 4.0)
+    ax = fig.add_subplot()
+    index = _method_index(summary)
+    for key in summary.methods:
+        est = summary.pooled[key]
+        x, y = est["det_target"], est["det_unrelated"]
+        if x.missing or y.missing:
+            continue
+        st = style(index[key])
+        ax.errorbar(100 * x.value, 100 * y.value,
+                    xerr=[[100 * (x.value - x.lo)], [100 * (x.hi - x.value)]],
+                    yerr=[[100 * (y.value - y.lo)], [100 * (y.hi - y.value)]],
+                    fmt=st["marker"], color=st["color"], ms=8, capsize=3, lw=1,
+                    mfc="white" if key[1] == ORIGINAL else st["color"], mec=st["color"],
+                    label=text(summary.labels[key]))
+        ax.annotate(text(summary.labels[key]), (100 * x.value, 100 * y.value), xytext=(6, 5),
+                    textcoords="offset points", fontsize=8)
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel("Detection on target prompts (%)  \u2190 better erasure")
+    ax.set_ylabel("Detection on unrelated prompts (%)  \u2192 better preservation")
+    ax.set_title("Erasure vs preservation (all erased concepts, 95% intervals)")
+    ax.legend(loc="lower left", frameon=True)
+    return fig
+
+
+def mapping_figure(analyses: list[dict], summary: Summary, top_k: int = 6):
+    """Per erased concept: the label distribution before and after each method; parent highlighted."""
+    concepts = list(dict.fromkeys(a["concept"] for a in analyses))
+    if not concepts:
+        return None
+    index = _method_index(summary)
+    n = len(concepts)
+    cols = min(n, 2)
+    rows_n = math.ceil(n / cols)
+    fig = new_figure(5.2 * cols, 0.5 + 2.9 * rows_n)
+    for i, concept in enumerate(concepts):
+        ax = fig.add_subplot(rows_n, cols, i + 1)
+        group = [a for a in analyses if a["concept"] == concept]
+        parent = group[0].get("parent")
+        before = group[0]["dist_before"]
+        series = [("original (before)", before, 0)]  # index 0: drawn white, no hatch
+        series += [(f"{a['label']} (after)", a["dist_after"], index[a["method_key"]]) for a in group]
+        score = {}
+        for _, dist, _ in series:
+            for label, p in dist.items():
+                score[label] = max(score.get(label, 0.0), p)
+        labels = sorted(score, key=lambda l: -score[l])[:top_k]
+        for must in (concept, parent):  # the concept itself and its parent are always shown
+            if must and must not in labels:
+                labels.append(must)
+        height = 0.8 / len(series)
+        for j, (name, dist, idx) in enumerate(series):
+            st = style(idx)
+            ys = [k + (j - (len(series) - 1) / 2) * height for k in range(len(labels))]
+            ax.barh(ys, [100 * dist.get(l, 0.0) for l in labels], height=height * 0.95,
+                    color=st["color"] if idx else "white", edgecolor="black", lw=0.6,
+                    hatch=st["hatch"] if idx else "", label=text(name))
+        ticks = []
+        for k, label in enumerate(labels):
+            if parent and label == parent:
+                ax.axhspan(k - 0.5, k + 0.5, color="#e8e8e8", zorder=0, lw=0)
+                ticks.append(f"\u25b6 {text(label)} (parent)")
+            else:
+                ticks.append(text(label) + (" (itself)" if label == concept else ""))
+        ax.set_yticks(range(len(labels)), ticks)
+        for tick, label in zip(ax.get_yticklabels(), labels):
+            if parent and label == parent:
+                tick.set_fontweight("bold")
+        ax.invert_yaxis()
+        ax.set_xlim(0, 100)
+        ax.set_xlabel(f"{group[0]['basis'] or 'share of images'} (%)")
+        ax.set_title(f"\u201c{text(concept)}\u201d prompts: what the images show")
+        ax.grid(axis="y", visible=False)
+        ax.legend(loc="lower right", fontsize=7)
+    return fig
+
+
+def cost_figure(summary: Summary):
+    """Erasure seconds per method (log scale): a bar per method (mean), a marker per edit."""
+    index = _method_index(summary)
+    keys = [k for k in summary.methods if k[1] != ORIGINAL]
+    data = {k: [(r["concept"], r["seconds"].value) for r in summary.rows
+                if (r["model"], r["method"], r["variant"]) == k and not r["seconds"].missing] for k in keys}
+    keys = [k for k in keys if data[k]]
+    if not keys:
+        return None
+    fig = new_figure(5.2, 0.9 + 0.45 * len(keys))
+    ax = fig.add_subplot()
+    concept_marker = {c: MARKERS[(i + 1) % len(MARKERS)] for i, c in enumerate(summary.concepts)}
+    seen = set()
+    for y, key in enumerate(keys):
+        st = style(index[key])
+        values = [s for _, s in data[key]]
+        mean = sum(values) / len(values)
+        ax.barh(y, mean, color=st["color"], edgecolor="black", hatch=st["hatch"], lw=0.6, height=0.6,
+                alpha=0.85)
+        ax.annotate(f"{mean:.2g} s", (mean, y), xytext=(4, 0), textcoords="offset points",
+                    va="center", fontsize=8)
+        for concept, s in data[key]:
+            ax.plot([s], [y], concept_marker[concept], color="black", mfc="white", ms=5,
+                    label=None if concept in seen else text(concept))
+            seen.add(concept)
+    ax.set_yticks(range(len(keys)), [text(summary.labels[k]) for k in keys])
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    everything = [s for k in keys for _, s in data[k] if s > 0]
+    if everything:  # bars start at the left edge; leave room for the labels on the right
+        ax.set_xlim(min(everything) / 3, max(everything) * 4)
+    ax.set_xlabel("Erasure wall time (seconds, log scale): bar = mean, markers = concepts")
+    ax.set_title("Cost of erasure")
+    ax.grid(axis="y", visible=False)
+    if len(seen) > 1:
+        ax.legend(loc="lower right", fontsize=7, title="concept", title_fontsize=7)
+    return fig

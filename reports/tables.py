@@ -1,0 +1,176 @@
+"""The table model: every report table is built once here and rendered three ways by render.py.
+
+    from reports.tables import main_table
+    table = main_table(summary)           # summary: reports.metrics.Summary
+    table.rows[0]["det_target"].value     # the number, before any formatting
+
+A ``Table`` holds typed cells (a value with its 95% interval and flags such as "best"), never
+pre-formatted strings, so the Markdown, LaTeX and HTML versions cannot disagree, and tests can
+compare cells with numbers computed from the rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from reports.metrics import METRICS, Estimate, Summary
+from reports.rundata import ORIGINAL
+
+
+@dataclass
+class Cell:
+    value: object                   # float for numbers, str for text
+    lo: float = math.nan
+    hi: float = math.nan
+    best: bool = False
+    flag: str | None = None         # "regression" | "improvement" | None
+    kind: str | None = None         # overrides the column's format (tables mixing metrics)
+
+    @classmethod
+    def of(cls, est: Estimate) -> "Cell":
+        return cls(est.value, est.lo, est.hi)
+
+    @property
+    def missing(self) -> bool:
+        return self.value is None or (isinstance(self.value, float) and math.isnan(self.value))
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    kind: str = "text"              # "text" | "pct" | "float" | "seconds" | "count" | "signed_pct" ...
+    better: str | None = None       # "lower" | "higher": shown as an arrow, and which cell is best
+
+    @property
+    def arrow(self) -> str:
+        return {"lower": "\u2193", "higher": "\u2191"}.get(self.better or "", "")
+
+
+@dataclass
+class Table:
+    name: str                       # file stem: tables/<name>.md, .tex
+    title: str
+    caption: str
+    columns: list[Column]
+    rows: list[dict]                # column key -> Cell
+    group: str | None = None        # column whose repeated values form row groups (a rule between)
+    notes: list[str] = field(default_factory=list)
+
+    def column(self, key: str) -> Column:
+        return next(c for c in self.columns if c.key == key)
+
+
+def fmt_number(value, kind: str) -> str:
+    """One number as the report prints it; every renderer uses this, so the formats agree."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "\u2014"
+    if kind == "text":
+        return str(value)
+    v = float(value)
+    if kind == "pct":
+        return f"{100 * v:.0f}%"
+    if kind == "signed_pct":
+        return f"{100 * v:+.0f} pt"
+    if kind == "float":
+        return f"{v:.3f}"
+    if kind == "signed_float":
+        return f"{v:+.3f}"
+    if kind == "seconds":
+        return f"{v:.2g} s" if v < 10 else f"{v:.0f} s"
+    if kind == "count":
+        for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+            if abs(v) >= div:
+                return f"{v / div:.3g}{suffix}"
+        return f"{v:.0f}"
+    return str(value)
+
+
+def fmt_interval(cell: Cell, kind: str) -> str:
+    """The cell's 95% interval as "[lo, hi]" in the column's units, or "" when it has none."""
+    if cell.missing or math.isnan(cell.lo) or math.isnan(cell.hi) or kind == "text":
+        return ""
+    if kind == "pct":
+        return f"[{100 * cell.lo:.0f}, {100 * cell.hi:.0f}]"
+    return f"[{fmt_number(cell.lo, kind)}, {fmt_number(cell.hi, kind)}]"
+
+
+def mark_best(table: Table, exclude=lambda row: False) -> None:
+    """Flag the best cell of every column with a direction, within each row group.
+
+    Ties are all marked. Rows for which ``exclude(row)`` is true (the original model, the
+    reference) are not candidates: "best" compares the erasing methods with each other.
+    """
+    groups: dict[object, list[dict]] = {}
+    for row in table.rows:
+        key = row[table.group].value if table.group else None
+        groups.setdefault(key, []).append(row)
+    for column in table.columns:
+        if column.better is None:
+            continue
+        for rows in groups.values():
+            cells = [r[column.key] for r in rows if not exclude(r) and not r[column.key].missing]
+            if len(cells) < 2:  # a single candidate is not "best" of anything
+                continue
+            pick = min if column.better == "lower" else max
+            best = pick(float(c.value) for c in cells)
+            for c in cells:
+                c.best = math.isclose(float(c.value), best, rel_tol=1e-9, abs_tol=1e-12)
+
+
+def main_table(summary: Summary) -> Table:
+    """Per concept x method: erasure, preservation and cost, each with its 95% interval."""
+    columns = [Column("concept", "Concept"), Column("method", "Method")]
+    columns += [Column(m.key, m.label, m.kind, m.better) for m in METRICS]
+    rows = []
+    for r in summary.rows:
+        row = {"concept": Cell(r["concept"]), "method": Cell(r["label"]), "_method": r["method"]}
+        for m in METRICS:
+            row[m.key] = Cell.of(r[m.key])
+        rows.append(row)
+    # Drop columns no row has a value for (e.g. KID when the runner wrote no aggregates).
+    empty = {m.key for m in METRICS if all(row[m.key].missing for row in rows)}
+    table = Table(
+        name="main", title="Erasure, preservation and cost",
+        caption=("Per erased concept and method: detection rate on target prompts (lower is better), on "
+                 "related and unrelated prompts (higher is better), CLIP score, same-seed CLIP image "
+                 "similarity and KID against the original model on unrelated prompts, and the cost of the "
+                 "edit. Brackets: 95% bootstrap interval. Bold: best erasing method per concept and column "
+                 "(the original model is the reference, not a candidate)."),
+        columns=[c for c in columns if c.key not in empty], rows=rows, group="concept")
+    if empty:
+        table.notes.append("not available in this run: " + ", ".join(
+            m.label for m in METRICS if m.key in empty))
+    mark_best(table, exclude=lambda row: row["_method"] == ORIGINAL)
+    return table
+
+
+def mapping_table(analyses: list[dict]) -> Table:
+    """What each erased concept became: top label before/after and whether it is the parent."""
+    columns = [Column("concept", "Concept"), Column("method", "Method"), Column("parent", "Recorded parent"),
+               Column("before_top", "Top label before"), Column("before_share", "Share before", "pct"),
+               Column("after_top", "Top label after"), Column("after_share", "Share after", "pct"),
+               Column("to_parent", "Maps to parent"),
+               Column("self_drop", "Self share drop", "pct", "higher")]
+    rows = []
+    for a in analyses:
+        rows.append({
+            "concept": Cell(a["concept"]), "method": Cell(a["label"]),
+            "parent": Cell(a.get("parent") or "\u2014"),
+            "before_top": Cell(a.get("before_top_label", "\u2014")),
+            "before_share": Cell(float(a.get("before_top_share", math.nan))),
+            "after_top": Cell(a.get("after_top_label", "\u2014")),
+            "after_share": Cell(float(a.get("after_top_share", math.nan))),
+            "to_parent": Cell("yes" if a.get("after_is_parent") else "no"),
+            "self_drop": Cell(float(a.get("self_share_drop", math.nan))),
+        })
+    table = Table(
+        name="mapping", title="What the erased concept became",
+        caption=("Zero-shot CLIP label of the images of target prompts, before erasure (original model) and "
+                 "after (the erasing method): the most frequent label and its share of images, and whether "
+                 "it is the catalog's recorded parent (the paper's \u201cSnoopy \u2192 dog\u201d claim). "
+                 "Self share drop: how much of the images stopped being labelled as the concept itself."),
+        columns=columns, rows=rows, group="concept")
+    mark_best(table)
+    return table

@@ -1,0 +1,307 @@
+"""Method-specific checks: fewshot-te's objective and variants, UCE's closed form, NaN handling,
+configs and family defaults, sequential erasure, few-shot image loading and ``eraselab erase``.
+
+    python -m pytest tests/test_methods_units.py -q
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench.errors import EraselabError
+from bench.tiny import tiny_pipeline
+from methods.base import erase, load_edit, named_tensors, reset_edits
+from tests.test_methods import write_images
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def images_dir(tmp_path_factory):
+    return write_images(tmp_path_factory.mktemp("fewshot-units"))
+
+
+def _batch(pipe, seed=0):
+    from methods.common import tokenize
+    g = torch.Generator().manual_seed(seed)
+    latents = torch.randn(2, 4, 8, 8, generator=g)
+    ids = tokenize(pipe, ["a photo of a snoopy", "a rendering of a snoopy"])
+    return latents, ids
+
+
+# --- fewshot-te ----------------------------------------------------------------------------
+def test_fewshot_objective_is_negated_textual_inversion_loss():
+    from methods.common import denoising_loss, encode_ids, noise_latents, training_scheduler
+    from methods.fewshot_te import fewshot_objective, select_text_encoder
+
+    pipe = tiny_pipeline()
+    scheduler = training_scheduler(pipe)
+    latents, ids = _batch(pipe)
+    names = [n.split(".", 1)[1] for n in select_text_encoder(pipe.text_encoder, "mlp+final-attn")]
+    params = dict(pipe.text_encoder.named_parameters())
+    chosen = [params[n] for n in names]
+
+    def ti_loss():
+        noisy, target, t = noise_latents(scheduler, latents, torch.Generator().manual_seed(7))
+        return denoising_loss(pipe.unet, noisy, t, encode_ids(pipe.text_encoder, ids), target)
+
+    ours = fewshot_objective(pipe.unet, pipe.text_encoder, scheduler, latents, ids,
+                             torch.Generator().manual_seed(7))
+    ti = ti_loss()
+    assert torch.allclose(ours, -ti)
+    g_ours = torch.autograd.grad(ours, chosen)
+    g_ti = torch.autograd.grad(ti_loss(), chosen)
+    for a, b in zip(g_ours, g_ti):
+        assert torch.allclose(a, -b, atol=1e-7, rtol=1e-5)
+        assert a.abs().sum() > 0
+    # one SGD step on the method's objective increases the plain denoising loss (same batch)
+    before = ti_loss().item()
+    with torch.no_grad():
+        for p, g in zip(chosen, g_ours):
+            p -= 1e-2 * g
+    assert ti_loss().item() > before
+
+
+@pytest.mark.parametrize("variant,expect", [
+    ("all", lambda n: True),
+    ("mlp", lambda n: ".mlp.fc" in n),
+    ("attn", lambda n: ".self_attn." in n),
+    ("mlp+attn", lambda n: ".mlp.fc" in n or ".self_attn." in n),
+    ("mlp+final-attn", lambda n: ".mlp.fc" in n or ".layers.2.self_attn." in n),
+    ("layers=[0,2]", lambda n: ".layers.0." in n or ".layers.2." in n),
+    ("mlp:layers=[1]", lambda n: ".layers.1.mlp.fc" in n),
+])
+def test_fewshot_variant_trains_exactly_the_named_parameters(variant, expect, images_dir):
+    pipe = tiny_pipeline()
+    base = {n: t.detach().clone() for n, t in named_tensors(pipe).items()}
+    result = erase(pipe, "fewshot-te", "snoopy", variant=variant, images_dir=images_dir, seed=0,
+                   overrides={"steps": 1, "lr": 1e-3}, progress=False)
+    expected = {n for n in base if n.startswith("text_encoder.") and expect(n[len("text_encoder."):])}
+    assert set(result.delta) == expected
+    assert result.record["variant"] == variant
+    assert all(torch.equal(t, base[n]) for n, t in named_tensors(pipe).items() if n not in expected)
+
+
+@pytest.mark.parametrize("bad", ["mlps", "layers=[9]", "layers=x", "mlp:attn"])
+def test_fewshot_bad_variant_is_one_line_error(bad, images_dir):
+    with pytest.raises(EraselabError):
+        erase(tiny_pipeline(), "fewshot-te", "snoopy", variant=bad, images_dir=images_dir, seed=0,
+              overrides={"steps": 1}, progress=False)
+
+
+def test_v_prediction_uses_velocity_target(images_dir):
+    from methods.common import noise_latents, training_scheduler
+    pipe = tiny_pipeline(prediction_type="v_prediction")
+    scheduler = training_scheduler(pipe)
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    noisy, target, t = noise_latents(scheduler, latents, torch.Generator().manual_seed(1))
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(target, scheduler.get_velocity(latents, noise, t))
+    result = erase(pipe, "fewshot-te", "snoopy", images_dir=images_dir, seed=0,
+                   overrides={"steps": 1}, progress=False)
+    assert result.delta
+
+
+def test_checkpoint_every_epoch(images_dir):
+    seen = []
+    erase(tiny_pipeline(), "fewshot-te", "snoopy", images_dir=images_dir, seed=0, progress=False,
+          overrides={"steps": 4, "checkpoint_every_epoch": True},  # 4 images / batch 2: 2 epochs
+          on_checkpoint=lambda tag, delta: seen.append((tag, len(delta))))
+    assert [tag for tag, _ in seen] == ["epoch-1", "epoch-2"] and all(n > 0 for _, n in seen)
+
+
+# --- failures ------------------------------------------------------------------------------
+def test_divergence_stops_with_the_step(images_dir, tmp_path):
+    pipe = tiny_pipeline()
+    base = {n: t.detach().clone() for n, t in named_tensors(pipe).items()}
+    with pytest.raises(EraselabError, match=r"step \d+/6"):
+        erase(pipe, "fewshot-te", "snoopy", images_dir=images_dir, seed=0, progress=False,
+              overrides={"steps": 6, "lr": 1e30}, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert all(torch.equal(t, base[n]) for n, t in named_tensors(pipe).items())
+
+
+def test_nan_loss_names_the_step(images_dir, monkeypatch):
+    import methods.fewshot_te as fs
+    calls = []
+
+    def nan_on_third(*args, **kwargs):
+        calls.append(1)
+        return torch.tensor(float("nan") if len(calls) == 3 else 1.0, requires_grad=True)
+
+    monkeypatch.setattr(fs, "fewshot_objective", nan_on_third)
+    with pytest.raises(EraselabError, match=r"loss became nan at step 3/5"):
+        erase(tiny_pipeline(), "fewshot-te", "snoopy", images_dir=images_dir, seed=0,
+              progress=False, overrides={"steps": 5})
+
+
+# --- uce -----------------------------------------------------------------------------------
+def test_uce_closed_form_satisfies_normal_equations():
+    from methods.uce import uce_closed_form
+    g = torch.Generator().manual_seed(0)
+    W0 = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    C_e, G, C_p = (torch.randn(n, 5, generator=g, dtype=torch.float64) for n in (2, 2, 3))
+    lam, s_e, s_p = 0.5, 1.3, 0.7
+    W = uce_closed_form(W0, C_e, G, C_p, lam, s_e, s_p).double()
+    A = lam * torch.eye(5, dtype=torch.float64) + s_e * C_e.T @ C_e + s_p * C_p.T @ C_p
+    B = lam * W0 + s_e * W0 @ G.T @ C_e + s_p * W0 @ C_p.T @ C_p
+    assert torch.allclose(W @ A, B, atol=1e-4)
+    # and it is the minimiser: the objective's gradient vanishes at W
+    Wv = W.clone().requires_grad_(True)
+    obj = lam * ((Wv - W0) ** 2).sum() + s_e * ((Wv @ C_e.T - W0 @ G.T) ** 2).sum() \
+        + s_p * ((Wv @ C_p.T - W0 @ C_p.T) ** 2).sum()
+    (grad,) = torch.autograd.grad(obj, Wv)
+    assert grad.abs().max() < 1e-4
+
+
+def test_uce_maps_concept_to_guide():
+    from methods.uce import prompt_vectors
+    pipe = tiny_pipeline()
+    erase(pipe, "uce", "snoopy", seed=0, progress=False,
+          overrides={"erase_scale": 1e4, "preserve": "[]"})
+    c, guide = prompt_vectors(pipe, ["snoopy", ""], "last-token")
+    base = tiny_pipeline()
+    c0, g0 = prompt_vectors(base, ["snoopy", ""], "last-token")
+    for name, m in pipe.unet.named_modules():
+        if name.endswith("attn2.to_k"):
+            W0 = dict(base.unet.named_modules())[name].weight
+            assert torch.allclose(m.weight @ c0[0], W0 @ g0[0], atol=1e-2)
+
+
+# --- configs, families ---------------------------------------------------------------------
+def test_config_errors_and_family_defaults(images_dir):
+    from methods import METHODS
+    from methods.base import resolve_method_config
+    from methods.defaults import detect_family
+    cls = METHODS.get("fewshot-te")
+    assert detect_family(tiny_pipeline()) == "mini"
+    mini = resolve_method_config(cls, "mini")
+    sd = resolve_method_config(cls, "sd")
+    assert (mini.lr, mini.steps) == (1e-4, 40) and (sd.lr, sd.steps, sd.batch_size) == (1e-5, 8, 2)
+    assert resolve_method_config(cls, "mini", overrides={"lr": "3e-4", "steps": "5"}).lr == 3e-4
+    for bad in ({"lr": "abc"}, {"steps": "1.5"}, {"steps": True}, {"lrr": 1}, {"hflip_p": "2"}):
+        with pytest.raises(EraselabError) as info:
+            resolve_method_config(cls, "mini", overrides=bad)
+        assert "\n" not in str(info.value)
+    with pytest.raises(EraselabError, match="unknown variant"):
+        resolve_method_config(METHODS.get("sld"), "mini", variant="extreme")
+    with pytest.raises(EraselabError, match="takes no --variant"):
+        resolve_method_config(METHODS.get("uce"), "mini", variant="x")
+    with pytest.raises(EraselabError, match="did you mean"):
+        erase(tiny_pipeline(), "fewshot-tee", "snoopy", seed=0)
+
+
+def test_sd_family_detected_from_hidden_size():
+    from types import SimpleNamespace
+    from methods.defaults import detect_family
+    fake = SimpleNamespace(config={}, text_encoder=SimpleNamespace(config=SimpleNamespace(hidden_size=768)))
+    assert detect_family(fake) == "sd"
+
+
+# --- sequential erasure, reload checks -----------------------------------------------------
+def test_sequential_erase_accumulates_against_base(images_dir, tmp_path):
+    pipe = tiny_pipeline()
+    first = erase(pipe, "uce", "snoopy", seed=0, progress=False)
+    second = erase(first.pipeline, "negative-prompt", "church", seed=0, progress=False)
+    third = erase(second.pipeline, "fewshot-te", "church", images_dir=images_dir, seed=0,
+                  progress=False, overrides={"steps": 1})
+    assert set(first.delta) < set(third.delta)
+    assert [e["method"] for e in third.record["edits"]] == ["uce", "negative-prompt", "fewshot-te"]
+    out = third.save(tmp_path / "seq")
+    loaded = load_edit(tiny_pipeline(), out)
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    a = third.pipeline("a church", num_inference_steps=2, generator=gen(), output_type="np").images
+    b = loaded("a church", num_inference_steps=2, generator=gen(), output_type="np").images
+    assert np.array_equal(a, b)
+    plain = reset_edits(third.pipeline)
+    base = named_tensors(tiny_pipeline())
+    assert all(torch.equal(t, base[n]) for n, t in named_tensors(plain).items())
+
+
+def test_load_edit_rejects_another_base(tmp_path):
+    result = erase(tiny_pipeline(), "uce", "snoopy", seed=0, progress=False)
+    out = result.save(tmp_path / "e")
+    with pytest.raises(EraselabError, match="hash mismatch"):
+        load_edit(tiny_pipeline(seed=1), out)
+    with pytest.raises(EraselabError, match="not empty"):
+        result.save(out)
+
+
+def test_salun_mask_keeps_top_fraction():
+    from methods.salun import saliency_mask
+    grads = [torch.arange(10.0), -torch.arange(10.0, 20.0)]
+    masks = saliency_mask(grads, 0.5)
+    assert int(sum(m.sum() for m in masks)) == 10 and masks[1].all()
+
+
+def test_fmn_positions_exclude_special_tokens():
+    from methods.common import tokenize
+    from methods.fmn import concept_positions
+    pipe = tiny_pipeline()
+    ids = tokenize(pipe, ["a photo of snoopy"])[0]
+    pos = concept_positions(pipe, ids, "snoopy")
+    tok = pipe.tokenizer
+    assert len(pos) == len(tok("snoopy", add_special_tokens=False).input_ids)
+    assert all(int(ids[p]) not in (tok.bos_token_id, tok.eos_token_id) for p in pos)
+
+
+# --- few-shot images -----------------------------------------------------------------------
+def test_fewshot_images_from_folder(tmp_path):
+    from bench.catalog import load_catalog
+    from bench.fewshot import load_fewshot_images
+    folder = write_images(tmp_path / "imgs", n=6)
+    concept = load_catalog("miniworld")["snoopy"]
+    a = load_fewshot_images(concept, 4, seed=3, images_dir=folder)
+    b = load_fewshot_images(concept, 4, seed=3, images_dir=folder)
+    assert len(a) == 4 and all(x.mode == "RGB" for x in a)
+    assert [np.asarray(x).tobytes() for x in a] == [np.asarray(x).tobytes() for x in b]
+    with pytest.raises(EraselabError, match="not found"):
+        load_fewshot_images(concept, 4, seed=0, images_dir=tmp_path / "missing")
+
+
+def test_fewshot_images_from_the_renderer():
+    from bench.catalog import load_catalog
+    from bench.fewshot import load_fewshot_images
+    catalog = load_catalog("miniworld")
+    for name in ("snoopy", "van gogh"):
+        images = load_fewshot_images(catalog[name], 2, seed=0)
+        assert len(images) == 2 and images[0].size == (64, 64)
+        again = load_fewshot_images(catalog[name], 2, seed=0)
+        assert np.array_equal(np.asarray(images[1]), np.asarray(again[1]))
+
+
+# --- CLI -----------------------------------------------------------------------------------
+def test_cli_erase_json(tmp_path, images_dir, capsys):
+    from bench.cli import main
+    model = tmp_path / "model"
+    tiny_pipeline().save_pretrained(model)
+    code = main(["erase", "--model", str(model), "--method", "fewshot-te", "--concept", "snoopy",
+                 "--images", str(images_dir), "--set", "steps=1", "--seed", "0",
+                 "--out", str(tmp_path / "out"), "--json", "--no-progress", "--device", "cpu",
+                 "--export-pipeline", str(tmp_path / "full")])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["params_changed"] > 0 and summary["delta"] == str(tmp_path / "out")
+    assert (tmp_path / "out" / "delta.safetensors").is_file()
+    assert (tmp_path / "full" / "model_index.json").is_file()
+    code = main(["erase", "--model", str(model), "--method", "fewshot-te", "--concept", "snoopy",
+                 "--images", str(images_dir), "--set", "lr=abc", "--seed", "0",
+                 "--out", str(tmp_path / "out2"), "--no-progress", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and "key 'lr'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out2").exists()
+
+
+def test_cli_without_model_needs_the_mini_world(tmp_path, capsys):
+    from bench.cli import main
+    from bench.paths import MINIWORLD_DIR
+    if (MINIWORLD_DIR / "pipeline").is_dir():
+        pytest.skip("the mini world is installed")
+    code = main(["erase", "--method", "original", "--concept", "snoopy", "--seed", "0",
+                 "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "mini-world" in err

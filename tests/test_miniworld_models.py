@@ -1,0 +1,132 @@
+"""Mini-world model code: text-tower conversion, checksummed loading, one training step per stage,
+and (once shipped) deterministic generation with the shipped pipeline."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from bench.errors import EraselabError
+from bench.miniworld import weights
+from bench.miniworld.clip_model import CLIP_CONFIG, build_clip, tokenize
+from bench.miniworld.convert import build_clip_tokenizer, openclip_hidden_states, openclip_to_text_model
+from bench.paths import MINIWORLD_DIR
+
+TINY_CLIP = {"embed_dim": 32, "quick_gelu": True,
+             "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 32, "layers": 1, "head_width": 16},
+             "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}}
+TINY_UNET = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+                 block_out_channels=(32, 32), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+                 attention_head_dim=4, norm_num_groups=32)
+TEXTS = ["a photo of snoopy", "SNOOPY!!", "a Café über 🙂 test", "Hello, World. it's 3 o'clock",
+         "a van gogh painting of the red church on grass", "word " * 40]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    torch.manual_seed(0)
+    clip = build_clip(CLIP_CONFIG).eval()
+    text_model = openclip_to_text_model(clip, CLIP_CONFIG)
+    tokenizer = build_clip_tokenizer(tmp_path_factory.mktemp("tok"), CLIP_CONFIG["text_cfg"]["context_length"])
+    return clip, text_model, tokenizer
+
+
+def test_tokenizer_ids_equal_open_clip(converted):
+    _, _, tokenizer = converted
+    ours = tokenizer(TEXTS, padding="max_length", max_length=32, truncation=True, return_tensors="pt").input_ids
+    theirs = tokenize(TEXTS)
+    # open_clip pads with 0 and the SD tokenizer with end-of-text: compare up to each text's EOT.
+    for a, b in zip(ours, theirs):
+        end = int((b == 49407).nonzero()[0]) + 1
+        assert a[:end].tolist() == b[:end].tolist()
+        assert (a[end:] == 49407).all()
+
+
+def test_hidden_states_equal_after_conversion(converted):
+    clip, text_model, tokenizer = converted
+    ids = tokenizer(TEXTS, padding="max_length", max_length=32, truncation=True, return_tensors="pt").input_ids
+    with torch.no_grad():
+        ours = text_model(ids).last_hidden_state
+    assert torch.allclose(ours, openclip_hidden_states(clip, ids), atol=1e-4)
+    # pooled output at the first end-of-text token equals open_clip's text features before projection
+    with torch.no_grad():
+        feats = clip.encode_text(ids)
+        pooled = text_model(ids).pooler_output @ clip.text_projection
+    assert torch.allclose(pooled, feats, atol=1e-4)
+
+
+def test_conversion_is_strict(converted):
+    clip, _, _ = converted
+    broken = dict(CLIP_CONFIG, text_cfg=dict(CLIP_CONFIG["text_cfg"], layers=5))
+    with pytest.raises(RuntimeError):
+        openclip_to_text_model(clip, broken)
+
+
+def test_checksums_missing_and_mismatch(tmp_path):
+    (tmp_path / "clip").mkdir()
+    target = tmp_path / "clip" / "model.safetensors"
+    target.write_bytes(b"weights")
+    weights.record_checksums(["clip/model.safetensors"], tmp_path)
+    assert weights.verified_path("clip/model.safetensors", tmp_path) == target
+    target.write_bytes(b"tampered")
+    with pytest.raises(EraselabError, match=r"model.safetensors: SHA-256 mismatch") as info:
+        weights.verified_path("clip/model.safetensors", tmp_path)
+    assert "\n" not in str(info.value)
+    target.unlink()
+    with pytest.raises(EraselabError, match="missing mini-world weight file"):
+        weights.verified_path("clip/model.safetensors", tmp_path)
+    (tmp_path / weights.SUMS_FILE).unlink()
+    with pytest.raises(EraselabError, match="SHA256SUMS: missing"):
+        weights.read_sums(tmp_path)
+
+
+@pytest.mark.slow
+def test_each_training_stage_runs_one_step(tmp_path, monkeypatch):
+    """clip -> vae -> unet (pipeline assembled) -> probe, tiny configs, one step each."""
+    from diffusers import StableDiffusionPipeline
+    from bench.miniworld import train_clip, train_probe, train_unet, train_vae
+    monkeypatch.setattr(train_clip, "validation_set", lambda n_per_label=20: _small_val(train_clip))
+    ck = tmp_path / "checkpoints"
+    m = train_clip.train(tmp_path / "clip", ck, tmp_path, steps=1, n_train=32, batch=8, progress=False,
+                         config=TINY_CLIP)
+    assert (tmp_path / "clip" / "model.safetensors").is_file() and m["history"]
+    m = train_vae.train(tmp_path / "vae", ck, tmp_path, steps=1, n_train=32, progress=False)
+    assert m["scaling_factor"] > 0 and (tmp_path / "vae" / "config.json").is_file()
+    m = train_unet.train(tmp_path / "pipeline", ck, tmp_path, steps=1, n_train=32, batch=4,
+                         progress=False, unet_config=TINY_UNET)
+    pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "pipeline"), torch_dtype=torch.float32)
+    assert pipe.unet.config.cross_attention_dim == 32
+    assert json.loads((tmp_path / "pipeline" / "metrics.json").read_text())["steps"] == 1
+    monkeypatch.setattr(train_probe, "N_PER_CLASS", 6)
+    monkeypatch.setattr(train_probe, "N_VAL_PER_CLASS", 2)
+    m = train_probe.train(tmp_path / "probe", ck, tmp_path, progress=False)
+    assert 0.0 <= m["val_accuracy"] <= 1.0 and (tmp_path / "probe" / "probe.json").is_file()
+
+
+def _small_val(module):
+    images, labels = [], []
+    from bench.miniworld import render as mw
+    for label in module.clip_labels():
+        images.append(mw.render(label, "plain", 0).image)
+        labels.append(label)
+    return np.stack(images), labels
+
+
+def _shipped(relpath: str) -> bool:
+    try:
+        return relpath in weights.read_sums()
+    except EraselabError:
+        return False
+
+
+@pytest.mark.skipif(not _shipped("pipeline/model_index.json"), reason="mini-world pipeline not trained yet")
+def test_shipped_pipeline_generates_deterministically():
+    from bench.generate import generate
+    from bench.pipeline_io import load_pipeline
+    pipe = load_pipeline(str(weights.verified_dir("pipeline")))
+    a = generate(pipe, ["a photo of snoopy", "a photo of a church"], seeds=[1, 2], steps=4, batch_size=2)
+    b = generate(pipe, ["a photo of snoopy", "a photo of a church"], seeds=[1, 2], steps=4, batch_size=2)
+    assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
+    assert not np.array_equal(np.asarray(a[0]), np.asarray(a[1]))
