@@ -24,24 +24,11 @@ TINY_ID_PREFIX = "eraselab-tiny"
 TINY_RESOLUTION = 16  # pixels: sample_size 8 latents x VAE factor 2
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    # CLIP's reversible byte -> printable character map (the byte-level BPE alphabet).
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
-        + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs)))
-
-
 @lru_cache(maxsize=None)
 def _tokenizer_dir() -> str:
     """Write the character-level vocab.json/merges.txt once per process (a private temp dir)."""
-    chars = list(_bytes_to_unicode().values())
+    from bench.miniworld.convert import bytes_to_unicode
+    chars = list(bytes_to_unicode().values())
     vocab_list = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
     folder = Path(tempfile.mkdtemp(prefix="eraselab-tiny-tok-"))
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab_list)}))

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from reports.metrics import Summary
+from reports.tables import fmt_number
 from reports.rundata import ORIGINAL
 
 # Okabe-Ito colours (colour-blind safe), ordered so neighbours differ in lightness too.
@@ -67,6 +68,7 @@ def tradeoff_figure(summary: Summary):
     fig = new_figure(5.2, 4.0)
     ax = fig.add_subplot()
     index = _method_index(summary)
+    placed: list[tuple[float, float]] = []
     for key in summary.methods:
         est = summary.pooled[key]
         x, y = est["det_target"], est["det_unrelated"]
@@ -76,15 +78,22 @@ def tradeoff_figure(summary: Summary):
         ax.errorbar(100 * x.value, 100 * y.value,
                     xerr=[[100 * (x.value - x.lo)], [100 * (x.hi - x.value)]],
                     yerr=[[100 * (y.value - y.lo)], [100 * (y.hi - y.value)]],
-                    fmt=st["marker"], color=st["color"], ms=8, capsize=3, lw=1,
-                    mfc="white" if key[1] == ORIGINAL else st["color"], mec=st["color"],
+                    fmt=st["marker"], color=st["color"], capsize=3, lw=1, mec=st["color"],
+                    # The original is a large hollow ring on top, so a method that changed nothing
+                    # (same point) stays visible inside it instead of hiding it.
+                    ms=13 if key[1] == ORIGINAL else 8, mew=1.5 if key[1] == ORIGINAL else 1,
+                    mfc="none" if key[1] == ORIGINAL else st["color"], zorder=5 if key[1] == ORIGINAL else 3,
                     label=text(summary.labels[key]))
-        ax.annotate(text(summary.labels[key]), (100 * x.value, 100 * y.value), xytext=(6, 5),
+        # Methods with (nearly) the same numbers, e.g. a no-op and the original, would print their
+        # labels on top of each other: stack such labels downwards instead.
+        near = sum(1 for px, py in placed if abs(px - x.value) < 0.08 and abs(py - y.value) < 0.05)
+        placed.append((x.value, y.value))
+        ax.annotate(text(summary.labels[key]), (100 * x.value, 100 * y.value), xytext=(6, 5 - 11 * near),
                     textcoords="offset points", fontsize=8)
     ax.set_xlim(-3, 103)
     ax.set_ylim(-3, 103)
-    ax.set_xlabel("Detection on target prompts (%)  \u2190 better erasure")
-    ax.set_ylabel("Detection on unrelated prompts (%)  \u2192 better preservation")
+    ax.set_xlabel("Detection on target prompts (%)  \u2190 erased")
+    ax.set_ylabel("Detection on unrelated prompts (%)  \u2192 preserved")
     ax.set_title("Erasure vs preservation (all erased concepts, 95% intervals)")
     ax.legend(loc="lower left", frameon=True)
     return fig
@@ -161,7 +170,7 @@ def cost_figure(summary: Summary):
         mean = sum(values) / len(values)
         ax.barh(y, mean, color=st["color"], edgecolor="black", hatch=st["hatch"], lw=0.6, height=0.6,
                 alpha=0.85)
-        ax.annotate(f"{mean:.2g} s", (mean, y), xytext=(4, 0), textcoords="offset points",
+        ax.annotate(fmt_number(mean, "seconds"), (mean, y), xytext=(4, 0), textcoords="offset points",
                     va="center", fontsize=8)
         for concept, s in data[key]:
             ax.plot([s], [y], concept_marker[concept], color="black", mfc="white", ms=5,

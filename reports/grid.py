@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import textwrap
 
+from bench.errors import EraselabError
 from reports import rundata as rd
 from reports.figures import new_figure, text
 
@@ -41,11 +42,22 @@ def _pick_columns(rows, methods, prompt_set: str, n: int) -> list[tuple]:
     return picked
 
 
-def grid_figure(run, summary, concept: str, n_target: int = 4, n_unrelated: int = 2):
-    from PIL import Image
+def _read(path):
+    from PIL import Image, UnidentifiedImageError
 
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise EraselabError(f"{path}: cannot read image ({type(exc).__name__})") from None
+
+
+def grid_figure(run, summary, concept: str, n_target: int = 4, n_unrelated: int = 2):
     df = run.results
     rows = df[df[rd.CONCEPT].astype(str) == concept]
+    if rd.SUITE_SEED in rows.columns and rows[rd.SUITE_SEED].nunique() > 1:
+        # Repeats of the run share prompt ids and sample indices: show the first suite seed's images.
+        rows = rows[rows[rd.SUITE_SEED] == sorted(rows[rd.SUITE_SEED].unique())[0]]
     methods = [k for k in summary.methods
                if ((rows[rd.MODEL].astype(str) == k[0]) & (rows[rd.METHOD].astype(str) == k[1])
                    & (rows[rd.VARIANT] == k[2])).any()]
@@ -53,40 +65,53 @@ def grid_figure(run, summary, concept: str, n_target: int = 4, n_unrelated: int 
     unrelated = _pick_columns(rows, methods, "unrelated", n_unrelated)
     if not target and not unrelated:
         return None
-    # A narrow empty column separates the target block from the unrelated one.
-    columns = [("target", k) for k in target] + ([(None, None)] if target and unrelated else []) \
-        + [("unrelated", k) for k in unrelated]
-    widths = [0.25 if kind is None else 1 for kind, _ in columns]
-    cell = 1.15
-    fig = new_figure(1.3 + cell * sum(widths), 0.9 + cell * len(methods))
-    gs = fig.add_gridspec(len(methods), len(columns), width_ratios=widths)
+    # Tiles are pasted into one mosaic drawn by a single imshow: a subplot per image made the
+    # layout engine the slowest part of the report (seconds per grid on a busy machine).
+    import numpy as np
+
+    tile, gap, block_gap = 128, 6, 30
+    columns = [("target", k) for k in target] + [("unrelated", k) for k in unrelated]
+    xs, x = [], 0
+    for j, (kind, _) in enumerate(columns):
+        if j and kind != columns[j - 1][0]:
+            x += block_gap - gap  # a wider gap between the target block and the unrelated one
+        xs.append(x)
+        x += tile + gap
+    width, height = x - gap, len(methods) * (tile + gap) - gap
+    mosaic = np.full((height, width, 3), 255, dtype=np.uint8)
     index = {(str(m), str(me), v, pid, s): p for m, me, v, pid, s, p in
              zip(rows[rd.MODEL], rows[rd.METHOD], rows[rd.VARIANT], rows[rd.PROMPT_ID], rows[rd.SAMPLE],
                  rows[rd.IMAGE_PATH])}
     prompts = dict(zip(zip(rows[rd.PROMPT_ID], rows[rd.SAMPLE]), rows[rd.PROMPT]))
     seeds = dict(zip(zip(rows[rd.PROMPT_ID], rows[rd.SAMPLE]), rows[rd.SEED]))
+    missing = []
     for i, key in enumerate(methods):
+        y = i * (tile + gap)
         for j, (kind, col) in enumerate(columns):
-            if kind is None:
-                continue
-            ax = fig.add_subplot(gs[i, j])
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.grid(False)
-            for spine in ax.spines.values():
-                spine.set_visible(True)
-                spine.set_linewidth(0.5)
             path = index.get((*key, *col))
             if path is None:
-                ax.text(0.5, 0.5, "no image", ha="center", va="center", fontsize=7, transform=ax.transAxes)
-            else:
-                with Image.open(run.path / str(path)) as im:
-                    ax.imshow(im.convert("RGB"), interpolation="nearest")
-            if i == 0:
-                prompt = textwrap.shorten(str(prompts[col]), 34, placeholder="\u2026")
-                ax.set_title(f"{kind}\n{text(textwrap.fill(prompt, 17))}\nseed {seeds[col]}", fontsize=6.5)
-            if j == 0:
-                ax.set_ylabel(text(summary.labels[key]), fontsize=8, rotation=0, ha="right", va="center")
+                mosaic[y:y + tile, xs[j]:xs[j] + tile] = 230
+                missing.append((xs[j] + tile / 2, y + tile / 2))
+                continue
+            im = _read(run.path / str(path))
+            # Small images are enlarged by pixel repetition (crisp), large ones downsampled smoothly.
+            from PIL import Image
+            im = im.resize((tile, tile), Image.NEAREST if im.width <= tile else Image.LANCZOS)
+            mosaic[y:y + tile, xs[j]:xs[j] + tile] = np.asarray(im)
+
+    scale = 0.9 / tile  # inches per mosaic pixel: 0.9 inch per image
+    fig = new_figure(1.4 + width * scale, 1.2 + height * scale)
+    ax = fig.add_subplot()
+    ax.imshow(mosaic, interpolation="nearest")
+    ax.set_axis_off()
+    for cx, cy in missing:
+        ax.text(cx, cy, "no image", ha="center", va="center", fontsize=7)
+    for j, (kind, col) in enumerate(columns):
+        prompt = textwrap.shorten(str(prompts[col]), 34, placeholder="\u2026")
+        ax.text(xs[j] + tile / 2, -8, f"{kind}\n{text(textwrap.fill(prompt, 18))}\nseed {seeds[col]}",
+                ha="center", va="bottom", fontsize=6.5)
+    for i, key in enumerate(methods):
+        ax.text(-10, i * (tile + gap) + tile / 2, text(summary.labels[key]), ha="right", va="center", fontsize=8)
     fig.suptitle(f"\u201c{text(concept)}\u201d: target prompts (left) and an unrelated prompt (right), "
                  f"same seeds in every row", fontsize=9)
     return fig

@@ -61,8 +61,9 @@ METRICS = (
     Metric("det_target", "Detection, target", "lower", "pct", "target", rd.DETECTED),
     Metric("det_related", "Detection, related", "higher", "pct", "related", rd.DETECTED),
     Metric("det_unrelated", "Detection, unrelated", "higher", "pct", "unrelated", rd.DETECTED),
-    # Lower CLIP score on target prompts = the image no longer matches the erased concept's prompt.
-    Metric("clip_target", "CLIP score, target", "lower", "float", "target", rd.CLIP_SCORE),
+    # No good direction on target prompts (as in bench/runner/compare.py): a lower score can mean
+    # erasure or a broken image, so it is never "best" nor a regression.
+    Metric("clip_target", "CLIP score, target", None, "float", "target", rd.CLIP_SCORE),
     Metric("clip_unrelated", "CLIP score, unrelated", "higher", "float", "unrelated", rd.CLIP_SCORE),
     # Same-seed similarity and KID are preservation measures, on unrelated prompts (PROTOCOL.md 1.3).
     Metric("sim_unrelated", "Same-seed similarity", "higher", "float", "unrelated", rd.CLIP_IMAGE_COSINE),
@@ -192,7 +193,9 @@ def _smoke_reasons(df) -> list[str]:
     if len(counts) and counts.min() < 64:
         reasons.append(f"as few as {int(counts.min())} images per (method, concept, prompt set); "
                        f"a reported number needs at least 64")
-    seeds = df.groupby(list(GROUP) + [rd.PROMPT_SET])[rd.SEED].nunique()
-    if len(seeds) and seeds.min() < 2:
-        reasons.append("fewer than 2 seeds in some group")
+    if rd.SUITE_SEED in df.columns:  # image seeds always differ; repeats of the run are suite seeds
+        seeds = df.groupby(list(GROUP) + [rd.PROMPT_SET])[rd.SUITE_SEED].nunique()
+        if len(seeds) and seeds.min() < 2:
+            reasons.append(f"only {int(seeds.min())} suite seed(s) in some group; a reported number "
+                           f"needs at least 2")
     return reasons

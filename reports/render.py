@@ -62,7 +62,8 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
         "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
         "<": r"\textless{}", ">": r"\textgreater{}",
         "\u2193": r"$\downarrow$", "\u2191": r"$\uparrow$", "\u2192": r"$\rightarrow$",
-        "\u2014": "---", "\u201c": "``", "\u201d": "''", "\u2212": "-"}
+        "\u2014": "---", "\u2013": "--", "\u2026": r"\ldots{}", "\u00b7": r"$\cdot$",
+        "\u25b6": r"$\triangleright$", "\u201c": "``", "\u201d": "''", "\u2212": "-"}
 
 
 def tex_escape(text: str) -> str:

@@ -18,35 +18,21 @@ from pathlib import Path
 from bench.errors import EraselabError
 
 try:  # the runner's schema is the source of truth for column names once it exists
-    from bench.runner import schema as _schema  # type: ignore
-except ImportError:  # pragma: no cover - depends on the runner being installed
+    from bench.runner import schema as _schema
+except ImportError:  # pragma: no cover - an install without the runner
     _schema = None
 
-
-def _col(name: str, default: str) -> str:
-    """The runner schema's spelling of a column (``schema.<NAME>``) or the documented default."""
-    return getattr(_schema, name, default) if _schema is not None else default
-
-
-MODEL = _col("MODEL", "model")
-METHOD = _col("METHOD", "method")
-VARIANT = _col("VARIANT", "variant")
-CONCEPT = _col("CONCEPT", "concept")
-PROMPT_SET = _col("PROMPT_SET", "prompt_set")
-PROMPT_ID = _col("PROMPT_ID", "prompt_id")
-PROMPT = _col("PROMPT", "prompt")
-SAMPLE = _col("SAMPLE", "sample")
-SEED = _col("SEED", "seed")
-IMAGE_PATH = _col("IMAGE_PATH", "image_path")
-EDIT_ID = _col("EDIT_ID", "edit_id")
-DETECTED = _col("DETECTED", "detected")
-CLIP_SCORE = _col("CLIP_SCORE", "clip_score")
-MAPPED_TO = _col("MAPPED_TO", "mapped_to")
-MAPPING_DIST = _col("MAPPING_DIST", "mapping_dist")
-CLIP_IMAGE_COSINE = _col("CLIP_IMAGE_COSINE", "clip_image_cosine")
+# Column names as bench/runner/schema.py spells them (ROW_COLUMNS); tests check they are listed there.
+MODEL, METHOD, VARIANT, CONCEPT = "model", "method", "variant", "concept"
+PROMPT_SET, PROMPT_ID, PROMPT, SAMPLE, SEED = "prompt_set", "prompt_id", "prompt", "sample", "seed"
+SUITE_SEED = "suite_seed"  # optional: several suite seeds = repeats of the whole run
+IMAGE_PATH, EDIT_ID = "image_path", "edit_id"
+DETECTED, CLIP_SCORE, MAPPED_TO, MAPPING_DIST = "detected", "clip_score", "mapped_to", "mapping_dist"
+CLIP_IMAGE_COSINE = "clip_image_cosine"
+ROW_COLUMNS = tuple(getattr(_schema, "ROW_COLUMNS", ()))
 
 ORIGINAL = "original"  # the method name of the unedited model, every other method's reference
-PROMPT_SETS = ("target", "related", "unrelated")
+PROMPT_SETS = tuple(getattr(_schema, "PROMPT_SETS", ("target", "related", "unrelated")))
 
 IDENTITY_COLUMNS = (MODEL, METHOD, VARIANT, CONCEPT, PROMPT_SET, PROMPT_ID, PROMPT, SAMPLE, SEED, IMAGE_PATH)
 SCORE_COLUMNS = (DETECTED, CLIP_SCORE, MAPPED_TO, CLIP_IMAGE_COSINE)
@@ -64,11 +50,32 @@ class Run:
     problems: list[str] = field(default_factory=list)  # non-fatal notes shown in the report
 
     @property
+    def suite(self) -> dict:
+        """The resolved suite: ``manifest["suite"]`` when it is a mapping, else the runner's
+        ``resolved_suite`` (there ``suite`` is the suite's name)."""
+        suite = self.manifest.get("suite")
+        if isinstance(suite, dict):
+            return suite
+        resolved = self.manifest.get("resolved_suite")
+        out = dict(resolved) if isinstance(resolved, dict) else {}
+        if isinstance(suite, str):
+            out.setdefault("name", suite)
+        return out
+
+    @property
+    def suite_name(self) -> str:
+        return str(self.suite.get("name") or self.suite.get("suite") or "?")
+
+    @property
     def name(self) -> str:
-        suite = self.manifest.get("suite") or {}
+        if self.manifest.get("run"):
+            return str(self.manifest["run"])
         if "run" in self.results.columns and self.results["run"].notna().any():
             return str(self.results["run"].dropna().iloc[0])
-        return str(suite.get("name") or self.path.name)
+        return self.path.name
+
+    def stage_seconds(self) -> dict:
+        return dict(self.manifest.get("seconds") or self.manifest.get("seconds_per_stage") or {})
 
     def edits(self) -> dict[str, dict]:
         return dict(self.manifest.get("edits") or {})
@@ -110,9 +117,12 @@ def load_run(path: str | Path, *, check_images: bool = True) -> Run:
     if ORIGINAL not in set(results[METHOD]):
         raise EraselabError(f"{results_path}: no rows for method {ORIGINAL!r}, the reference every "
                             f"method is compared with")
-    for column in (DETECTED, CLIP_SCORE):
-        # A NaN detection or CLIP score would silently shrink n; the scorer must have run on every image.
-        missing = results[column].isna()
+    # A missing CLIP score or a missing detection on a target prompt means a scorer did not run:
+    # counting around it would shrink n silently. (``detected`` may be null elsewhere: a general
+    # prompt names no catalog concept, so no detector applies.)
+    for column, rows in ((CLIP_SCORE, results.index == results.index),
+                         (DETECTED, results[PROMPT_SET] == "target")):
+        missing = results[column].isna() & rows
         if missing.any():
             first = results.loc[missing, IMAGE_PATH].iloc[0]
             raise EraselabError(f"{results_path}: column {column!r} is empty for {int(missing.sum())} "
@@ -123,7 +133,9 @@ def load_run(path: str | Path, *, check_images: bool = True) -> Run:
                 raise EraselabError(f"{run_dir / str(rel)}: image listed in results.parquet not found")
 
     results = results.copy()
-    results[DETECTED] = results[DETECTED].astype(bool)
+    # bool/null -> 1.0/0.0/NaN, so means and bootstrap intervals skip "not applicable" rows.
+    results[DETECTED] = [math.nan if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+                         else float(bool(v)) for v in results[DETECTED]]
     results[VARIANT] = results[VARIANT].fillna("").astype(str)
     aggregates = None
     agg_path = run_dir / "aggregates.parquet"
@@ -140,17 +152,20 @@ def load_run(path: str | Path, *, check_images: bool = True) -> Run:
 
 
 def _load_catalog(run: Run):
-    """The suite's catalog (a name, a path relative to the run or absolute); None if none is named."""
+    """The suite's catalog: a name, or a path relative to the run, the suite file or the cwd."""
     from bench.catalog import load_catalog
 
-    ref = (run.manifest.get("suite") or {}).get("catalog")
+    ref = run.suite.get("catalog")
+    if isinstance(ref, dict):  # a suite may embed the catalog's name/path as a mapping
+        ref = ref.get("path") or ref.get("name")
     if not ref:
         run.problems.append("the manifest names no catalog: recorded parents are not highlighted")
         return None
-    if isinstance(ref, dict):  # a suite may embed the catalog's name/path as a mapping
-        ref = ref.get("path") or ref.get("name")
-    local = run.path / str(ref)
-    return load_catalog(local if local.is_file() else str(ref))
+    candidates = [run.path / str(ref)]
+    if run.manifest.get("suite_file"):
+        candidates.append(Path(run.manifest["suite_file"]).parent / str(ref))
+    local = next((c for c in candidates if c.is_file()), None)
+    return load_catalog(local if local is not None else str(ref))
 
 
 def mapping_distribution(value) -> dict[str, float] | None:

@@ -72,11 +72,11 @@ def fmt_number(value, kind: str) -> str:
     if kind == "pct":
         return f"{100 * v:.0f}%"
     if kind == "signed_pct":
-        return f"{100 * v:+.0f} pt"
+        return f"{round(100 * v) + 0:+d} pt"
     if kind == "float":
         return f"{v:.3f}"
     if kind == "signed_float":
-        return f"{v:+.3f}"
+        return f"{round(v, 3) + 0.0:+.3f}"  # + 0.0 turns -0.0 into 0.0: no "-0.000"
     if kind == "seconds":
         return f"{v:.2g} s" if v < 10 else f"{v:.0f} s"
     if kind == "count":
@@ -96,11 +96,11 @@ def fmt_interval(cell: Cell, kind: str) -> str:
     return f"[{fmt_number(cell.lo, kind)}, {fmt_number(cell.hi, kind)}]"
 
 
-def mark_best(table: Table, exclude=lambda row: False) -> None:
+def mark_best(table: Table, candidate=lambda row, key: True) -> None:
     """Flag the best cell of every column with a direction, within each row group.
 
-    Ties are all marked. Rows for which ``exclude(row)`` is true (the original model, the
-    reference) are not candidates: "best" compares the erasing methods with each other.
+    Ties are all marked. Only rows for which ``candidate(row, column_key)`` holds compete (the
+    original model is the reference, not a candidate).
     """
     groups: dict[object, list[dict]] = {}
     for row in table.rows:
@@ -110,7 +110,7 @@ def mark_best(table: Table, exclude=lambda row: False) -> None:
         if column.better is None:
             continue
         for rows in groups.values():
-            cells = [r[column.key] for r in rows if not exclude(r) and not r[column.key].missing]
+            cells = [r[column.key] for r in rows if candidate(r, column.key) and not r[column.key].missing]
             if len(cells) < 2:  # a single candidate is not "best" of anything
                 continue
             pick = min if column.better == "lower" else max
@@ -125,7 +125,12 @@ def main_table(summary: Summary) -> Table:
     columns += [Column(m.key, m.label, m.kind, m.better) for m in METRICS]
     rows = []
     for r in summary.rows:
-        row = {"concept": Cell(r["concept"]), "method": Cell(r["label"]), "_method": r["method"]}
+        base = summary.original(r["concept"], r["model"])
+        # Erased: target detection below the original's interval (the summary's test too).
+        erased = (r["method"] != ORIGINAL and base is not None and not r["det_target"].missing
+                  and r["det_target"].value < base["det_target"].lo)
+        row = {"concept": Cell(r["concept"]), "method": Cell(r["label"]), "_method": r["method"],
+               "_erased": erased}
         for m in METRICS:
             row[m.key] = Cell.of(r[m.key])
         rows.append(row)
@@ -134,15 +139,18 @@ def main_table(summary: Summary) -> Table:
     table = Table(
         name="main", title="Erasure, preservation and cost",
         caption=("Per erased concept and method: detection rate on target prompts (lower is better), on "
-                 "related and unrelated prompts (higher is better), CLIP score, same-seed CLIP image "
+                 "related and unrelated prompts (higher is better), CLIP score (on target prompts without a better "
+                 "direction: lower can mean erased or broken), same-seed CLIP image "
                  "similarity and KID against the original model on unrelated prompts, and the cost of the "
-                 "edit. Brackets: 95% bootstrap interval. Bold: best erasing method per concept and column "
-                 "(the original model is the reference, not a candidate)."),
+                 "edit. Brackets: 95% bootstrap interval. Bold: best method per concept and column; "
+                 "preservation and cost are compared only among methods that erased the concept (a method "
+                 "that changes nothing preserves everything), and the original model is the reference."),
         columns=[c for c in columns if c.key not in empty], rows=rows, group="concept")
     if empty:
         table.notes.append("not available in this run: " + ", ".join(
             m.label for m in METRICS if m.key in empty))
-    mark_best(table, exclude=lambda row: row["_method"] == ORIGINAL)
+    mark_best(table, candidate=lambda row, key: row["_method"] != ORIGINAL
+              and (key == "det_target" or row["_erased"]))
     return table
 
 

@@ -20,7 +20,7 @@ BOS, EOS = 49406, 49407
 N_MERGES = 49152 - 256 - 2 + 1  # the merges open_clip's SimpleTokenizer uses: lines[1:48895]
 
 
-def _bytes_to_unicode() -> dict[int, str]:
+def bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible byte -> printable-unicode table, which CLIP's BPE is written in."""
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
         list(range(ord("®"), ord("ÿ") + 1))
@@ -45,7 +45,7 @@ def write_clip_tokenizer_files(out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = gzip.open(bpe_path()).read().decode("utf-8").split("\n")
     merges = [tuple(m.split()) for m in lines[1:N_MERGES]]
-    chars = list(_bytes_to_unicode().values())
+    chars = list(bytes_to_unicode().values())
     vocab_list = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + \
         ["<|startoftext|>", "<|endoftext|>"]
     vocab = {token: i for i, token in enumerate(vocab_list)}

@@ -78,6 +78,8 @@ def concept_prompts(suite, concept_name: str) -> dict[str, list[Prompt]]:
             pool = _round_robin([fill(catalog[n]) for n in others])
             pool += [(g, None) for g in suite.general_prompts]
         pool = list(dict.fromkeys(pool))[:spec.prompts]
+        if not pool:
+            continue  # e.g. a concept with no parent or related concepts has no related set
         out[set_name] = [Prompt(set_name, text, subject, prompt_id(text), spec.samples)
                          for text, subject in pool]
     return out

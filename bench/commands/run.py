@@ -1,0 +1,80 @@
+"""``eraselab run SUITE``: erase -> generate -> score -> aggregate for a suite's whole grid.
+
+    eraselab run mini-default                      # -> runs/mini-default/
+    eraselab run paper-sd14 --smoke --out /tmp/s   # tiny random stand-ins, seconds, on CPU
+    eraselab run mini-full --shard 0/2 &  eraselab run mini-full --shard 1/2
+    accelerate launch --cpu --num_processes 2 -m bench.cli run mini-full   # shard from RANK/WORLD_SIZE
+
+SUITE is a name under datasets/suites/ or a YAML path. Finished work is never recomputed: run
+the same command again after a crash (or kill) and it resumes; a finished run's rerun does no
+model work. Prints the run folder and a short summary; results.parquet, aggregates.parquet/.csv,
+manifest.json and logs/ are in the run folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("run", help="run a benchmark suite (erase, generate, score, aggregate)",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("suite", metavar="SUITE", help="suite name (datasets/suites/) or YAML path")
+    p.add_argument("--out", type=Path, help="run folder (default runs/<suite>)")
+    p.add_argument("--shard", metavar="I/N", help="do shard I of N (default: from RANK/WORLD_SIZE)")
+    p.add_argument("--smoke", action="store_true",
+                   help="tiny random model and scorers, few prompts: checks the path in seconds")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(handler=run)
+
+
+def parse_shard(text: str | None, env=os.environ) -> tuple[int, int]:
+    from bench.errors import UsageError
+    if text is None:
+        world = int(env.get("WORLD_SIZE", "1") or 1)
+        rank = int(env.get("RANK", env.get("LOCAL_RANK", "0")) or 0)
+        return (rank, world) if world > 1 else (0, 1)
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {text!r}: expected I/N, e.g. 0/2") from None
+    if n < 1 or not 0 <= i < n:
+        raise UsageError(f"--shard {text!r}: need 0 <= I < N")
+    return i, n
+
+
+def run(args) -> int:
+    from bench.runner.suite import load_suite
+
+    shard = parse_shard(args.shard)
+    suite = load_suite(args.suite)  # every suite problem, before any model work
+    out = args.out or Path("runs") / suite.name
+    import torch
+    from bench.runner.run import run_suite
+    device = args.device or ("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    summary = run_suite(suite, out, shard=shard, smoke=args.smoke, device=device,
+                        progress=not args.no_progress)
+    print(summary["run_dir"])
+    print(f"suite {summary['suite']}{' (smoke)' if args.smoke else ''}, shard {summary['shard']}: "
+          f"{summary['edits']} edits, {summary['images']} images, {summary['rows']} rows; this "
+          f"process erased {summary['erased']}, generated {summary['generated']} images in "
+          f"{summary['seconds']} s")
+    if not summary["complete"]:
+        print(f"{summary['batches_left']} batches left for other shards; the last to finish "
+              f"writes results.parquet (or rerun without --shard)")
+        return 0
+    _print_table(Path(summary["run_dir"]))
+    return 0
+
+
+def _print_table(run_dir: Path) -> None:
+    import pandas as pd
+    agg = pd.read_parquet(run_dir / "aggregates.parquet")
+    agg["method"] = agg["method"] + agg["variant"].map(lambda v: f"[{v}]" if v else "")
+    table = agg.pivot_table(index="method", columns="prompt_set", values="detected_rate", aggfunc="mean")
+    print("detection rate (mean over concepts) by prompt set:")
+    print(table.round(3).to_string())
+    sys.stdout.flush()

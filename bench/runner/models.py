@@ -1,0 +1,85 @@
+"""The models under test of a run: where each comes from, its fingerprint, loading it.
+
+A fingerprint identifies the base weights in every edit's content address, cheaply: the shipped
+mini world by its SHA256SUMS lines, a local folder by its files' names, sizes and content hashes
+(big files by their first and last MiB plus size), a hub id by the id and cached revision, the
+``--smoke`` tiny pipeline by its constructor seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from bench.errors import EraselabError
+from bench.runner.smoke import SMOKE_MODEL
+from bench.runner.suite import MINIWORLD
+
+SCHEDULER_CLASSES = {"pndm": "PNDMScheduler", "ddim": "DDIMScheduler",
+                     "dpm": "DPMSolverMultistepScheduler", "euler": "EulerDiscreteScheduler",
+                     "euler-a": "EulerAncestralDiscreteScheduler", "lms": "LMSDiscreteScheduler"}
+_MIB = 1 << 20
+
+
+def resolve(path: str) -> str:
+    """``miniworld`` -> the verified shipped folder (one-line error if it is not installed)."""
+    if path == MINIWORLD:
+        try:
+            from bench.pipeline_io import default_model
+            return str(default_model())
+        except EraselabError as exc:
+            raise EraselabError(f"the shipped mini-world pipeline is not available ({exc}); "
+                                f"run with --smoke to check the suite on tiny stand-ins") from None
+    return path
+
+
+def fingerprint(path: str) -> str:
+    if path == SMOKE_MODEL:
+        return f"smoke:{SMOKE_MODEL}"
+    local = Path(path)
+    if not local.exists():
+        return f"hub:{path}@{_hub_revision(path)}"
+    sums = local.parent / "SHA256SUMS"
+    digest = hashlib.sha256()
+    if sums.is_file() and local.name == "pipeline":  # the shipped mini world: already checksummed
+        lines = [l for l in sums.read_text().splitlines() if f" pipeline/" in l or "*pipeline/" in l]
+        digest.update("\n".join(sorted(lines)).encode())
+        return "miniworld:" + digest.hexdigest()[:16]
+    for f in sorted(p for p in local.rglob("*") if p.is_file()):
+        size = f.stat().st_size
+        digest.update(f"{f.relative_to(local)}|{size}|".encode())
+        with open(f, "rb") as h:
+            if size <= 4 * _MIB:
+                digest.update(h.read())
+            else:
+                digest.update(h.read(_MIB))
+                h.seek(size - _MIB)
+                digest.update(h.read(_MIB))
+    return "folder:" + digest.hexdigest()[:16]
+
+
+def _hub_revision(repo_id: str) -> str:
+    try:
+        from huggingface_hub.constants import HF_HUB_CACHE
+        refs = Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / "main"
+        return refs.read_text().strip() if refs.is_file() else "uncached"
+    except Exception:  # noqa: BLE001 - the revision only refines the fingerprint
+        return "unknown"
+
+
+def load(path: str, sampler: dict, device: str = "cpu"):
+    """The pipeline with the suite's scheduler, progress bars off."""
+    if path == SMOKE_MODEL:
+        from bench.tiny import tiny_pipeline
+        pipe = tiny_pipeline(seed=0).to(device)
+    else:
+        from bench.pipeline_io import load_pipeline
+        pipe = load_pipeline(path, device=device)
+    name = sampler.get("scheduler", "default")
+    if name != "default":
+        import diffusers
+        cls = getattr(diffusers, SCHEDULER_CLASSES[name])
+        kwargs = {"skip_prk_steps": True} if name == "pndm" else {}  # as SD 1.x ships PNDM
+        pipe.scheduler = cls.from_config(pipe.scheduler.config, **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -1,0 +1,411 @@
+"""Execute a suite: erase -> generate -> score -> aggregate, resumable and shardable.
+
+    from bench.runner.run import run_suite
+    summary = run_suite(load_suite("mini-default"), "runs/mini-default", smoke=True)
+
+Work is content-addressed (bench/runner/plan.py) and every file is written atomically
+(bench/runner/store.py), so a run killed at any moment resumes where it stopped: a batch whose
+part file exists is never recomputed; a batch whose PNGs all exist is rescored from disk, not
+regenerated. With ``shard=(i, n)`` a process does the edits of shard i only; whichever process
+finds every batch done compacts the parts into results.parquet, scores preservation (pairs, KID),
+writes aggregates and the manifest (idempotent, so two finishing shards at once is harmless).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from bench.errors import EraselabError
+from bench.runner import plan as plan_mod
+from bench.runner import store as st
+from bench.runner.schema import GROUP_KEY, ROW_COLUMNS
+
+log = logging.getLogger("eraselab.run")
+
+
+class Timer:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+
+def _bar(total: int, desc: str, progress: bool, unit: str):
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, disable=not progress, file=sys.stderr,
+                dynamic_ncols=True, smoothing=0.1)
+
+
+def _setup_log(store: st.RunStore, shard) -> Path:
+    path = store.log_path(shard)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    return path
+
+
+def prepare(suite, smoke: bool = False, device: str = "cpu"):
+    """(suite, model paths, plan, scoring, image-part keys): everything before model work."""
+    from bench.runner import models
+    from bench.runner.scoring import Scoring
+    from methods import METHODS
+
+    if smoke:
+        from bench.runner import smoke as smoke_mod
+        smoke_mod.smoke_env()
+        suite = smoke_mod.smoke_suite(suite)
+    paths = {m.id: models.resolve(m.path) for m in suite.models}
+    fingerprints = {mid: models.fingerprint(p) for mid, p in paths.items()}
+    names = {m.name for m in suite.methods} | {plan_mod.ORIGINAL}
+    versions = {n: str(METHODS.get(n).version) for n in names}
+    extra = {}
+    if smoke:
+        import dataclasses
+        from bench.runner.smoke import method_overrides
+        for n in names:
+            fields = {f.name for f in dataclasses.fields(METHODS.get(n).Config)}
+            extra[n] = method_overrides(n, fields)
+    plan = plan_mod.build_plan(suite, fingerprints, versions, extra)
+    scoring = Scoring(suite, device=device, smoke=smoke,
+                      subjects={im.subject for im in plan.images.values()})
+    spec = scoring.spec(scoring.image_names)
+    keys = {b.id: plan_mod.content_id({"batch": b.id, "scorers": spec}) for b in plan.batches}
+    return suite, paths, plan, scoring, keys
+
+
+def run_suite(suite, out_dir, shard: tuple[int, int] = (0, 1), smoke: bool = False,
+              device: str = "cpu", progress: bool = True) -> dict:
+    """Run (or resume) ``suite`` into ``out_dir``; returns a summary dict."""
+    t_start = time.perf_counter()
+    timer = Timer()
+    store = st.RunStore(out_dir)
+    store.root.mkdir(parents=True, exist_ok=True)
+    st.clean_stale_temps(store.root)
+    log_path = _setup_log(store, shard)
+    log.info("run %s into %s shard %d/%d smoke=%s device=%s", suite.name, store.root, shard[0],
+             shard[1], smoke, device)
+    with timer("plan"):
+        suite, paths, plan, scoring, keys = prepare(suite, smoke, device)
+    mine = plan.shard_edits(*shard)
+    todo = [b for b in plan.batches if b.edit_id in mine and not store.part("images", keys[b.id]).is_file()]
+    log.info("plan: %d edits, %d images, %d batches; this shard: %d edits, %d batches to do",
+             len(plan.edits), len(plan.images), len(plan.batches), len(mine), len(todo))
+    counts = {"erased": 0, "loaded_edits": 0, "generated": 0, "rescored": 0}
+    try:
+        _execute(suite, paths, plan, scoring, keys, todo, store, timer, counts, smoke, device, progress)
+    except EraselabError as exc:
+        log.error("stopped: %s", exc)
+        _save_timings(store, shard, timer, counts, t_start, status="error")
+        raise
+    missing = [b for b in plan.batches if not store.part("images", keys[b.id]).is_file()]
+    summary = {"run_dir": str(store.root), "suite": suite.name, "shard": f"{shard[0]}/{shard[1]}",
+               "edits": len(plan.edits), "images": len(plan.images), "rows": len(plan.rows),
+               **counts, "log": str(log_path), "complete": not missing}
+    if missing:
+        log.info("%d batches left for other shards; the last shard to finish compacts", len(missing))
+        _save_timings(store, shard, timer, counts, t_start, status="partial")
+        summary["batches_left"] = len(missing)
+        summary["seconds"] = round(time.perf_counter() - t_start, 2)
+        return summary
+    finalize(suite, plan, scoring, keys, store, timer, progress, smoke)
+    _save_timings(store, shard, timer, counts, t_start, status="complete")
+    write_manifest(suite, plan, store, smoke, device)
+    summary["seconds"] = round(time.perf_counter() - t_start, 2)
+    log.info("done in %.1f s", summary["seconds"])
+    return summary
+
+
+def _execute(suite, paths, plan, scoring, keys, todo, store, timer, counts, smoke, device, progress):
+    if not todo:
+        return
+    from methods.base import reset_edits
+
+    by_edit: dict[str, list] = {}
+    for b in todo:
+        by_edit.setdefault(b.edit_id, []).append(b)
+    order = sorted(by_edit, key=lambda e: (plan.edits[e].model, plan.edits[e].method != "original", e))
+    bar_e = _bar(len(order), "erase", progress, "edit")
+    bar_i = _bar(sum(len(b.images) for b in todo), "generate+score", progress, "img")
+    pipes: dict[str, object] = {}
+    try:
+        for edit_id in order:
+            edit = plan.edits[edit_id]
+            if edit.model not in pipes:
+                pipes.clear()  # one base model in memory at a time
+                with timer("load"):
+                    from bench.runner import models
+                    pipes[edit.model] = models.load(paths[edit.model], suite.sampler, device)
+                    log.info("loaded model %s from %s", edit.model, paths[edit.model])
+            with timer("erase"):
+                edited = _edited_pipeline(pipes[edit.model], edit, suite, store, counts, smoke, progress)
+            bar_e.update(1)
+            try:
+                for batch in by_edit[edit_id]:
+                    _do_batch(edited, batch, suite, scoring, keys, store, timer, counts, device)
+                    bar_i.update(len(batch.images))
+            finally:
+                reset_edits(edited)
+    finally:
+        bar_e.close()
+        bar_i.close()
+
+
+def _edited_pipeline(pipe, edit, suite, store, counts, smoke, progress):
+    from methods.base import erase, load_edit, resolve_method_config, save_edit
+    from methods import METHODS
+
+    if store.has_edit(edit.id):
+        counts["loaded_edits"] += 1
+        log.info("edit %s (%s %s) loaded from disk", edit.id, edit.method, edit.concept)
+        return load_edit(pipe, store.edit_dir(edit.id))
+    catalog = suite.catalog
+    # the original model has no concept; erase() still wants one for its record
+    concept = catalog[edit.concept or suite.concepts[0]]
+    method_cls = METHODS.get(edit.method)
+    images = None
+    if smoke and method_cls.needs_images:
+        from bench.runner.smoke import fewshot_images
+        from methods.defaults import detect_family
+        config = resolve_method_config(method_cls, detect_family(pipe), edit.variant, edit.overrides)
+        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+        images = fewshot_images(concept.name, getattr(config, method_cls.images_field), size)
+    result = erase(pipe, edit.method, concept, variant=edit.variant, overrides=dict(edit.overrides),
+                   images=images, seed=edit.seed or 0, catalog=catalog, progress=progress)
+    try:
+        save_edit(result, store.edit_dir(edit.id))
+    except EraselabError:
+        if not store.has_edit(edit.id):  # else another shard saved the same edit first
+            raise
+    except OSError as exc:
+        import errno
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise st.OutOfDisk(f"{store.edit_dir(edit.id)}: out of disk space; the finished work is "
+                               f"kept: free space and run again to resume") from None
+        raise
+    counts["erased"] += 1
+    log.info("edit %s (%s %s seed %s) erased in %.2f s", edit.id, edit.method, edit.concept,
+             edit.seed, result.record["seconds"])
+    return result.pipeline
+
+
+def _do_batch(pipe, batch, suite, scoring, keys, store, timer, counts, device):
+    import pandas as pd
+    from bench.generate import generate
+    from detectors.base import load_images
+
+    files = [store.image_path(im.path) for im in batch.images]
+    if all(f.is_file() for f in files):
+        # killed after the PNGs, before the part: rescore the stored images, do not regenerate
+        with timer("load_images"):
+            images = load_images(files)
+        counts["rescored"] += len(files)
+    else:
+        with timer("generate"):
+            s = suite.sampler
+            images = generate(pipe, [im.prompt for im in batch.images],
+                              [im.seed for im in batch.images], steps=s["steps"],
+                              guidance=s["guidance"], batch_size=len(batch.images),
+                              resolution=s["resolution"], device=device)
+        with timer("write_images"):
+            for image, f in zip(images, files):
+                st.write_png(f, image)
+        counts["generated"] += len(files)
+    with timer("score"):
+        cols = scoring.score_images(images, list(batch.images))
+    frame = pd.DataFrame([{"image_id": im.id, **c} for im, c in zip(batch.images, cols)])
+    with timer("write_parts"):
+        st.write_parquet(store.part("images", keys[batch.id]), frame)
+    log.info("batch %s: %d images of edit %s", batch.id, len(files), batch.edit_id)
+
+
+# -- finalize: preservation, compaction, aggregates -------------------------------------------
+def finalize(suite, plan, scoring, keys, store, timer, progress, smoke):
+    import pandas as pd
+    from bench.runner.aggregate import aggregate
+
+    with timer("compact"):
+        frames = [pd.read_parquet(store.part("images", keys[b.id])) for b in plan.batches]
+        scores = pd.concat(frames, ignore_index=True).drop_duplicates("image_id")
+    with timer("pairs"):
+        pairs = _pair_scores(plan, scoring, store, progress)
+    with timer("kid"):
+        kid = _kid_scores(plan, scoring, store, progress)
+    with timer("compact"):
+        rows = pd.DataFrame(plan.rows)
+        rows.insert(0, "run", store.root.resolve().name)
+        results = rows.merge(scores, on="image_id", how="left", validate="many_to_one")
+        lost = results["image_id"][~results["image_id"].isin(scores["image_id"])]
+        if len(lost):
+            raise EraselabError(f"{store.root}: {len(lost)} images have no scores (first "
+                                f"{lost.iloc[0]}); run again to complete them")
+        if pairs is not None:
+            results = results.merge(pairs, on="image_id", how="left", validate="many_to_one")
+        for col in ROW_COLUMNS:
+            if col not in results.columns:
+                results[col] = None
+        results["clip_image_cosine"] = pd.to_numeric(results["clip_image_cosine"], errors="coerce")
+        results = results[list(ROW_COLUMNS) + [c for c in results.columns if c not in ROW_COLUMNS]]
+        st.write_parquet(store.results, results)
+    with timer("aggregate"):
+        agg = aggregate(results, kid)
+        st.write_parquet(store.root / "aggregates.parquet", agg)
+        st.write_csv(store.root / "aggregates.csv", agg)
+    return results, agg
+
+
+def _pair_scores(plan, scoring, store, progress):
+    import pandas as pd
+    from detectors.base import load_images
+
+    if not scoring.pair_names:
+        return None
+    by_edit: dict[str, list] = {}
+    for im_id, twin in sorted(plan.twins.items()):
+        by_edit.setdefault(plan.images[im_id].edit_id, []).append((im_id, twin))
+    spec = scoring.spec(scoring.pair_names)
+    frames = []
+    bar = _bar(len(plan.twins), "preservation pairs", progress, "pair")
+    for edit_id, pairs in sorted(by_edit.items()):
+        path = store.part("pairs", plan_mod.content_id({"pairs": pairs, "scorers": spec}))
+        if not path.is_file():
+            edited = load_images([store.image_path(plan.images[a].path) for a, _ in pairs])
+            twins = load_images([store.image_path(plan.images[b].path) for _, b in pairs])
+            frame = pd.DataFrame({"image_id": [a for a, _ in pairs]})
+            for name in scoring.pair_names:
+                out = pd.DataFrame(scoring.get(name).score(edited, twins))
+                frame = pd.concat([frame, out], axis=1)
+            st.write_parquet(path, frame)
+        frames.append(pd.read_parquet(path))
+        bar.update(len(pairs))
+    bar.close()
+    if not frames:
+        return None
+    return pd.concat(frames, ignore_index=True).drop_duplicates("image_id")
+
+
+def _kid_scores(plan, scoring, store, progress):
+    import pandas as pd
+    from detectors.base import load_images
+
+    if not scoring.set_names:
+        return None
+    spec = scoring.spec(scoring.set_names)
+    groups = [(k, v) for k, v in sorted(plan.groups.items()) if k[1] != plan_mod.ORIGINAL]
+    frames = []
+    bar = _bar(len(groups), "preservation KID", progress, "set")
+    for key, (edited_ids, orig_ids) in groups:
+        edited_ids, orig_ids = sorted(set(edited_ids)), sorted(set(orig_ids))
+        if min(len(edited_ids), len(orig_ids)) < 2:
+            bar.update(1)
+            continue  # KID needs >= 2 images a side; the aggregate shows NaN
+        path = store.part("kid", plan_mod.content_id({"edited": edited_ids, "original": orig_ids,
+                                                       "scorers": spec}))
+        if not path.is_file():
+            edited = load_images([store.image_path(plan.images[i].path) for i in edited_ids])
+            orig = load_images([store.image_path(plan.images[i].path) for i in orig_ids])
+            row = dict(zip(GROUP_KEY, key))
+            for name in scoring.set_names:
+                row.update(scoring.get(name).score(edited, orig))
+            st.write_parquet(path, pd.DataFrame([row]))
+        frames.append(pd.read_parquet(path))
+        bar.update(1)
+    bar.close()
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+# -- manifest -------------------------------------------------------------------------------
+def _save_timings(store, shard, timer, counts, t_start, status):
+    record = {"pid": os.getpid(), "shard": list(shard), "status": status,
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - (time.perf_counter() - t_start))),
+              "wall_seconds": round(time.perf_counter() - t_start, 3),
+              "stages": {k: round(v, 3) for k, v in timer.seconds.items()}, "counts": counts}
+    st.write_json(store.root / "timings" / f"{time.time_ns()}-{os.getpid()}.json", record)
+
+
+def _versions() -> dict:
+    from importlib import metadata
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("eraselab", "torch", "diffusers", "transformers", "open_clip_torch", "timm",
+                "ultralytics", "torchmetrics", "pandas", "pyarrow", "numpy", "accelerate"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def _git_commit() -> str | None:
+    import subprocess
+    from bench.paths import REPO_ROOT
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _hardware(device: str) -> dict:
+    import platform
+    import torch
+    hw = {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
+          "torch_threads": torch.get_num_threads(), "device": device}
+    if torch.cuda.is_available():
+        hw["cuda_device"] = torch.cuda.get_device_name(0)
+    return hw
+
+
+def write_manifest(suite, plan, store, smoke, device):
+    from methods.base import DELTA_FILE, read_edit_record
+
+    timings = []
+    for p in sorted((store.root / "timings").glob("*.json")):
+        try:
+            timings.append(json.loads(p.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    stages: dict[str, float] = {}
+    for t in timings:
+        for k, v in t.get("stages", {}).items():
+            stages[k] = round(stages.get(k, 0.0) + v, 3)
+    edits = {}
+    for edit_id, e in sorted(plan.edits.items()):
+        rec = read_edit_record(store.edit_dir(edit_id))
+        edits[edit_id] = {"method": e.method, "variant": e.variant or "", "concept": e.concept,
+                          "model": e.model, "seed": e.seed, "overrides": e.overrides,
+                          "seconds": rec.get("seconds"), "peak_memory_mb": rec.get("peak_memory_mb"),
+                          "params_changed": rec.get("params_changed"),
+                          "delta_bytes": (store.edit_dir(edit_id) / DELTA_FILE).stat().st_size}
+    manifest = {"format": "eraselab-run/1", "run": store.root.resolve().name, "suite": suite.name,
+                "suite_file": str(suite.path), "smoke": smoke, "resolved_suite": _jsonable(suite.raw),
+                "effective": {"models": [vars(m) for m in suite.models], "sampler": suite.sampler,
+                              "prompt_sets": {k: vars(v) for k, v in suite.prompt_sets.items()},
+                              "seeds": list(suite.seeds)},
+                "counts": {"edits": len(plan.edits), "images": len(plan.images), "rows": len(plan.rows)},
+                "versions": _versions(), "git_commit": _git_commit(), "hardware": _hardware(device),
+                "seconds_per_stage": stages, "invocations": timings, "edits": edits}
+    st.write_json(store.manifest, manifest)
+
+
+def _jsonable(x):
+    return json.loads(json.dumps(x, default=str))

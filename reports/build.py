@@ -1,0 +1,202 @@
+"""Build a run's report folder: ``build_report("runs/mini")`` -> runs/mini/report/index.html.
+
+    eraselab report runs/mini --compare runs/baseline --format html,md,tex --out /tmp/report
+
+Layout of the folder (all links relative, so it can be moved or zipped as one piece):
+    index.html            the HTML report (summary, tables, figures, grids, comparison)
+    report.md, report.tex the same tables and figures as Markdown / a LaTeX document
+    tables/<name>.md|.tex one file per table (booktabs LaTeX; \\input{} it in a paper)
+    figures/<name>.png|.pdf
+The folder is built in a temporary sibling and renamed into place only when complete, so a
+failure (a missing image, a missing score column) leaves no half-written report behind.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from bench.errors import EraselabError, UsageError
+
+FORMATS = ("html", "md", "tex")
+MARKER = ".eraselab-report"  # marks a folder this module may replace on a rerun
+
+
+def build_report(run_path, out=None, formats=FORMATS, compare=None) -> Path:
+    """Write the report of ``run_path``; returns its main file (index.html, else report.md/.tex)."""
+    from reports.rundata import load_run
+
+    formats = tuple(formats)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise UsageError(f"unknown report format {unknown[0] if unknown else ''!r}; choose from {','.join(FORMATS)}")
+    run = load_run(run_path)
+    baseline = load_run(compare) if compare else None
+    out = Path(out) if out else run.path / "report"
+    if out.exists() and not (out / MARKER).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise EraselabError(f"{out}: exists and is not an eraselab report; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
+    try:
+        main_name = _write(run, baseline, tmp, formats)
+        (tmp / MARKER).write_text(json.dumps({"run": str(run.path), "formats": list(formats)}) + "\n")
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out / main_name
+
+
+def _replace(new: Path, out: Path) -> None:
+    """Swap the finished folder into place; the previous report disappears only afterwards."""
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+        out.rename(old / "report")
+    new.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")[:40] or "concept"
+
+
+def _write(run, baseline, folder: Path, formats) -> str:
+    from reports import figures as figs
+    from reports.compare import compare_table
+    from reports.grid import grid_figure
+    from reports.mapping import analyse_run
+    from reports.metrics import summarize
+    from reports.render import to_latex, to_markdown
+    from reports.summary import headline
+    from reports.tables import main_table, mapping_table
+
+    summary = summarize(run)
+    analyses = analyse_run(run, summary)
+    tables = [main_table(summary)]
+    if analyses:
+        tables.append(mapping_table(analyses))
+    cmp = None
+    if baseline is not None:
+        table, regressions = compare_table(summary, summarize(baseline))
+        cmp = {"table": table, "regressions": regressions, "baseline": baseline.name,
+               "baseline_path": baseline.path}
+        tables_all = tables + [table]
+    else:
+        tables_all = tables
+
+    table_files: dict[str, dict[str, str]] = {}
+    (folder / "tables").mkdir()
+    for table in tables_all:
+        table_files[table.name] = {}
+        for fmt, render in (("md", to_markdown), ("tex", to_latex)):
+            if fmt in formats:
+                rel = f"tables/{table.name}.{fmt}"
+                (folder / rel).write_text(render(table), encoding="utf-8")
+                table_files[table.name]["Markdown" if fmt == "md" else "LaTeX"] = rel
+
+    fig_dir = folder / "figures"
+    figures, grids = [], []
+    # Grids first: they read the images, the likeliest thing to fail, before other work is spent.
+    for i, concept in enumerate(summary.concepts):
+        fig = grid_figure(run, summary, concept)
+        if fig is None:
+            continue
+        name = f"grid-{i + 1:02d}-{slug(concept)}"  # numbered: two concepts may share a slug
+        figs.save(fig, fig_dir, name)
+        grids.append({"name": name, "title": f"Images for \u201c{concept}\u201d",
+                      "caption": "Rows: the original model, then each method; columns: the same prompt "
+                                 "and seed in every row.",
+                      "png": f"figures/{name}.png", "pdf": f"figures/{name}.pdf"})
+
+    specs = [("tradeoff", "Erasure vs preservation", figs.tradeoff_figure(summary),
+              "One point per method, pooled over erased concepts: detection rate on target prompts (x, "
+              "lower = erased) against detection on unrelated prompts (y, higher = preserved); bars are "
+              "95% bootstrap intervals. The hollow marker is the original model."),
+             ("mapping", "What the erased concept became", figs.mapping_figure(analyses, summary),
+              "Per erased concept, the zero-shot CLIP label distribution of its target-prompt images "
+              "before erasure (white bars) and after each method (hatched bars); the catalog's recorded "
+              "parent is shaded and marked \u25b6."),
+             ("cost", "Cost of erasure", figs.cost_figure(summary),
+              "Wall-clock seconds of each edit, log scale: bar = mean over concepts, markers = single edits.")]
+    for name, title, fig, caption in specs:
+        if fig is not None:
+            figs.save(fig, fig_dir, name)
+            figures.append({"name": name, "title": title, "caption": caption,
+                            "png": f"figures/{name}.png", "pdf": f"figures/{name}.pdf"})
+    suite = run.suite
+    n_methods = sum(1 for k in summary.methods if k[1] != "original")
+    ctx = {
+        "title": f"eraselab report: {run.name}", "run_name": run.name,
+        "subtitle": (f"suite {run.suite_name} \u00b7 catalog {suite.get('catalog', '?')} \u00b7 "
+                     f"{len(run.results)} images \u00b7 {n_methods} erasing method(s) \u00b7 "
+                     f"{len(summary.concepts)} concept(s) \u00b7 from {run.path}"),
+        "headline": headline(summary),
+        "smoke": (["the runner was invoked with --smoke"] if run.manifest.get("smoke") else []) + summary.smoke, "problems": run.problems,
+        "tables": [(t, table_files.get(t.name, {})) for t in tables], "figures": figures, "grids": grids,
+        "compare": cmp, "provenance": _provenance(run),
+    }
+    main = None
+    if "tex" in formats:
+        (folder / "report.tex").write_text(_latex_document(ctx), encoding="utf-8")
+        main = "report.tex"
+    if "md" in formats:
+        (folder / "report.md").write_text(_markdown_document(ctx), encoding="utf-8")
+        main = "report.md"
+    if "html" in formats:
+        from reports.html import page
+        (folder / "index.html").write_text(page(ctx), encoding="utf-8")
+        main = "index.html"
+    return main
+
+
+def _provenance(run) -> list[tuple[str, object]]:
+    m = run.manifest
+    items = [("run directory", str(run.path)), ("suite", run.suite),
+             ("git commit", str(m.get("git_commit", "unknown"))), ("hardware", m.get("hardware", "unknown")),
+             ("versions", m.get("versions", {})), ("stage seconds", run.stage_seconds())]
+    return [(k, v) for k, v in items if v not in (None, {}, "")]
+
+
+def _markdown_document(ctx: dict) -> str:
+    from reports.render import _md_escape, to_markdown
+
+    lines = [f"# {_md_escape(ctx['title'])}", "", _md_escape(ctx["subtitle"]), "", "## Summary", ""]
+    lines += [f"> **Smoke test, not a reportable result:** {_md_escape(r)}." for r in ctx["smoke"]]
+    lines += [f"- {'' if l.ok else '**FAILED:** '}{_md_escape(l.text)}" for l in ctx["headline"]]
+    lines += ["", "## Tables", ""] + [to_markdown(t) for t, _ in ctx["tables"]]
+    lines += ["## Figures", ""]
+    for f in ctx["figures"] + ctx["grids"]:
+        lines += [f"![{_md_escape(f['title'])}]({f['png']})", "", f"*{_md_escape(f['caption'])}*", ""]
+    if ctx["compare"]:
+        lines += ["## Comparison", ""]
+        lines += [f"- **REGRESSION:** {_md_escape(r)}" for r in ctx["compare"]["regressions"]] or \
+            ["No regressions beyond both runs' 95% intervals."]
+        lines += ["", to_markdown(ctx["compare"]["table"])]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _latex_document(ctx: dict) -> str:
+    from reports.render import tex_escape, to_latex
+
+    lines = [r"\documentclass[10pt]{article}", r"\usepackage[utf8]{inputenc}", r"\usepackage[T1]{fontenc}",
+             r"\usepackage[margin=2cm,landscape]{geometry}", r"\usepackage{booktabs,graphicx}",
+             r"\begin{document}", rf"\section*{{{tex_escape(ctx['title'])}}}",
+             tex_escape(ctx["subtitle"]), "", r"\subsection*{Summary}", r"\begin{itemize}"]
+    failed = r"\textbf{FAILED:} "
+    lines += [rf"\item {'' if l.ok else failed}{tex_escape(l.text)}" for l in ctx["headline"]]
+    lines += [r"\end{itemize}"] + [rf"\textbf{{Smoke test:}} {tex_escape(r)}." for r in ctx["smoke"]]
+    lines += [to_latex(t) for t, _ in ctx["tables"]]
+    if ctx["compare"]:
+        lines.append(to_latex(ctx["compare"]["table"]))
+    for f in ctx["figures"] + ctx["grids"]:
+        lines += [r"\begin{figure}[p]\centering",
+                  rf"\includegraphics[width=\linewidth,height=0.8\textheight,keepaspectratio]{{{f['pdf']}}}",
+                  rf"\caption{{{tex_escape(f['title'])}. {tex_escape(f['caption'])}}}", r"\end{figure}"]
+    lines.append(r"\end{document}")
+    return "\n".join(lines) + "\n"

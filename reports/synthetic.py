@@ -1,0 +1,151 @@
+"""A small synthetic run directory, for the report's tests and for trying the report without a GPU.
+
+    python -m reports.synthetic /tmp/synth-run && eraselab report /tmp/synth-run
+
+It writes what the runner writes (results.parquet, aggregates.parquet/.csv, manifest.json, PNGs)
+with known, seeded values and no model: three methods that behave as labelled ("fewshot-te"
+erases and maps the concept to its parent, "esd" erases more slowly, "noop" fails to erase),
+a catalog.yaml beside them, and tiny 32x32 images. "noop" repeats the original model's
+detections image for image, so it can never pass as having erased anything. Numbers are made up; only the shapes are real.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+# Per method: P(detected) on target / related / unrelated prompts, mapping shares and edit cost.
+BEHAVIOUR = {
+    "original":   {"target": 0.92, "related": 0.85, "unrelated": 0.90, "self": 0.85, "parent": 0.10},
+    "fewshot-te": {"target": 0.10, "related": 0.80, "unrelated": 0.88, "self": 0.10, "parent": 0.75,
+                   "seconds": 2.1, "params": 2_359_296},
+    "esd":        {"target": 0.25, "related": 0.60, "unrelated": 0.85, "self": 0.20, "parent": 0.40,
+                   "seconds": 412.0, "params": 85_000_000},
+    "noop":       {"target": 0.92, "related": 0.85, "unrelated": 0.90, "self": 0.85, "parent": 0.10,
+                   "seconds": 0.01, "params": 0},
+}
+PARENT = "english springer"
+OTHER = "tench"
+
+
+def catalog_yaml(concepts: list[str]) -> str:
+    lines = ["name: synthetic", "version: 1", "concepts:",
+             f"  - {{name: {PARENT}, type: object, templates: ['a photo of a {{}}']}}",
+             f"  - {{name: {OTHER}, type: object, templates: ['a photo of a {{}}']}}"]
+    for c in concepts:
+        lines.append(f"  - {{name: {json.dumps(c)}, type: instance, parent: {PARENT}, "
+                     f"templates: ['a photo of {{}}', '{{}} in a park']}}")
+    return "\n".join(lines) + "\n"
+
+
+def make_run(folder, concepts=("snoopy", "apple logo"), methods=tuple(BEHAVIOUR), samples: int = 4,
+             seed: int = 0, run_name: str = "synthetic", shift: float = 0.0) -> Path:
+    """Write a synthetic run into ``folder``; ``shift`` moves every method's target detection (for
+    --compare tests: a positive shift is a regression)."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image, ImageDraw
+
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    labels = list(concepts) + [PARENT, OTHER, "nothing"]
+    rows = []
+    twin: dict[tuple, bool] = {}  # the original model's outcome per image, for the no-op method
+    methods = sorted(methods, key=lambda m: m != "original")
+    for concept in concepts:
+        prompts = {"target": [f"a photo of {concept}", f"{concept} in a park"],
+                   "related": [f"a photo of a {PARENT}"],
+                   "unrelated": [f"a photo of a {OTHER}", "a red car on a road"]}
+        for method in methods:
+            b = BEHAVIOUR[method]
+            edit_id = "" if method == "original" else f"{method}-{concept}"
+            for prompt_set, plist in prompts.items():
+                for p_index, prompt in enumerate(plist):
+                    prompt_id = f"{prompt_set}-{p_index}"
+                    for sample in range(samples):
+                        # Seeds depend on the prompt and sample only: every method has a same-seed twin.
+                        image_seed = (sum(map(ord, concept + prompt_id)) * 31 + sample) % 100_000
+                        p_det = min(1.0, max(0.0, b[prompt_set] + (shift if prompt_set == "target" else 0)))
+                        detected = bool(rng.random() < p_det)
+                        subject = {"target": concept, "related": PARENT}.get(prompt_set, OTHER)
+                        if prompt == "a red car on a road":
+                            subject = None  # a general prompt names no catalog concept: no detector
+                        if method == "noop" and (concept, prompt_id, sample) in twin:
+                            detected = twin[(concept, prompt_id, sample)]  # a true no-op: the same images
+                        if method == "original":
+                            twin[(concept, prompt_id, sample)] = detected
+                        if prompt_set == "target":
+                            shares = {concept: b["self"], PARENT: b["parent"]}
+                        else:
+                            shares = {OTHER: 0.7, PARENT: 0.2}
+                        rest = max(0.0, 1 - sum(shares.values()))
+                        raw = {l: shares.get(l, rest / (len(labels) - len(shares))) + 0.05 * rng.random()
+                               for l in labels}
+                        total = sum(raw.values())
+                        dist = {l: v / total for l, v in raw.items()}
+                        mapped_to = max(dist, key=dist.get) if rng.random() < 0.8 else \
+                            str(rng.choice(labels, p=np.array(list(dist.values()))))
+                        rel = f"images/{len(rows):05d}.png"
+                        _draw(folder / rel, method, prompt_set, image_seed, detected, Image, ImageDraw)
+                        rows.append({
+                            "run": run_name, "model": "mini-sd", "method": method, "variant": "",
+                            "concept": concept, "concept_type": "instance", "prompt_set": prompt_set,
+                            "prompt_id": prompt_id, "prompt": prompt, "sample": sample, "seed": image_seed,
+                            "image_path": rel, "edit_id": edit_id, "image_id": f"img{len(rows):05d}",
+                            "subject": subject, "suite_seed": seed,
+                            "detected": detected if subject else None,
+                            "clip_score": float(0.30 - (0.08 if prompt_set == "target" and b["target"] < 0.5
+                                                        else 0) + 0.02 * rng.standard_normal()),
+                            "mapped_to": mapped_to, "mapped_p": float(dist[mapped_to]),
+                            "mapping_dist": json.dumps(dist),
+                            "clip_image_cosine": math.nan if method == "original" else
+                            float(min(1.0, 0.9 - (0.1 if method == "esd" else 0) + 0.03 * rng.standard_normal())),
+                        })
+    df = pd.DataFrame(rows)
+    df.to_parquet(folder / "results.parquet", index=False)
+    agg = []
+    for (model, method, variant, concept, ps), g in df.groupby(["model", "method", "variant", "concept",
+                                                               "prompt_set"]):
+        kid = math.nan if method == "original" else {"fewshot-te": 0.004, "esd": 0.02, "noop": 0.0}[method]
+        agg.append({"model": model, "method": method, "variant": variant, "concept": concept,
+                    "prompt_set": ps, "n": len(g), "detected_rate": g["detected"].astype(float).mean(),
+                    "clip_score": g["clip_score"].mean(), "kid": kid,
+                    "kid_std": math.nan if math.isnan(kid) else 0.002})
+    pd.DataFrame(agg).to_parquet(folder / "aggregates.parquet", index=False)
+    pd.DataFrame(agg).to_csv(folder / "aggregates.csv", index=False)
+    (folder / "catalog.yaml").write_text(catalog_yaml(list(concepts)), encoding="utf-8")
+    edits = {f"{m}-{c}": {"method": m, "variant": "", "concept": c, "seconds": BEHAVIOUR[m]["seconds"],
+                          "peak_memory_mb": 900.0, "params_changed": BEHAVIOUR[m]["params"],
+                          "delta_bytes": 2 * BEHAVIOUR[m]["params"]}
+             for m in methods if m != "original" for c in concepts}
+    manifest = {"suite": {"name": f"{run_name}-suite", "catalog": "catalog.yaml", "samples": samples},
+                "versions": {"python": sys.version.split()[0], "eraselab": "0.1.0"},
+                "git_commit": "0000000", "hardware": "synthetic (no model)",
+                "seconds": {"erase": 414.1, "generate": 1.0, "score": 1.0}, "edits": edits}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return folder
+
+
+def _draw(path: Path, method: str, prompt_set: str, seed: int, detected: bool, Image, ImageDraw) -> None:
+    """A 32x32 stand-in image: the seed sets the background, a detected concept draws a white dog-ish blob."""
+    shade = (seed * 37) % 160 + 60
+    tint = {"original": (0, 0, 0), "fewshot-te": (30, 0, 0), "esd": (0, 30, 0), "noop": (0, 0, 30)}[method]
+    im = Image.new("RGB", (32, 32), tuple(min(255, shade // 2 + t) for t in tint))
+    d = ImageDraw.Draw(im)
+    if prompt_set == "unrelated":
+        d.rectangle([6, 16, 26, 24], fill=(200, 40, 40))
+    elif detected:
+        d.ellipse([8, 8, 24, 24], fill=(245, 245, 245))
+        d.ellipse([6, 6, 12, 14], fill=(20, 20, 20))
+        d.ellipse([20, 6, 26, 14], fill=(20, 20, 20))
+    else:
+        d.polygon([(16, 6), (26, 26), (6, 26)], fill=(150, 110, 60))
+    im.save(path)
+
+
+if __name__ == "__main__":
+    out = make_run(sys.argv[1] if len(sys.argv) > 1 else "synthetic-run")
+    print(out)

@@ -1,0 +1,217 @@
+"""The runner end to end on tiny stand-ins (--smoke): results, resume, failures, compare.
+
+    python -m pytest tests/test_runner.py -q      # ~1-2 min on 2 busy cores
+
+Runs are in-process with a small suite (tests/test_runner_kill.py and test_runner_shard.py run
+real processes). Every run is a ``--smoke`` run: the tiny pipeline, tiny CLIP, one torch thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.errors import EraselabError
+from bench.runner.schema import AGGREGATE_COLUMNS, MANIFEST_EDIT_KEYS, ROW_COLUMNS, ROW_KEY
+
+SUITE = """
+suite: tiny
+catalog: miniworld
+smoke_sized: true
+models: [{id: miniworld, path: miniworld}]
+methods: [original, uce, negative-prompt]
+concepts: [church]
+prompt_sets: {target: {prompts: 1, samples: 2}, related: {prompts: 1, samples: 2}, unrelated: {prompts: 1, samples: 2}}
+sampler: {steps: 2, guidance: 6.0, batch_size: 2}
+scorers: [clip-score]
+preservation: [clip-image-similarity, kid-clip]
+seeds: [0]
+"""
+
+
+def write_suite(folder: Path, text: str = SUITE) -> Path:
+    path = folder / "tiny.yaml"
+    path.write_text(text)
+    return path
+
+
+def run(suite_path, out, **kw):
+    from bench.runner.run import run_suite
+    from bench.suite import load_suite
+    return run_suite(load_suite(suite_path), out, smoke=True, progress=False, **kw)
+
+
+def canonical(run_dir: Path) -> pd.DataFrame:
+    """The results with image content hashes, run name dropped, in a fixed order."""
+    frame = pd.read_parquet(run_dir / "results.parquet").drop(columns=["run"])
+    frame["png_sha"] = [hashlib.sha256((run_dir / p).read_bytes()).hexdigest() for p in frame["image_path"]]
+    return frame.sort_values(list(ROW_KEY)).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ref")
+    suite = write_suite(folder)
+    summary = run(suite, folder / "run")
+    return suite, folder / "run", summary
+
+
+def test_run_writes_rows_aggregates_and_manifest(reference):
+    _, run_dir, summary = reference
+    assert summary["complete"] and summary["erased"] == 3 and summary["generated"] == 12 + 6
+    results = pd.read_parquet(run_dir / "results.parquet")
+    assert set(ROW_COLUMNS) <= set(results.columns) and "clip-score.version" in results.columns
+    assert len(results) == 3 * 3 * 2  # methods x sets x (1 prompt x 2 samples)
+    assert not results.duplicated(list(ROW_KEY)).any()
+    for p in results["image_path"]:
+        assert (run_dir / p).is_file() and not Path(p).is_absolute()
+    orig = results[results.method == "original"]
+    assert orig["clip_image_cosine"].isna().all()
+    assert results[results.method != "original"]["clip_image_cosine"].between(-1, 1.0001).all()
+    # the same seed for the same prompt and sample across methods: the twin exists
+    assert results.groupby(["prompt_id", "sample"])["seed"].nunique().max() == 1
+    agg = pd.read_parquet(run_dir / "aggregates.parquet")
+    assert list(agg.columns) == list(AGGREGATE_COLUMNS) and len(agg) == 9
+    assert (run_dir / "aggregates.csv").is_file()
+    assert agg[agg.method == "original"]["kid"].isna().all()
+    assert agg[agg.method == "uce"]["kid"].notna().all()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert set(manifest["edits"]) == set(results["edit_id"])
+    for record in manifest["edits"].values():
+        assert set(MANIFEST_EDIT_KEYS) <= set(record)
+    for key in ("resolved_suite", "versions", "git_commit", "hardware", "seconds_per_stage"):
+        assert key in manifest
+    assert manifest["versions"]["torch"] and list((run_dir / "logs").glob("*.log"))
+
+
+def test_aggregates_are_derived_from_the_rows(reference):
+    from bench.runner.aggregate import aggregate
+    from bench.stats import bootstrap_ci
+    _, run_dir, _ = reference
+    results = pd.read_parquet(run_dir / "results.parquet")
+    agg = aggregate(results)
+    row = agg[(agg.method == "uce") & (agg.prompt_set == "target")].iloc[0]
+    g = results[(results.method == "uce") & (results.prompt_set == "target")]
+    assert (row["clip_score"], row["clip_score_lo"], row["clip_score_hi"]) == bootstrap_ci(g["clip_score"])
+
+
+def test_rerun_does_no_model_work(reference, monkeypatch):
+    suite, run_dir, _ = reference
+    before = canonical(run_dir)
+    import bench.runner.models as models
+
+    def refuse(*a, **k):
+        raise AssertionError("a finished run loaded a model")
+    monkeypatch.setattr(models, "load", refuse)
+    summary = run(suite, run_dir)
+    assert summary["erased"] == summary["generated"] == summary["rescored"] == 0
+    pd.testing.assert_frame_equal(canonical(run_dir), before)
+
+
+def test_failing_scorer_stops_cleanly_and_resumes(reference, tmp_path, monkeypatch):
+    suite, ref_dir, _ = reference
+    from bench.runner.scoring import Scoring
+    real = Scoring.score_images
+    calls = {"n": 0}
+
+    def flaky(self, images, items):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise EraselabError("clip-score: backend exploded")
+        return real(self, images, items)
+    monkeypatch.setattr(Scoring, "score_images", flaky)
+    with pytest.raises(EraselabError, match="exploded"):
+        run(suite, tmp_path / "run")
+    assert len(list((tmp_path / "run" / "parts" / "images").glob("*.parquet"))) == 2  # kept
+    monkeypatch.setattr(Scoring, "score_images", real)
+    summary = run(suite, tmp_path / "run")
+    assert summary["complete"] and summary["rescored"] == 2  # the failed batch's PNGs were kept
+    pd.testing.assert_frame_equal(canonical(tmp_path / "run"), canonical(ref_dir))
+
+
+def test_out_of_disk_is_one_line_and_resumable(reference, tmp_path, monkeypatch):
+    suite, ref_dir, _ = reference
+    import bench.runner.store as store
+    real = store.write_png
+    calls = {"n": 0}
+
+    def full_disk(path, image):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            return store.atomic_write(path, lambda tmp: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
+        return real(path, image)
+    monkeypatch.setattr(store, "write_png", full_disk)
+    with pytest.raises(EraselabError) as err:
+        run(suite, tmp_path / "run")
+    assert "out of disk space" in str(err.value) and "\n" not in str(err.value)
+    assert not list((tmp_path / "run").rglob(".*.tmp-*"))  # no temp file left behind
+    monkeypatch.setattr(store, "write_png", real)
+    run(suite, tmp_path / "run")
+    pd.testing.assert_frame_equal(canonical(tmp_path / "run"), canonical(ref_dir))
+
+
+def test_bad_suite_fails_before_model_work(tmp_path, monkeypatch, capsys):
+    from bench.cli import main
+    import bench.runner.models as models
+    monkeypatch.setattr(models, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("loaded")))
+    path = write_suite(tmp_path, SUITE.replace("[original, uce", "[original, ucee").replace("steps: 2", "steps: 0"))
+    assert main(["run", str(path), "--smoke", "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "ucee" in err and "sampler.steps" in err and not (tmp_path / "r").exists()
+
+
+def test_missing_mini_world_says_use_smoke(tmp_path, monkeypatch):
+    import bench.paths
+    monkeypatch.setattr(bench.paths, "MINIWORLD_DIR", tmp_path / "none")
+    import bench.miniworld.weights as weights
+    monkeypatch.setattr(weights, "MINIWORLD_DIR", tmp_path / "none", raising=False)
+    from bench.runner.models import resolve
+    try:
+        resolve("miniworld")
+    except EraselabError as exc:
+        assert "--smoke" in str(exc)
+
+
+def test_compare_flags_regressions(reference, tmp_path, capsys):
+    from bench.cli import main
+    _, run_dir, _ = reference
+    assert main(["compare", str(run_dir), str(run_dir)]) == 0
+    worse = tmp_path / "worse"
+    worse.mkdir()
+    agg = pd.read_parquet(run_dir / "aggregates.parquet")
+    sel = (agg.method == "uce") & (agg.prompt_set == "target")
+    agg.loc[sel, ["detected_rate", "detected_lo", "detected_hi"]] = [0.9, 0.85, 0.95]
+    base = agg.copy()
+    base.loc[sel, ["detected_rate", "detected_lo", "detected_hi"]] = [0.1, 0.05, 0.15]
+    better_dir = tmp_path / "base"
+    better_dir.mkdir()
+    base.to_parquet(better_dir / "aggregates.parquet")
+    agg.to_parquet(worse / "aggregates.parquet")
+    capsys.readouterr()
+    assert main(["compare", str(better_dir), str(worse), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["regressions"]) == 1 and out["regressions"][0]["metric"] == "detected_rate"
+    assert main(["compare", str(worse), str(better_dir)]) == 0  # the good direction: a change
+
+
+def test_cli_smoke_prints_run_dir_and_summary(reference, capsys):
+    from bench.cli import main
+    suite, run_dir, _ = reference
+    assert main(["run", str(suite), "--smoke", "--out", str(run_dir), "--no-progress"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == str(run_dir) and "3 edits" in out[1]
+
+
+def test_shard_from_environment():
+    from bench.commands.run import parse_shard
+    assert parse_shard(None, {"RANK": "1", "WORLD_SIZE": "2"}) == (1, 2)
+    assert parse_shard(None, {}) == (0, 1)
+    assert parse_shard("2/3") == (2, 3)
+    with pytest.raises(EraselabError):
+        parse_shard("3/3")

@@ -1,0 +1,164 @@
+"""Suite schema, validation and the work plan (no model work; a few seconds).
+
+    python -m pytest tests/test_suite_schema.py -q
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.errors import ValidationError
+from bench.paths import SUITE_DIR
+
+SHIPPED = ["mini-default", "mini-full", "paper-sd14"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_suites_validate(name):
+    from bench.commands.validate import problems_of
+    assert problems_of(SUITE_DIR / f"{name}.yaml") == []
+
+
+def test_shipped_suites_meet_the_spec():
+    from bench.runner.plan import images_per_group
+    from bench.suite import load_suite
+    default = load_suite("mini-default")
+    methods = {m.name for m in default.methods}
+    assert {"original", "fewshot-te"} <= methods and len(methods - {"fewshot-te"}) >= 4
+    types = {default.catalog[c].type for c in default.concepts}
+    assert {"instance", "style", "object"} <= types and len(default.concepts) >= 4
+    assert default.smoke_sized  # < 64 images per (concept, set): it must say so
+    full = load_suite("mini-full")
+    from methods import METHODS
+    assert {m.name for m in full.methods} == set(METHODS.names())
+    assert set(full.concepts) == set(full.catalog.concepts) and len(full.seeds) >= 2
+    assert min(images_per_group(full).values()) >= 64
+    paper = load_suite("paper-sd14")
+    assert paper.models[0].path == "CompVis/stable-diffusion-v1-4" and paper.catalog.name == "paper"
+    assert paper.sampler == {"scheduler": "pndm", "steps": 50, "guidance": 7.5, "resolution": 512,
+                             "batch_size": 4}
+    assert paper.prompt_sets["target"].samples == 4
+    assert paper.scorer_options["clip-score"] == {"clip_model": "ViT-L-14", "clip_pretrained": "openai"}
+    assert min(images_per_group(paper).values()) >= 64
+
+
+BAD = """
+suite: bad
+catalog: miniworld
+smoke_sized: true
+models: [{id: m, path: ./no/such/folder}]
+methods: [{name: esdx}, {name: uce, overrides: {lamb: 1}}, {name: sld, variant: extreme}]
+concepts: [snoopy, snoopie]
+prompt_sets: {target: {prompts: 1, samples: 1}, relatd: {prompts: 1, samples: 1}}
+sampler: {steps: 0, guidence: 7}
+scorers: [clip-scor]
+seeds: [0]
+"""
+
+
+def test_bad_suite_lists_every_problem_one_line_each(tmp_path):
+    from bench.suite import validate_suite_file
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    problems = validate_suite_file(path)
+    text = "\n".join(problems)
+    for needle in ["'models[0].path'", "model folder not found", "'methods[0].name'", "'esd-x'",
+                   "'methods[1]'", "lamb", "'methods[2]'", "extreme", "'concepts[1]'", "snoopie",
+                   "'prompt_sets.relatd'", "'related'", "'sampler.steps'", "'sampler.guidence'",
+                   "'guidance'", "'scorers[0]'", "'clip-score'"]:
+        assert needle in text, needle
+    assert all(p.startswith(str(path)) and "\n" not in p for p in problems)
+
+
+def test_model_folder_without_model_index_is_rejected(tmp_path):
+    from bench.suite import validate_suite_file
+    (tmp_path / "model").mkdir()
+    path = tmp_path / "s.yaml"
+    path.write_text(BAD.replace("./no/such/folder", "./model"))
+    assert any("no model_index.json" in p for p in validate_suite_file(path))
+
+
+def test_size_rule_and_include(tmp_path):
+    from bench.suite import load_suite
+    path = tmp_path / "v.yaml"
+    path.write_text(f"include: {SUITE_DIR / 'mini-default.yaml'}\nsuite: v\nsmoke_sized: false\n")
+    with pytest.raises(ValidationError, match="smoke_sized"):
+        load_suite(path)
+    path.write_text(f"include: {SUITE_DIR / 'mini-default.yaml'}\nsuite: v\nseeds: [3]\n")
+    suite = load_suite(path)
+    assert suite.name == "v" and suite.seeds == (3,) and suite.concepts == load_suite("mini-default").concepts
+
+
+def test_validate_command_reports_suite_problems(tmp_path, capsys):
+    from bench.cli import main
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    assert main(["validate", str(path)]) == 1
+    assert "'methods[0].name'" in capsys.readouterr().err
+
+
+# -- plan ------------------------------------------------------------------------------------
+def _plan(text: str, tmp_path):
+    from bench.runner.plan import build_plan
+    from bench.suite import load_suite
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    suite = load_suite(path)
+    versions = {m: "1" for m in ["original", "uce", "fewshot-te", "negative-prompt"]}
+    return suite, build_plan(suite, {"m": "fp"}, versions)
+
+
+PLAN = """
+suite: p
+catalog: miniworld
+smoke_sized: true
+models: [{id: m, path: miniworld}]
+methods: [original, uce, fewshot-te]
+concepts: [snoopy, church]
+prompt_sets: {target: {prompts: 2, samples: 2}, related: {prompts: 2, samples: 2}, unrelated: {prompts: 2, samples: 1}}
+sampler: {steps: 5, batch_size: 3}
+seeds: [0, 1]
+"""
+
+
+def test_plan_seeds_twins_and_addresses(tmp_path):
+    from bench.generate import image_seed
+    suite, plan = _plan(PLAN, tmp_path)
+    # rows: methods x concepts x seeds x (2x2 + 2x2 + 2x1)
+    assert len(plan.rows) == 3 * 2 * 2 * 10
+    originals = {e.id for e in plan.edits.values() if e.method == "original"}
+    assert len(originals) == 1  # one original model: its images are shared by every concept
+    for row in plan.rows:
+        assert row["seed"] == image_seed(row["prompt_id"], row["sample"], row["suite_seed"])
+        if row["method"] != "original":
+            twin = plan.images[plan.twins[row["image_id"]]]
+            assert twin.edit_id in originals and twin.seed == row["seed"] and twin.prompt == row["prompt"]
+    # same seed for the same (prompt, sample, seed) across methods
+    seeds = {}
+    for row in plan.rows:
+        seeds.setdefault((row["prompt_id"], row["sample"], row["suite_seed"]), set()).add(row["seed"])
+    assert all(len(v) == 1 for v in seeds.values())
+    _, again = _plan(PLAN, tmp_path)
+    assert [b.id for b in again.batches] == [b.id for b in plan.batches]
+    _, other = _plan(PLAN.replace("steps: 5", "steps: 6"), tmp_path)
+    assert set(other.images).isdisjoint(plan.images) and set(other.edits) == set(plan.edits)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_shards_partition_the_edits(tmp_path, n):
+    _, plan = _plan(PLAN, tmp_path)
+    parts = [plan.shard_edits(i, n) for i in range(n)]
+    assert set().union(*parts) == set(plan.edits)
+    assert sum(len(p) for p in parts) == len(plan.edits)
+    assert parts == [plan.shard_edits(i, n) for i in range(n)]
+
+
+def test_prompt_sets_name_the_right_subjects(tmp_path):
+    from bench.runner.plan import concept_prompts
+    suite, _ = _plan(PLAN, tmp_path)
+    sets = concept_prompts(suite, "snoopy")
+    assert {p.subject for p in sets["target"]} == {"snoopy"}
+    assert {p.subject for p in sets["related"]} <= {"english springer", "tench"}
+    assert not {p.subject for p in sets["unrelated"]} & {"snoopy", "english springer"}
