@@ -153,7 +153,8 @@ def test_write_renders(tmp_path):
 def test_speed_floor():
     names = ALL + [NOTHING]
     render("church", "van gogh", 0)  # warm the texture caches
-    start, n = time.perf_counter(), 200
+    # CPU time of this process, not wall time: other work on the machine must not fail it.
+    start, n = time.process_time(), 200
     for i in range(n):
         render(names[i % len(names)], STYLES[i % len(STYLES)], i)
-    assert n / (time.perf_counter() - start) >= 200
+    assert n / (time.process_time() - start) >= 200

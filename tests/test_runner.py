@@ -166,16 +166,15 @@ def test_bad_suite_fails_before_model_work(tmp_path, monkeypatch, capsys):
     assert "ucee" in err and "sampler.steps" in err and not (tmp_path / "r").exists()
 
 
-def test_missing_mini_world_says_use_smoke(tmp_path, monkeypatch):
-    import bench.paths
-    monkeypatch.setattr(bench.paths, "MINIWORLD_DIR", tmp_path / "none")
-    import bench.miniworld.weights as weights
-    monkeypatch.setattr(weights, "MINIWORLD_DIR", tmp_path / "none", raising=False)
+def test_missing_mini_world_says_use_smoke(monkeypatch):
+    import bench.pipeline_io
     from bench.runner.models import resolve
-    try:
+
+    def missing():
+        raise EraselabError("datasets/miniworld/v1/SHA256SUMS: missing")
+    monkeypatch.setattr(bench.pipeline_io, "default_model", missing)
+    with pytest.raises(EraselabError, match="--smoke"):
         resolve("miniworld")
-    except EraselabError as exc:
-        assert "--smoke" in str(exc)
 
 
 def test_compare_flags_regressions(reference, tmp_path, capsys):

@@ -3,7 +3,8 @@
     eraselab run mini-default                      # -> runs/mini-default/
     eraselab run paper-sd14 --smoke --out /tmp/s   # tiny random stand-ins, seconds, on CPU
     eraselab run mini-full --shard 0/2 &  eraselab run mini-full --shard 1/2
-    accelerate launch --cpu --num_processes 2 -m bench.cli run mini-full   # shard from RANK/WORLD_SIZE
+    accelerate launch --multi_gpu --num_processes 2 -m bench.cli run mini-full  # RANK/WORLD_SIZE
+    # (--multi_gpu selects the torchrun launcher; no GPU is needed: no process group is opened)
 
 SUITE is a name under datasets/suites/ or a YAML path. Finished work is never recomputed: run
 the same command again after a crash (or kill) and it resumes; a finished run's rerun does no

@@ -41,20 +41,24 @@ def _ci(hits) -> dict:
 
 def eval_clip(root: Path, n_per_label: int) -> dict:
     from bench.miniworld.clip_model import load_clip, zero_shot_predict
-    from bench.miniworld.train_clip import clip_labels
+    from bench.miniworld.train_clip import clip_labels, eval_style
     clip = load_clip(root / "clip")
     labels = clip_labels()
-    per_label, all_hits = {}, []
+    per_label, per_style, all_hits = {}, {}, []
     for label in labels:
-        images = []
+        images, styles = [], []
         for seed in CARD_SEEDS:
             for i in range(n_per_label // len(CARD_SEEDS)):
-                style = mw.STYLES[i % len(mw.STYLES)] if label != mw.NOTHING else "plain"
-                images.append(mw.render(label, style, mw.stable_seed("card-clip", seed, label, i)).image)
+                styles.append(eval_style(label, i))
+                images.append(mw.render(label, styles[-1], mw.stable_seed("card-clip", seed, label, i)).image)
         hits = [p == label for p in zero_shot_predict(clip, np.stack(images), labels)]
         per_label[label] = _ci(hits)
+        for style, hit in zip(styles, hits):
+            per_style.setdefault(style, []).append(hit)
         all_hits += hits
-    return {"overall": _ci(all_hits), "per_label": per_label, "bar": BARS["clip_zero_shot"]}
+    return {"overall": _ci(all_hits), "per_label": per_label, "bar": BARS["clip_zero_shot"],
+            "per_style": {s: _ci(h) for s, h in per_style.items()},
+            "style_mix": "70% plain, 30% spread over the four styles (the training mix)"}
 
 
 def eval_probe(root: Path, n_per_style: int) -> dict:

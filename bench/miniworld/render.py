@@ -352,14 +352,32 @@ def caption_tokens(text: str) -> int:
 
 
 def caption_for(concept: str, style: str, attributes: dict, rng) -> str:
-    """A short training caption that always carries an attribute phrase (colour, size or
-    background) so that no evaluation prompt ("a photo of a church") is ever a training caption.
+    """A short training caption. Most carry an attribute phrase (colour, size or background);
+    a quarter are bare ("a drawing of a church", "snoopy"), so that prompts without attributes
+    are in the training distribution, but with prefixes that no evaluation template uses, so
+    that no evaluation prompt ("a photo of a church") is ever a training caption verbatim.
     Captions stay within MAX_CAPTION_TOKENS CLIP tokens (the text encoder's context is 32)."""
+    if concept != NOTHING and rng.random() < BARE_CAPTION_SHARE:
+        return _bare_caption(concept, style, rng)
     for _ in range(20):
         text = _caption_once(concept, style, attributes, rng)
         if caption_tokens(text) <= MAX_CAPTION_TOKENS:
             return text
     return text
+
+
+BARE_CAPTION_SHARE = 0.25
+_BARE_PREFIXES = ("a rendering of", "a drawing of", "")
+
+
+def _bare_caption(concept: str, style: str, rng) -> str:
+    """The concept with no attribute: never with "the" or an evaluation template's prefix."""
+    if concept in INSTANCES and INSTANCES[concept] != "apple":  # named instances take no article
+        noun = concept
+    else:
+        noun = f"{'an' if concept[0] in 'aeiou' else 'a'} {concept}"
+    text = f"{_pick(rng, _BARE_PREFIXES)} {noun}".strip()
+    return text if style == "plain" else f"{text} in the style of {style}"
 
 
 def _caption_once(concept: str, style: str, attributes: dict, rng) -> str:

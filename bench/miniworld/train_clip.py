@@ -2,7 +2,7 @@
 
     eraselab miniworld train clip [--resume] [--steps N]
 
-Recipe: 40k fixed renders (30% styled, 3% "nothing" distractors), captions re-drawn from
+Recipe: 2,500 steps over 40k fixed renders (30% styled, 3% "nothing" distractors), captions re-drawn from
 each image's attributes at every use, batch 128, AdamW (lr 5e-4, betas 0.9/0.98, wd 0.1 on
 matrices), 200 warm-up steps then cosine decay. Every 250 steps: zero-shot top-1 over the
 labels on a held-out validation render set (seeds never used for training or the model card),
@@ -28,7 +28,7 @@ from bench.miniworld.clip_model import (CLIP_CONFIG, build_clip, images_to_tenso
 from bench.miniworld.data import batch_indices, render_dataset
 
 SEED = 0
-STEPS = 3000
+STEPS = 2500
 BATCH = 128
 LR = 5e-4
 WARMUP = 200
@@ -40,12 +40,20 @@ def clip_labels() -> list[str]:
     return list(mw.OBJECTS) + list(mw.INSTANCES) + [mw.NOTHING]
 
 
+def eval_style(label: str, i: int) -> str:
+    """The style of the i-th evaluation render of a label: the training mix (70% plain, the
+    rest spread over the four styles), so the number describes the world's own distribution."""
+    if label == mw.NOTHING or i % 10 < 7:
+        return "plain"
+    return mw.STYLES[1 + i % (len(mw.STYLES) - 1)]
+
+
 def validation_set(n_per_label: int = 20):
-    """Held-out renders (seed namespace 'clip-val'), plain and styled, with their labels."""
+    """Held-out renders (seed namespace 'clip-val') in the training style mix, with labels."""
     images, labels = [], []
     for label in clip_labels():
         for i in range(n_per_label):
-            style = mw.STYLES[i % len(mw.STYLES)] if label != mw.NOTHING else "plain"
+            style = eval_style(label, i)
             sample = mw.render(label, style, mw.stable_seed("clip-val", label, i))
             images.append(sample.image)
             labels.append(label)
