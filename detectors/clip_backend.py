@@ -168,3 +168,20 @@ def clip_features_module(backend: ClipBackend):
             return self.backend.encode_image_tensor(x).cpu()
 
     return ClipFeatures()
+
+
+class UsesEvaluationClip:
+    """Mixin for scorers backed by the evaluation CLIP: which model, and its cached instance."""
+
+    def _init_clip(self, clip_model: str = MINI_CLIP, clip_pretrained: str | None = None,
+                   clip_root: str | None = None) -> None:
+        self.clip_model, self.clip_pretrained, self.clip_root = clip_model, clip_pretrained, clip_root
+
+    @property
+    def clip(self):
+        return load_clip(self.clip_model, self.clip_pretrained, self.device,
+                         str(self.clip_root) if self.clip_root else None)
+
+    @property
+    def backend(self) -> str:
+        return f"{self.clip_model}/{self.clip_pretrained}" if self.clip_pretrained else self.clip_model

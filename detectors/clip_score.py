@@ -12,25 +12,16 @@ from __future__ import annotations
 
 from detectors import SCORERS
 from detectors.base import Scorer
-from detectors.clip_backend import MINI_CLIP, load_clip
+from detectors.clip_backend import MINI_CLIP, UsesEvaluationClip
 
 
-class ClipBackedScorer(Scorer):
+class ClipBackedScorer(UsesEvaluationClip, Scorer):
     """Shared constructor of scorers that use the evaluation CLIP."""
 
     def __init__(self, device: str | None = "cpu", batch_size: int = 64, clip_model: str = MINI_CLIP,
                  clip_pretrained: str | None = None, clip_root: str | None = None):
         super().__init__(device, batch_size)
-        self.clip_model, self.clip_pretrained, self.clip_root = clip_model, clip_pretrained, clip_root
-
-    @property
-    def clip(self):
-        return load_clip(self.clip_model, self.clip_pretrained, self.device,
-                         str(self.clip_root) if self.clip_root else None)
-
-    @property
-    def backend(self) -> str:
-        return f"{self.clip_model}/{self.clip_pretrained}" if self.clip_pretrained else self.clip_model
+        self._init_clip(clip_model, clip_pretrained, clip_root)
 
 
 @SCORERS.register("clip-score")

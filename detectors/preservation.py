@@ -20,7 +20,7 @@ import warnings
 from bench.errors import EraselabError
 from detectors import SCORERS
 from detectors.base import PairScorer, SetScorer
-from detectors.clip_backend import MINI_CLIP, clip_features_module, load_clip
+from detectors.clip_backend import MINI_CLIP, UsesEvaluationClip, clip_features_module
 
 
 def kid_fid(edited, original, feature, subsets: int = 100, seed: int = 0, with_fid: bool = True,
@@ -60,22 +60,8 @@ def kid_fid(edited, original, feature, subsets: int = 100, seed: int = 0, with_f
             "n_edited": n_e, "n_original": n_o}
 
 
-class _ClipPreservation:
-    def _init_clip(self, clip_model, clip_pretrained, clip_root):
-        self.clip_model, self.clip_pretrained, self.clip_root = clip_model, clip_pretrained, clip_root
-
-    @property
-    def clip(self):
-        return load_clip(self.clip_model, self.clip_pretrained, self.device,
-                         str(self.clip_root) if self.clip_root else None)
-
-    @property
-    def backend(self) -> str:
-        return f"{self.clip_model}/{self.clip_pretrained}" if self.clip_pretrained else self.clip_model
-
-
 @SCORERS.register("clip-image-similarity")
-class ClipImageSimilarity(_ClipPreservation, PairScorer):
+class ClipImageSimilarity(UsesEvaluationClip, PairScorer):
     """Same-seed CLIP image-image cosine between an edited image and its original twin."""
 
     name = "clip-image-similarity"
@@ -93,7 +79,7 @@ class ClipImageSimilarity(_ClipPreservation, PairScorer):
 
 
 @SCORERS.register("kid-clip")
-class KidClip(_ClipPreservation, SetScorer):
+class KidClip(UsesEvaluationClip, SetScorer):
     """KID (and FID where n > feature dim) on CLIP image features, edited vs original sets."""
 
     name = "kid-clip"

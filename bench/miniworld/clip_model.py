@@ -93,13 +93,19 @@ def load_clip(folder: Path, device: str = "cpu"):
 
 
 def label_prompts(label: str) -> list[str]:
-    """Zero-shot prompts for a mini-world label (its catalog templates' phrasing)."""
-    from bench.miniworld.render import INSTANCES, NOTHING
+    """Zero-shot prompts for a mini-world label, averaged into one label embedding.
+
+    The catalog's photo/picture/image phrasings plus the label in each style (prompt
+    ensembling as in CLIP's own zero-shot evaluation), and for "nothing" the phrases the world
+    uses for its distractors. Chosen on the 'clip-val' split, never on the model card's renders.
+    """
+    from bench.miniworld.render import _NOTHING_PHRASES, INSTANCES, NOTHING, STYLES
     if label == NOTHING:
-        return ["an empty picture", "a picture of nothing", "noise"]
-    article = "" if label in INSTANCES else "a "
-    return [f"a photo of {article}{label}", f"a picture of {article}{label}",
-            f"an image of {article}{label}"]
+        return sorted({p for phrases in _NOTHING_PHRASES.values() for p in phrases})
+    noun = label if label in INSTANCES and INSTANCES[label] != "apple" else \
+        f"{'an' if label[0] in 'aeiou' else 'a'} {label}"
+    return [f"a photo of {noun}", f"a picture of {noun}", f"an image of {noun}"] + \
+        [f"{noun} in the style of {style}" for style in STYLES if style != "plain"]
 
 
 @torch.no_grad()

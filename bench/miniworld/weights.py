@@ -76,7 +76,8 @@ def verified_dir(reldir: str, root: Path = MINIWORLD_DIR) -> Path:
     sums = read_sums(root)
     listed = [p for p in sums if p == reldir or p.startswith(reldir.rstrip("/") + "/")]
     if not listed:
-        raise EraselabError(f"{Path(root) / reldir}: no files listed in {SUMS_FILE}")
+        raise EraselabError(f"{Path(root) / reldir}: not installed: no files listed in {SUMS_FILE} "
+                            f"(the mini-world weights are trained with `eraselab miniworld train`)")
     for relpath in listed:
         verified_path(relpath, root)
     return Path(root) / reldir
