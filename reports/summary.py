@@ -39,6 +39,12 @@ def headline(summary) -> list[Line]:
                               f"original model.", False, row["concept"], row["label"]))
             continue
         before, after = base["det_target"], row["det_target"]
+        if before.hi == 0:
+            # Nothing to erase: a method cannot be judged on a concept the original never shows.
+            lines.append(Line(f"{row['label']} on {row['concept']}: cannot be judged: the original "
+                              f"model's images never show {row['concept']} (detection 0%).", False,
+                              row["concept"], row["label"]))
+            continue
         secs = "" if row["seconds"].missing else fmt_number(row["seconds"].value, "seconds")
         keep = ""
         if not (base["det_unrelated"].missing or row["det_unrelated"].missing):

@@ -308,3 +308,14 @@ def test_reads_the_runner_manifest_layout(run_dir, tmp_path):
     run = load_run(copy)
     assert (run.name, run.suite_name, run.stage_seconds()) == ("nightly", "mini", m["seconds"])
     assert run.catalog is not None and run.catalog["snoopy"].parent == "english springer"
+
+
+def test_summary_cannot_judge_a_concept_the_original_never_shows(tmp_path, monkeypatch):
+    import reports.synthetic as synthetic
+    from bench.cli import main
+    behaviour = {name: dict(b, target=0.0) for name, b in synthetic.BEHAVIOUR.items()}
+    monkeypatch.setattr(synthetic, "BEHAVIOUR", behaviour)
+    run = synthetic.make_run(tmp_path / "run", concepts=("snoopy",))
+    assert main(["report", str(run), "--out", str(tmp_path / "rep"), "--format", "html"]) == 0
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "cannot be judged" in html and "did NOT erase" not in html
