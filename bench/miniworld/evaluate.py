@@ -11,6 +11,7 @@ Writes datasets/miniworld/v1/MODEL_CARD.md, eval.json and card_sheet.png (genera
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -84,20 +85,29 @@ def eval_detector(root: Path, workdir: Path) -> dict:
     from bench.miniworld import train_detector
     setup_ultralytics_offline()
     from ultralytics import YOLO
-    # Fresh validation scenes: the same writer as training, another seed namespace.
-    original_seed = train_detector.SEED
-    try:
-        train_detector.SEED = 1000 + original_seed
-        data_yaml = train_detector.write_yolo_dataset(workdir / "card_detector_data", progress=False)
-    finally:
-        train_detector.SEED = original_seed
+    # Fresh validation scenes: the same writer as training, another seed.
+    data_yaml = train_detector.write_yolo_dataset(workdir / "card_detector_data", progress=False,
+                                                  seed=1000 + train_detector.SEED)
     model = YOLO(str(root / "detector" / "best.pt"))
-    val = model.val(data=str(data_yaml), split="val", imgsz=train_detector.IMGSZ, device="cpu",
-                    plots=False, workers=0, verbose=False, project=str(workdir / "yolo"), name="card",
-                    exist_ok=True)
+    # ultralytics logs its validation to stdout (a handler bound at import), which
+    # `eval --json` reserves for JSON: silence its info messages for this call.
+    from ultralytics.utils import LOGGER
+    level = LOGGER.level
+    LOGGER.setLevel(logging.WARNING)
+    try:
+        val = _validate(model, data_yaml, workdir)
+    finally:
+        LOGGER.setLevel(level)
     names = train_detector.detector_classes()
     return {"map50": round(float(val.box.map50), 4), "bar": BARS["detector_map50"],
             "per_class_map50": {n: round(float(v), 4) for n, v in zip(names, val.box.ap50)}}
+
+
+def _validate(model, data_yaml, workdir: Path):
+    from bench.miniworld import train_detector
+    return model.val(data=str(data_yaml), split="val", imgsz=train_detector.IMGSZ, device="cpu",
+                     plots=False, workers=0, verbose=False, project=str(workdir / "yolo"), name="card",
+                     exist_ok=True)
 
 
 def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path) -> dict:
@@ -215,6 +225,9 @@ def model_card(report: dict) -> str:
         out += ["## Mini CLIP zero-shot top-1 (rendered images, all styles)", "", "| label | top-1 | 95% CI |",
                 "|---|---|---|"]
         out += [f"| {k} | {v['mean']:.1%} | [{v['lo']:.1%}, {v['hi']:.1%}] |" for k, v in s["clip"]["per_label"].items()]
+        out += ["", f"By style ({s['clip']['style_mix']}):", "", "| style | top-1 | 95% CI | n |", "|---|---|---|---|"]
+        out += [f"| {k} | {v['mean']:.1%} | [{v['lo']:.1%}, {v['hi']:.1%}] | {v['n']} |"
+                for k, v in s["clip"]["per_style"].items()]
         out.append("")
     if s["probe"]:
         out += ["## Style probe accuracy", "", "| style | accuracy |", "|---|---|"]

@@ -35,7 +35,7 @@ def detector_classes() -> list[str]:
     return list(mw.OBJECTS) + list(mw.INSTANCES)
 
 
-def write_yolo_dataset(folder: Path, progress: bool) -> Path:
+def write_yolo_dataset(folder: Path, progress: bool, seed: int = SEED) -> Path:
     """Render train/val scenes to YOLO's layout (images/, labels/, data.yaml); reused if complete."""
     folder = Path(folder)
     data_yaml = folder / "data.yaml"
@@ -47,11 +47,11 @@ def write_yolo_dataset(folder: Path, progress: bool) -> Path:
         (folder / "images" / split).mkdir(parents=True, exist_ok=True)
         (folder / "labels" / split).mkdir(parents=True, exist_ok=True)
         for i in tqdm(range(n), desc=f"detector data {split}", disable=not progress, mininterval=2):
-            seed = mw.stable_seed("detector", split, SEED, i)
-            if (seed % 1000) / 1000 < P_NOTHING:
-                sample = mw.render(mw.NOTHING, "plain", seed)
+            seed_i = mw.stable_seed("detector", split, seed, i)
+            if (seed_i % 1000) / 1000 < P_NOTHING:
+                sample = mw.render(mw.NOTHING, "plain", seed_i)
             else:
-                sample = mw.render_scene(seed, max_objects=3)
+                sample = mw.render_scene(seed_i, max_objects=3)
             size = sample.image.shape[0]
             Image.fromarray(sample.image).save(folder / "images" / split / f"{i:05d}.png")
             lines = []
