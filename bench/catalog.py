@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.errors import EraselabError, ValidationError
 from bench.paths import CATALOG_DIR
-from bench.yamlio import load_with_includes
+from bench.yamlio import key_problems, load_with_includes
 
 CONCEPT_TYPES = ("object", "instance", "style", "logo")
 TOP_LEVEL_KEYS = {"name", "version", "description", "templates", "defaults", "concepts"}
@@ -217,12 +217,8 @@ def _build_concept(record, index: int, templates: dict, defaults: dict, where: s
     def bad(key: str, msg: str) -> None:
         problems.append(f"{where}: {label}: key {key!r}: {msg}")
 
-    for key in record:
-        if key not in CONCEPT_KEYS:
-            bad(key, f"unknown key; expected one of {sorted(CONCEPT_KEYS)}")
-    for key in REQUIRED_CONCEPT_KEYS:
-        if key not in record:
-            bad(key, "missing required key")
+    for key, msg in key_problems(record, CONCEPT_KEYS, REQUIRED_CONCEPT_KEYS):
+        bad(key, msg)
     if "name" in record and (not isinstance(name, str) or not name.strip() or name != name.strip()):
         bad("name", f"expected a non-empty name without surrounding spaces, got {name!r}")
     ctype = record.get("type")

@@ -8,6 +8,7 @@ records itself (catalog concepts merge by name). Include cycles are errors.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 import yaml
@@ -83,3 +84,17 @@ def _merge_records(base: list, override: list, id_field: str) -> list:
         else:
             out.append(record)
     return out
+
+
+def unknown_key_hint(key: str, allowed) -> str:
+    """'did you mean ...?' for a near miss, else the list of allowed keys."""
+    close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else f"expected one of {sorted(allowed)}"
+
+
+def key_problems(mapping: dict, allowed, required=()) -> list[tuple[str, str]]:
+    """(key, message) for every unknown key and every missing required key of a mapping."""
+    problems = [(key, f"unknown key; {unknown_key_hint(key, allowed)}") for key in mapping
+                if key not in allowed]
+    problems += [(key, "missing required key") for key in required if key not in mapping]
+    return problems

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.errors import EraselabError, ValidationError
 from bench.paths import SUITE_DIR
-from bench.yamlio import load_with_includes
+from bench.yamlio import key_problems, load_with_includes, unknown_key_hint
 
 TOP_KEYS = {"suite", "version", "description", "smoke_sized", "catalog", "models", "methods",
             "concepts", "prompt_sets", "general_prompts", "sampler", "scorers", "preservation",
@@ -112,9 +112,7 @@ def validate_suite_file(path) -> list[str]:
     return []
 
 
-def _unknown(key: str, allowed) -> str:
-    close = difflib.get_close_matches(str(key), sorted(allowed), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else f"expected one of {sorted(allowed)}"
+_unknown = unknown_key_hint
 
 
 def _is_int(v) -> bool:
@@ -133,12 +131,8 @@ def build_suite(raw: dict, path: Path) -> tuple[Suite | None, list[str]]:
     def bad(key: str, msg: str) -> None:
         problems.append(f"{path}: key {key!r}: {msg}")
 
-    for key in raw:
-        if key not in TOP_KEYS:
-            bad(key, f"unknown key; {_unknown(key, TOP_KEYS)}")
-    for key in REQUIRED_TOP:
-        if key not in raw:
-            bad(key, "missing required key")
+    for key, msg in key_problems(raw, TOP_KEYS, REQUIRED_TOP):
+        bad(key, msg)
     name = raw.get("suite", path.stem)
     if not isinstance(name, str) or not name.strip():
         bad("suite", f"expected a non-empty name, got {name!r}")
