@@ -41,19 +41,24 @@ def to_markdown(table: Table) -> str:
              "| " + " | ".join(_md_escape(h) for h in head) + " |",
              "|" + "|".join(":---" if c.kind == "text" else "---:" for c in table.columns) + "|"]
     for row, starts in _rows_with_group_start(table):
-        cells = []
-        for c in table.columns:
-            if c.key == table.group and not starts:
-                cells.append("")
-                continue
-            value, interval = _texts(row[c.key], c)
-            value = _md_escape(value)
-            if row[c.key].best:
-                value = f"**{value}**"
-            cells.append(f"{value} {interval}".strip())
+        cells = _cells(table, row, starts, lambda value, interval, best: (
+            f"{'**' + value + '**' if best else value} {interval}".strip()), _md_escape)
         lines.append("| " + " | ".join(cells) + " |")
     lines += [""] + [f"*{_md_escape(n)}*" for n in table.notes]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _cells(table: Table, row: dict, starts: bool, fmt, escape) -> list[str]:
+    """One row's cells for a text format: the group column only where a group starts, each value
+    escaped, then ``fmt(value, interval, best)`` lays out value, interval and best-marking."""
+    cells = []
+    for c in table.columns:
+        if c.key == table.group and not starts:
+            cells.append("")
+            continue
+        value, interval = _texts(row[c.key], c)
+        cells.append(fmt(escape(value), interval, row[c.key].best))
+    return cells
 
 
 # --- LaTeX --------------------------------------------------------------------------------------
@@ -81,16 +86,9 @@ def to_latex(table: Table) -> str:
         if starts and not first and table.group:
             lines.append(r"\midrule")
         first = False
-        cells = []
-        for c in table.columns:
-            if c.key == table.group and not starts:
-                cells.append("")
-                continue
-            value, interval = _texts(row[c.key], c)
-            value = tex_escape(value)
-            if row[c.key].best:
-                value = rf"\textbf{{{value}}}"
-            cells.append(value + (rf" {{\scriptsize {tex_escape(interval)}}}" if interval else ""))
+        cells = _cells(table, row, starts, lambda value, interval, best: (
+            (rf"\textbf{{{value}}}" if best else value)
+            + (rf" {{\scriptsize {tex_escape(interval)}}}" if interval else "")), tex_escape)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}}",
               rf"\caption{{{tex_escape(table.caption)}}}", rf"\label{{tab:{table.name}}}", r"\end{table}"]
