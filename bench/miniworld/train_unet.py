@@ -104,7 +104,8 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     from diffusers import AutoencoderKL, DDPMScheduler
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    text_encoder, tokenizer = frozen_text_side(root, out_dir / "tokenizer")
+    # The tokenizer is built beside the checkpoints: out_dir only ever holds a finished pipeline.
+    text_encoder, tokenizer = frozen_text_side(root, ckpt_dir / "tokenizer")
     vae = AutoencoderKL.from_pretrained(str(Path(root) / "vae"), torch_dtype=torch.float32).eval()
     scaling = vae.config.scaling_factor
     unet = build_unet(text_encoder.config.hidden_size, unet_config)
