@@ -9,6 +9,7 @@ is the shipped mini-world pipeline (bench/miniworld/weights.py), checksum-verifi
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from bench.errors import EraselabError
@@ -33,11 +34,16 @@ def load_pipeline(path_or_id, device: str = "cpu", dtype=None, progress: bool = 
     local = Path(source)
     if local.exists() and not (local / "model_index.json").is_file():
         raise EraselabError(f"{local}: not a diffusers pipeline folder (no model_index.json)")
-    kwargs = dict(safety_checker=None, requires_safety_checker=False)
-    if dtype is not None:
-        kwargs["torch_dtype"] = dtype
+    # An explicit dtype always: transformers 5.x loads a text encoder in its saved dtype ("auto")
+    # while diffusers loads the UNet in float32, and the shipped fp16 folder would mix the two.
+    kwargs = dict(safety_checker=None, requires_safety_checker=False,
+                  torch_dtype=dtype if dtype is not None else torch.float32)
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(source, **kwargs)
+        with warnings.catch_warnings():
+            # diffusers >= 0.4x renames torch_dtype to dtype; older releases in our range only
+            # know torch_dtype, so keep it and silence the rename notice.
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+            pipe = StableDiffusionPipeline.from_pretrained(source, **kwargs)
     except Exception as exc:  # diffusers/hub raise many types; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EraselabError(f"{source}: cannot load a Stable Diffusion pipeline ({first})") from None

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bench.stats import bootstrap_ci
+from bench.stats import bootstrap_ci, intervals_separated
 from reports import rundata as rd
 
 
@@ -36,10 +36,15 @@ class Estimate:
         return not (math.isnan(self.lo) or math.isnan(self.hi))
 
     def separated_from(self, other: "Estimate") -> bool:
-        """True when each value lies outside the other's interval ("beyond both intervals")."""
-        if self.missing or other.missing or not (self.has_interval and other.has_interval):
+        """True when the two 95% intervals do not overlap (bench.stats.intervals_separated, the
+        rule `eraselab compare` uses too)."""
+        if self.missing or other.missing:
             return False
-        return (not other.lo <= self.value <= other.hi) and (not self.lo <= other.value <= self.hi)
+        return intervals_separated((self.lo, self.hi), (other.lo, other.hi))
+
+    def clearly_below(self, other: "Estimate") -> bool:
+        """Lower than ``other`` with separated intervals: how "erased" is decided."""
+        return self.separated_from(other) and self.value < other.value
 
 
 MISSING = Estimate(math.nan)

@@ -49,14 +49,14 @@ def headline(summary) -> list[Line]:
         keep = ""
         if not (base["det_unrelated"].missing or row["det_unrelated"].missing):
             keep = f"; unrelated detection {_pct(base['det_unrelated'])} \u2192 {_pct(row['det_unrelated'])}"
-        if after.value < before.lo:
+        if after.clearly_below(before):
             text = (f"{row['label']} cut {row['concept']} detection from {_pct(before)} to {_pct(after)}"
                     f"{' in ' + secs if secs else ''}{keep}.")
             lines.append(Line(text, True, row["concept"], row["label"]))
         else:
-            text = (f"{row['label']} did NOT erase {row['concept']}: detection {_pct(after)} vs "
-                    f"{_pct(before)} for the original model (its 95% interval "
-                    f"{_pct_range(before)}){'; the edit took ' + secs if secs else ''}.")
+            text = (f"{row['label']} did NOT erase {row['concept']}: detection {_pct(after)} "
+                    f"({_pct_range(after)}) vs {_pct(before)} ({_pct_range(before)}) for the original "
+                    f"model, 95% intervals that overlap{'; the edit took ' + secs if secs else ''}.")
             lines.append(Line(text, False, row["concept"], row["label"]))
     return lines
 

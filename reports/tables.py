@@ -126,9 +126,9 @@ def main_table(summary: Summary) -> Table:
     rows = []
     for r in summary.rows:
         base = summary.original(r["concept"], r["model"])
-        # Erased: target detection below the original's interval (the summary's test too).
-        erased = (r["method"] != ORIGINAL and base is not None and not r["det_target"].missing
-                  and r["det_target"].value < base["det_target"].lo)
+        # Erased: target detection clearly below the original's (the summary's test too).
+        erased = (r["method"] != ORIGINAL and base is not None
+                  and r["det_target"].clearly_below(base["det_target"]))
         row = {"concept": Cell(r["concept"]), "method": Cell(r["label"]), "_method": r["method"],
                "_erased": erased}
         for m in METRICS:

@@ -130,3 +130,17 @@ def test_shipped_pipeline_generates_deterministically():
     b = generate(pipe, ["a photo of snoopy", "a photo of a church"], seeds=[1, 2], steps=4, batch_size=2)
     assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
     assert not np.array_equal(np.asarray(a[0]), np.asarray(a[1]))
+
+
+def test_fp16_pipeline_folder_loads_in_one_dtype(tmp_path):
+    """The shipped folder is fp16; loading it for the CPU must give float32 everywhere (transformers
+    5.x alone would keep the text encoder in fp16 while diffusers makes the UNet float32)."""
+    import torch
+
+    from bench.generate import generate
+    from bench.pipeline_io import load_pipeline
+    from bench.tiny import tiny_pipeline
+    tiny_pipeline().to(torch.float16).save_pretrained(str(tmp_path / "pipe"), safe_serialization=True)
+    pipe = load_pipeline(str(tmp_path / "pipe"), progress=False)
+    assert {pipe.unet.dtype, pipe.vae.dtype, pipe.text_encoder.dtype} == {torch.float32}
+    assert len(generate(pipe, ["a photo of snoopy"], seeds=[0], steps=2, batch_size=1)) == 1

@@ -266,8 +266,9 @@ def test_bad_format_and_foreign_out_folder(run_dir, tmp_path, capsys):
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
-def test_compare_flags_a_regression_beyond_both_intervals(tmp_path):
-    small = {"concepts": ("snoopy",), "methods": ("original", "fewshot-te", "noop")}  # fewer figures
+def test_compare_flags_a_regression_with_separated_intervals(tmp_path):
+    # fewer figures; enough images that a 60-point shift separates the 95% intervals
+    small = {"concepts": ("snoopy",), "methods": ("original", "fewshot-te", "noop"), "samples": 12}
     baseline = make_run(tmp_path / "baseline", run_name="baseline", **small)
     worse = make_run(tmp_path / "worse", shift=0.6, seed=1, run_name="worse", **small)
     path = build_report(worse, out=tmp_path / "cmp", formats=("html", "md"), compare=baseline)

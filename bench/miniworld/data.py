@@ -46,10 +46,23 @@ def renderer_fingerprint() -> str:
     return digest.hexdigest()[:10]
 
 
+# The render mix every training stage uses (clip, vae, unet share one rendered set).
+TRAINING_MIX = dict(p_style=0.3, p_nothing=0.03)
+
+
+def render_cache_key(n: int, seed: int, **sample_kwargs) -> str:
+    """Names a rendered set by everything that decides its content: size, seed, sampling options
+    and the renderer's source, so two stages asking for different mixes never share a cache."""
+    import hashlib
+    options = json.dumps(sorted(sample_kwargs.items()))
+    digest = hashlib.sha256(f"{renderer_fingerprint()}|{options}".encode()).hexdigest()[:10]
+    return f"renders_n{n}_s{seed}_{digest}"
+
+
 def render_dataset(n: int, seed: int, cache_dir: Path | None = None, progress: bool = True,
                    **sample_kwargs) -> RenderedSet:
     """Render ``n`` training samples (``render.random_sample``), or load them from the cache."""
-    key = f"renders_n{n}_s{seed}_{renderer_fingerprint()}"
+    key = render_cache_key(n, seed, **sample_kwargs)
     if cache_dir is not None:
         images_path = Path(cache_dir) / f"{key}.npy"
         records_path = Path(cache_dir) / f"{key}.json"

@@ -25,7 +25,7 @@ from bench.miniworld import render as mw
 from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint
 from bench.miniworld.clip_model import (CLIP_CONFIG, build_clip, images_to_tensor, save_clip,
                                         tokenize, zero_shot_predict)
-from bench.miniworld.data import batch_indices, render_dataset
+from bench.miniworld.data import TRAINING_MIX, batch_indices, render_dataset
 
 SEED = 0
 STEPS = 4000
@@ -90,7 +90,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path | None = None, steps: int = 
         start = load_checkpoint(ckpt, model=model, opt=opt)
         history = json.loads(history_path.read_text()) if history_path.is_file() else []
     data = render_dataset(n_train, SEED, cache_dir=ckpt_dir, progress=progress,
-                          p_style=0.3, p_nothing=0.03)
+                          **TRAINING_MIX)
     val_images, val_labels = validation_set()
     loss_fn = open_clip.ClipLoss()
     labels = clip_labels()

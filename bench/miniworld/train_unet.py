@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from bench.miniworld import render as mw
 from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint
-from bench.miniworld.data import batch_indices, render_dataset
+from bench.miniworld.data import TRAINING_MIX, batch_indices, render_cache_key, render_dataset
 
 SEED = 2
 STEPS = 12_000
@@ -91,6 +91,16 @@ def latent_moments(vae, images: np.ndarray, cache: Path, progress: bool) -> tupl
     return mean, std
 
 
+def file_digest(folder: Path) -> str:
+    """A short hash of a weights folder's files (names and bytes)."""
+    import hashlib
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
 def _lr_at(step: int, steps: int) -> float:
     if step < WARMUP:
         return LR * (step + 1) / WARMUP
@@ -117,8 +127,10 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     if resume and ckpt.is_file():
         start = load_checkpoint(ckpt, unet=unet, ema=ema, opt=opt)
         history = json.loads(history_path.read_text()) if history_path.is_file() else []
-    data = render_dataset(n_train, 0, cache_dir=ckpt_dir, progress=progress, p_style=0.3, p_nothing=0.03)
-    lat_mean, lat_std = latent_moments(vae, data.images, ckpt_dir / f"latents_n{n_train}", progress)
+    data = render_dataset(n_train, 0, cache_dir=ckpt_dir, progress=progress, **TRAINING_MIX)
+    # The latents depend on the renders and on the VAE's weights: both are in the cache's name.
+    latents_key = f"latents_{render_cache_key(n_train, 0, **TRAINING_MIX)}_vae{file_digest(Path(root) / 'vae')}"
+    lat_mean, lat_std = latent_moments(vae, data.images, ckpt_dir / latents_key, progress)
     noise_scheduler = DDPMScheduler(**SCHEDULE)
     t0 = time.time()
     unet.train()

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from bench.miniworld import render as mw
 from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint
-from bench.miniworld.data import batch_indices, render_dataset
+from bench.miniworld.data import TRAINING_MIX, batch_indices, render_dataset
 
 SEED = 1
 STEPS = 2000
@@ -61,7 +61,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path | None = None, steps: int = 
     opt = torch.optim.AdamW(vae.parameters(), lr=LR, weight_decay=0.0)
     ckpt = Path(ckpt_dir) / "vae.pt"
     start = load_checkpoint(ckpt, model=vae, opt=opt) if resume and ckpt.is_file() else 0
-    data = render_dataset(n_train, 0, cache_dir=ckpt_dir, progress=progress, p_style=0.3, p_nothing=0.03)
+    data = render_dataset(n_train, 0, cache_dir=ckpt_dir, progress=progress, **TRAINING_MIX)
     val = np.stack([mw.random_sample(mw.stable_seed("vae-val", i)).image for i in range(256)])
     t0 = time.time()
     vae.train()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.errors import EraselabError
 from bench.runner.schema import GROUP_KEY, INTERVAL_METRICS
+from bench.stats import intervals_separated
 
 # metric -> prompt set -> +1 (higher is worse) / -1 (lower is worse); absent: no direction
 BAD_DIRECTION = {
@@ -59,7 +60,7 @@ def compare(a, b) -> dict:
         for metric, va, vb, alo, ahi, blo, bhi in checks:
             if any(_nan(x) for x in (va, vb, alo, ahi, blo, bhi)):
                 continue
-            if ahi < blo or bhi < alo:
+            if intervals_separated((alo, ahi), (blo, bhi)):
                 _record(out, k, key, metric, va, vb, [alo, ahi], [blo, bhi])
         ka, kb = ra.get("kid"), rb.get("kid")
         if not _nan(ka) and not _nan(kb):

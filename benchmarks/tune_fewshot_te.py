@@ -1,0 +1,151 @@
+"""Choose fewshot-te's mini-world learning rate and step count on a held-apart tuning split.
+
+    python benchmarks/tune_fewshot_te.py [--lrs 1e-5,1e-4,1e-3] [--steps 8,40] [--threads N]
+
+The authors' recipe (lr 1e-5, 8 steps) was set for CLIP ViT-L/14; the mini world's text encoder
+is 4 layers of width 128, so its defaults must be chosen again (issue 4), and never on what the
+benchmark evaluates. The tuning split is held apart three ways:
+
+- concepts: notre dame (instance), tench (object), pixel art (style); none of them is in the
+  issue-4 table (snoopy, church, van gogh) or in mini-default;
+- prompts: the training captions' bare phrasing ("a drawing of notre dame"), which no catalog
+  evaluation template uses ("a photo of {}" and the like, datasets/catalogs/_templates.yaml);
+- image seeds: derived from "tune:" ids, disjoint from the runner's and the model card's.
+
+Each setting erases each tuning concept (seed 0), then generates 16 images of the concept's tuning
+prompts and 16 of fixed unrelated tuning prompts, judged by the mini detector (the style probe
+for the style). The rule, fixed before looking: among settings whose unrelated detection rate
+(mean over the three concepts) stays within 10 points of the original model's, take the lowest
+target detection rate; ties (within 1/16) go to fewer steps, then the smaller lr. Writes
+benchmarks/results/tune_fewshot_te.json. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TUNING_CONCEPTS = ("notre dame", "tench", "pixel art")
+# Bare training-caption phrasing (bench/miniworld/render.py _BARE_PREFIXES): no evaluation template.
+TARGET_PROMPTS = {
+    "notre dame": ["a drawing of notre dame", "a rendering of notre dame"],
+    "tench": ["a drawing of a tench", "a rendering of a tench"],
+    "pixel art": ["a drawing of a parachute in the style of pixel art",
+                  "a rendering of a golf ball in the style of pixel art"],
+}
+# Unrelated to every tuning concept (not a parent, child or related concept of any of them).
+UNRELATED_PROMPTS = [("a drawing of a french horn", "french horn"), ("a rendering of a gas pump", "gas pump"),
+                     ("a drawing of a chain saw", "chain saw"), ("a rendering of a cassette player", "cassette player")]
+TARGET_SAMPLES, UNRELATED_SAMPLES = 8, 4
+UNRELATED_TOLERANCE = 0.10
+TIE = 1 / 16
+
+
+def tuning_jobs(concept: str, catalog) -> list[tuple[str, str, object, int]]:
+    """(set, prompt, subject concept, seed) for one tuning concept's images."""
+    from bench.generate import image_seed
+    jobs = [("target", p, catalog[concept], image_seed(f"tune:{p}", i, 1000))
+            for p in TARGET_PROMPTS[concept] for i in range(TARGET_SAMPLES)]
+    jobs += [("unrelated", p, catalog[s], image_seed(f"tune:{p}", i, 1000))
+             for p, s in UNRELATED_PROMPTS for i in range(UNRELATED_SAMPLES)]
+    return jobs
+
+
+def detection_rates(pipe, jobs, detector, probe) -> dict[str, float]:
+    from bench.generate import generate
+    images = generate(pipe, [j[1] for j in jobs], [j[3] for j in jobs], steps=25, guidance=6.0,
+                      batch_size=32)
+    hits: dict[str, list[bool]] = {}
+    for image, (set_name, prompt, subject, _) in zip(images, jobs):
+        scorer = probe if subject.is_style else detector
+        hits.setdefault(set_name, []).append(bool(scorer.score([image], [prompt], [subject])[0]["detected"]))
+    return {k: sum(v) / len(v) for k, v in hits.items()}
+
+
+def choose(settings: list[dict], original: dict) -> dict | None:
+    floor = original["unrelated"] - UNRELATED_TOLERANCE
+    ok = [s for s in settings if s["unrelated"] >= floor]
+    if not ok:
+        return None
+    best = min(s["target"] for s in ok)
+    tied = [s for s in ok if s["target"] <= best + TIE + 1e-9]
+    return min(tied, key=lambda s: (s["steps"], s["lr"]))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lrs", default="1e-5,1e-4,1e-3")
+    parser.add_argument("--steps", default="8,40")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tune_fewshot_te.json"))
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from bench.catalog import load_catalog
+    from bench.miniworld.weights import verified_dir, verified_path
+    from bench.pipeline_io import default_model, load_pipeline
+    from detectors import SCORERS
+    from methods.base import erase, reset_edits
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    catalog = load_catalog("miniworld")
+    pipe = load_pipeline(default_model(), progress=False)
+    root = verified_dir("pipeline").parent
+    detector = SCORERS.get("miniworld-yolo")(miniworld_root=str(root))
+    probe = SCORERS.get("miniworld-style-probe")(probe_dir=str(verified_path("probe/probe.json").parent),
+                                                  clip_root=str(root))
+    jobs = {c: tuning_jobs(c, catalog) for c in TUNING_CONCEPTS}
+
+    def measure(p) -> dict:
+        per = {c: detection_rates(p, jobs[c], detector, probe) for c in TUNING_CONCEPTS}
+        return {"target": sum(r["target"] for r in per.values()) / len(per),
+                "unrelated": sum(r["unrelated"] for r in per.values()) / len(per), "per_concept": per}
+
+    original = measure(pipe)
+    print(f"original: target {original['target']:.2f} unrelated {original['unrelated']:.2f}")
+    settings = []
+    for lr in (float(x) for x in args.lrs.split(",")):
+        for steps in (int(x) for x in args.steps.split(",")):
+            per, seconds = {}, []
+            for concept in TUNING_CONCEPTS:
+                result = erase(pipe, "fewshot-te", concept, overrides={"lr": lr, "steps": steps},
+                               seed=0, progress=False)
+                seconds.append(result.seconds)
+                per[concept] = detection_rates(result.pipeline, jobs[concept], detector, probe)
+                pipe = reset_edits(result.pipeline)
+            row = {"lr": lr, "steps": steps, "seconds_mean": round(sum(seconds) / len(seconds), 2),
+                   "target": sum(r["target"] for r in per.values()) / len(per),
+                   "unrelated": sum(r["unrelated"] for r in per.values()) / len(per), "per_concept": per}
+            settings.append(row)
+            print(f"lr {lr:g} steps {steps}: target {row['target']:.2f} unrelated {row['unrelated']:.2f} "
+                  f"({row['seconds_mean']} s per erasure)")
+    chosen = choose(settings, original)
+    print("chosen:", f"lr {chosen['lr']:g}, steps {chosen['steps']}" if chosen else
+          "none keeps unrelated prompts within tolerance")
+    report = {"benchmark": "tune_fewshot_te", "model": str(default_model()),
+              "tuning_concepts": list(TUNING_CONCEPTS), "target_prompts": TARGET_PROMPTS,
+              "unrelated_prompts": [p for p, _ in UNRELATED_PROMPTS],
+              "images_per_concept": {"target": TARGET_SAMPLES * 2, "unrelated": UNRELATED_SAMPLES * 4},
+              "rule": __doc__.split("The rule, fixed before looking: ")[1].split(" Writes")[0],
+              "original": original, "settings": settings, "chosen": chosen,
+              "torch_threads": torch.get_num_threads(),
+              "machine": platform.processor() or platform.machine(),
+              "date": time.strftime("%Y-%m-%d")}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
