@@ -17,7 +17,8 @@ from bench.paths import CATALOG_DIR
 from bench.yamlio import key_problems, load_with_includes
 
 CONCEPT_TYPES = ("object", "instance", "style", "logo")
-TOP_LEVEL_KEYS = {"name", "version", "description", "templates", "defaults", "concepts"}
+TOP_LEVEL_KEYS = {"name", "version", "description", "templates", "defaults", "concepts",
+                  "nothing_prompts"}
 CONCEPT_KEYS = {"name", "type", "parent", "related", "templates", "detector", "images",
                 "imagenet_id", "aliases", "description"}
 REQUIRED_CONCEPT_KEYS = ("name", "type")
@@ -62,6 +63,8 @@ class Catalog:
     path: Path
     concepts: dict[str, Concept]
     description: str = ""
+    # Zero-shot prompts of the "nothing recognisable" label (empty: the scorers' generic ones).
+    nothing_prompts: tuple[str, ...] = ()
 
     def __getitem__(self, name: str) -> Concept:
         if name not in self.concepts:
@@ -172,6 +175,11 @@ def _build(raw: dict, path: Path) -> tuple[Catalog | None, list[str]]:
         if key not in DEFAULT_KEYS:
             bad(f"key 'defaults.{key}': unknown key; expected one of {sorted(DEFAULT_KEYS)}")
 
+    nothing_prompts = raw.get("nothing_prompts", []) or []
+    if not (isinstance(nothing_prompts, list) and all(isinstance(t, str) and t.strip() for t in nothing_prompts)):
+        bad("key 'nothing_prompts': expected a list of non-empty strings")
+        nothing_prompts = []
+
     concepts_raw = raw.get("concepts", []) or []
     if not isinstance(concepts_raw, list):
         bad("key 'concepts': expected a list of concept mappings")
@@ -192,7 +200,8 @@ def _build(raw: dict, path: Path) -> tuple[Catalog | None, list[str]]:
     if problems:
         return None, problems
     return Catalog(name=str(raw["name"]), version=version, path=path, concepts=concepts,
-                   description=str(raw.get("description", ""))), []
+                   description=str(raw.get("description", "")),
+                   nothing_prompts=tuple(nothing_prompts)), []
 
 
 def _template_problems(tlist) -> list[str]:

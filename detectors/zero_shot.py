@@ -1,9 +1,12 @@
 """CLIP zero-shot classification over the catalog's labels: ``clip-zero-shot`` and ``mapping``.
 
-Each label is one unit-norm text embedding: the mean over its prompts (a catalog concept's own
-templates filled with its name; ``template`` for labels from elsewhere, e.g. detector classes),
-plus a ``"nothing"`` label (an empty picture / noise) so that an image showing nothing
+Each label is one unit-norm text embedding: the mean over its prompts (``zero_shot_prompts``: a
+catalog concept's own templates filled with its name, and, for a concept that is not a style, its
+first prompt in each of the catalog's styles, prompt ensembling as in CLIP's zero-shot evaluation;
+``template`` for labels from elsewhere, e.g. detector classes), plus a ``"nothing"`` label (the
+catalog's ``nothing_prompts``, else an empty picture / noise) so that an image showing nothing
 recognisable is not forced onto some concept. Probabilities are softmax(logit_scale * cosine).
+The mini-world model card measures its CLIP with these same prompts.
 
 * ``clip-zero-shot`` is a *detector*: ``detected`` = the top label is the concept's own label
   (styles compete only with styles, everything else with everything but styles). The paper's
@@ -26,6 +29,23 @@ NOTHING_PROMPTS = ("an empty picture", "a picture of nothing", "noise")
 DEFAULT_TEMPLATE = "a photo of a {}"
 
 
+def zero_shot_prompts(catalog, extra_labels=(), template: str = DEFAULT_TEMPLATE,
+                      nothing: bool = True) -> dict[str, list[str]]:
+    """label -> its prompts, in a fixed order: catalog concepts, extra labels, nothing."""
+    styles = [c.name for c in catalog.of_type("style")]
+    out: dict[str, list[str]] = {}
+    for concept in catalog.concepts.values():
+        prompts = concept.prompts()
+        if not concept.is_style:
+            prompts += [f"{prompts[0]} in the style of {style}" for style in styles]
+        out[concept.name] = prompts
+    for label in extra_labels:
+        out.setdefault(label, [template.replace("{}", label)])
+    if nothing:
+        out[NOTHING] = list(catalog.nothing_prompts or NOTHING_PROMPTS)
+    return out
+
+
 class ZeroShotBase(ClipBackedScorer):
     def __init__(self, device: str | None = "cpu", batch_size: int = 64, clip_model: str = "miniworld-clip",
                  clip_pretrained: str | None = None, clip_root: str | None = None,
@@ -44,15 +64,8 @@ class ZeroShotBase(ClipBackedScorer):
 
     @cached_property
     def label_prompts(self) -> dict[str, list[str]]:
-        """label -> its prompts, in a fixed order: catalog concepts, extra labels, nothing."""
-        out: dict[str, list[str]] = {}
-        for concept in self.catalog.concepts.values():
-            out[concept.name] = concept.prompts()
-        for label in self.extra_labels:
-            out.setdefault(label, [self.template.replace("{}", label)])
-        if self.nothing:
-            out[NOTHING] = list(NOTHING_PROMPTS)
-        return out
+        """label -> its prompts (``zero_shot_prompts``)."""
+        return zero_shot_prompts(self.catalog, self.extra_labels, self.template, self.nothing)
 
     @cached_property
     def style_labels(self) -> set[str]:

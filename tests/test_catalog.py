@@ -66,6 +66,7 @@ def test_good_catalog_loads(tmp_path):
     ('  object: ["a photo of a {}"]', '  object: ["a photo"]', "exactly one '{}' placeholder"),
     ("version: 1", "version: one", "key 'version': expected a positive integer"),
     ("name: t\n", "name: t\nextra: 1\n", "unknown top-level key 'extra'"),
+    ("name: t\n", "name: t\nnothing_prompts: [noise, 3]\n", "key 'nothing_prompts': expected a list of non-empty strings"),
     ("type: instance, parent: dog,", "type: instance,", "key 'parent': an instance needs a parent"),
     ("  - {name: dog, type: object}", "  - {name: dog, type: animal}", "key 'type': expected one of"),
     ("related: [dog]", "related: [cat]", "key 'related': 'cat' is not a concept"),

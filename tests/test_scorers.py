@@ -10,6 +10,7 @@ tests/test_scorers_quality.py (skipped until those weights are installed).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -442,3 +443,19 @@ def test_score_cli_errors(tiny_clip, image_folder, capsys):
     assert "did you mean 'clip-score'" in capsys.readouterr().err
     assert main(["score", str(image_folder), "--prompts", str(image_folder / "p.yaml")]) == 1
     assert main(["score", str(image_folder), "--prompts", str(prompts), "--scorers", "kid-clip"]) == 2
+
+
+def test_zero_shot_prompts_ensemble_styles_and_use_the_catalogs_nothing_phrases(catalog):
+    """One prompt set for the scorers and the mini-world model card (bench/miniworld/clip_model)."""
+    from detectors.zero_shot import NOTHING, NOTHING_PROMPTS, zero_shot_prompts
+    prompts = zero_shot_prompts(catalog, extra_labels=("dog",))
+    church = catalog["church"]
+    assert prompts["church"][:len(church.templates)] == church.prompts()
+    assert f"{church.prompts()[0]} in the style of van gogh" in prompts["church"]
+    assert prompts["van gogh"] == catalog["van gogh"].prompts()  # styles are not re-styled
+    assert prompts["dog"] == ["a photo of a dog"]
+    assert prompts[NOTHING] == list(catalog.nothing_prompts) and "random blobs" in prompts[NOTHING]
+    assert list(prompts)[-1] == NOTHING
+    bare = dataclasses.replace(catalog, nothing_prompts=())
+    assert zero_shot_prompts(bare)[NOTHING] == list(NOTHING_PROMPTS)
+    assert NOTHING not in zero_shot_prompts(catalog, nothing=False)

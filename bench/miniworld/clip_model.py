@@ -92,28 +92,16 @@ def load_clip(folder: Path, device: str = "cpu"):
     return model.to(device).eval()
 
 
-def label_prompts(label: str) -> list[str]:
-    """Zero-shot prompts for a mini-world label, averaged into one label embedding.
-
-    The catalog's photo/picture/image phrasings plus the label in each style (prompt
-    ensembling as in CLIP's own zero-shot evaluation), and for "nothing" the phrases the world
-    uses for its distractors. Chosen on the 'clip-val' split, never on the model card's renders.
-    """
-    from bench.miniworld.render import _NOTHING_PHRASES, INSTANCES, NOTHING, STYLES
-    if label == NOTHING:
-        return sorted({p for phrases in _NOTHING_PHRASES.values() for p in phrases})
-    noun = label if label in INSTANCES and INSTANCES[label] != "apple" else \
-        f"{'an' if label[0] in 'aeiou' else 'a'} {label}"
-    return [f"a photo of {noun}", f"a picture of {noun}", f"an image of {noun}"] + \
-        [f"{noun} in the style of {style}" for style in STYLES if style != "plain"]
-
-
 @torch.no_grad()
 def text_embeddings(model, labels: list[str]) -> torch.Tensor:
-    """One unit-norm embedding per label: the mean of its prompts' embeddings."""
+    """One unit-norm embedding per label: the mean of its prompts' embeddings, with the prompts the
+    harness's zero-shot scorers use on the miniworld catalog (detectors.zero_shot)."""
+    from bench.catalog import load_catalog
+    from detectors.zero_shot import zero_shot_prompts
+    prompts = zero_shot_prompts(load_catalog("miniworld"))
     rows = []
     for label in labels:
-        feats = model.encode_text(tokenize(label_prompts(label)))
+        feats = model.encode_text(tokenize(prompts[label]))
         feats = feats / feats.norm(dim=-1, keepdim=True)
         mean = feats.mean(0)
         rows.append(mean / mean.norm())

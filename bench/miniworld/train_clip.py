@@ -35,7 +35,8 @@ WARMUP = 200
 EVAL_EVERY = 250
 N_TRAIN = 40_000
 # v1 was planned for 2,500 steps, then extended at step 1,500 (val zero-shot 73%, rising), with
-# the zero-shot label prompts changed at the same point (bench/miniworld/clip_model.label_prompts).
+# the zero-shot label prompts changed at the same point; since then the validation uses the
+# harness's own zero-shot prompts (detectors.zero_shot.zero_shot_prompts).
 # A from-scratch rerun uses the 4,000-step schedule throughout, so it differs slightly.
 SCHEDULE_NOTE = ("steps 1-1500 under a 2500-step cosine schedule, 1501-4000 under the 4000-step "
                  "schedule; val zero-shot before step 1500 used the earlier label prompts")
