@@ -443,6 +443,33 @@ def test_score_cli_errors(tiny_clip, image_folder, capsys):
     assert "did you mean 'clip-score'" in capsys.readouterr().err
     assert main(["score", str(image_folder), "--prompts", str(image_folder / "p.yaml")]) == 1
     assert main(["score", str(image_folder), "--prompts", str(prompts), "--scorers", "kid-clip"]) == 2
+    assert "--originals" in capsys.readouterr().err
+
+
+def test_score_cli_with_originals_runs_pair_and_set_scorers(tiny_clip, image_folder, tmp_path, capsys):
+    from bench.cli import main
+    originals = tmp_path / "originals"
+    originals.mkdir()
+    for i, image in enumerate(random_images(3)):
+        (image_folder / f"{i}.png").rename(originals / f"{i}.png") if i == 0 else image.save(originals / f"{i}.png")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("1.png\ta church\n2.png\ta tower\n")
+    args = ["score", str(image_folder), "--prompts", str(prompts), "--clip-model", tiny_clip,
+            "--originals", str(originals)]
+    assert main(args + ["--scorers", "clip-score,clip-image-similarity,kid-clip", "--json"]) == 0
+    lines = [json.loads(l) for l in capsys.readouterr().out.splitlines()]
+    per_image, sets = lines[:2], lines[2:]
+    assert all(-1.0 <= r["clip_image_cosine"] <= 1.0 for r in per_image)
+    assert len(sets) == 1 and sets[0]["scope"] == "set" and sets[0]["scorer"] == "kid-clip" and "kid_clip" in sets[0]
+    # Twins identical to the edited images: similarity 1 (the pairing is by file name).
+    for name in ("1.png", "2.png"):
+        (originals / name).write_bytes((image_folder / name).read_bytes())
+    assert main(args + ["--scorers", "clip-image-similarity", "--json"]) == 0
+    assert all(abs(json.loads(l)["clip_image_cosine"] - 1) < 1e-5 for l in capsys.readouterr().out.splitlines())
+    (originals / "2.png").unlink()
+    assert main(args + ["--scorers", "clip-image-similarity"]) == 1
+    err = capsys.readouterr().err
+    assert "2.png: image file not found" in err and err.count("\n") == 1
 
 
 def test_zero_shot_prompts_ensemble_styles_and_use_the_catalogs_nothing_phrases(catalog):
