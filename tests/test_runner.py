@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -214,3 +215,16 @@ def test_shard_from_environment():
     assert parse_shard("2/3") == (2, 3)
     with pytest.raises(EraselabError):
         parse_shard("3/3")
+
+
+def test_images_do_not_depend_on_the_batch_size():
+    """Batch size is not part of an image's address (plan.py), so a rerun at another batch size
+    reuses images: on the CPU the 8-bit images must then be identical across batch sizes."""
+    from bench.generate import generate
+    from bench.tiny import tiny_pipeline
+    pipe = tiny_pipeline()
+    prompts = ["a photo of snoopy", "a photo of a church", "a tower", "van gogh"] * 2
+    reference = generate(pipe, prompts, list(range(8)), steps=4, batch_size=8)
+    for batch_size in (1, 3):
+        again = generate(pipe, prompts, list(range(8)), steps=4, batch_size=batch_size)
+        assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(reference, again))
