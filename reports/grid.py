@@ -108,7 +108,7 @@ def grid_figure(run, summary, concept: str, n_target: int = 4, n_unrelated: int 
         ax.text(cx, cy, "no image", ha="center", va="center", fontsize=7)
     for j, (kind, col) in enumerate(columns):
         prompt = textwrap.shorten(str(prompts[col]), 34, placeholder="\u2026")
-        ax.text(xs[j] + tile / 2, -8, f"{kind}\n{text(textwrap.fill(prompt, 18))}\nseed {seeds[col]}",
+        ax.text(xs[j] + tile / 2, -8, f"{kind}\n{text(textwrap.fill(prompt, 18))}\nseed \u2026{str(seeds[col])[-5:]}",
                 ha="center", va="bottom", fontsize=6.5)
     for i, key in enumerate(methods):
         ax.text(-10, i * (tile + gap) + tile / 2, text(summary.labels[key]), ha="right", va="center", fontsize=8)

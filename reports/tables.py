@@ -99,8 +99,10 @@ def fmt_interval(cell: Cell, kind: str) -> str:
 def mark_best(table: Table, candidate=lambda row, key: True) -> None:
     """Flag the best cell of every column with a direction, within each row group.
 
-    Ties are all marked. Only rows for which ``candidate(row, column_key)`` holds compete (the
-    original model is the reference, not a candidate).
+    Ties for best are all marked, but when every candidate has the same value nothing is (a
+    column where all methods score 100% has no best). Only rows for which
+    ``candidate(row, column_key)`` holds compete (the original model is the reference, not a
+    candidate).
     """
     groups: dict[object, list[dict]] = {}
     for row in table.rows:
@@ -113,8 +115,10 @@ def mark_best(table: Table, candidate=lambda row, key: True) -> None:
             cells = [r[column.key] for r in rows if candidate(r, column.key) and not r[column.key].missing]
             if len(cells) < 2:  # a single candidate is not "best" of anything
                 continue
-            pick = min if column.better == "lower" else max
-            best = pick(float(c.value) for c in cells)
+            values = [float(c.value) for c in cells]
+            best = min(values) if column.better == "lower" else max(values)
+            if all(math.isclose(v, best, rel_tol=1e-9, abs_tol=1e-12) for v in values):
+                continue
             for c in cells:
                 c.best = math.isclose(float(c.value), best, rel_tol=1e-9, abs_tol=1e-12)
 

@@ -201,6 +201,17 @@ def test_three_renderings_of_one_table_agree():
     assert tex_escape(EVIL) == r"\textless{}script\textgreater{}alert(1)\textless{}/script\textgreater{}"
 
 
+def test_a_column_where_every_method_ties_has_no_best():
+    from reports.tables import mark_best
+    cols = [Column("c", "Concept"), Column("rate", "Rate", "pct", "lower"), Column("sim", "Sim", "number", "higher")]
+    rows = [{"c": Cell("x"), "rate": Cell(1.0), "sim": Cell(0.9)}, {"c": Cell("x"), "rate": Cell(1.0), "sim": Cell(0.8)},
+            {"c": Cell("x"), "rate": Cell(1.0), "sim": Cell(0.9)}]
+    table = Table("t", "T", "", cols, rows, group="c")
+    mark_best(table)
+    assert not any(r["rate"].best for r in rows)  # all 100%: nothing is best
+    assert [r["sim"].best for r in rows] == [True, False, True]  # a partial tie still marks both
+
+
 def _broken_copy(run_dir: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "broken-run"
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("report"))

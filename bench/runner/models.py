@@ -74,7 +74,7 @@ def load(path: str, sampler: dict, device: str = "cpu"):
         pipe = tiny_pipeline(seed=0).to(device)
     else:
         from bench.pipeline_io import load_pipeline
-        pipe = load_pipeline(path, device=device)
+        pipe = load_pipeline(path, device=device, progress=False)  # the runner shows its own bars
     name = sampler.get("scheduler", "default")
     if name != "default":
         import diffusers
