@@ -12,13 +12,14 @@ the tiny pipeline is tests/test_runner.py::test_images_do_not_depend_on_the_batc
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from results_io import RESULTS_DIR, machine, write_result  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -26,7 +27,7 @@ def main(argv=None) -> int:
     parser.add_argument("--images", type=int, default=16)
     parser.add_argument("--batch-sizes", default="16,1,5")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "batch_invariance.json"))
+    parser.add_argument("--out", default=str(RESULTS_DIR / "batch_invariance.json"))
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -47,12 +48,10 @@ def main(argv=None) -> int:
     reference = runs[sizes[0]]
     diffs = {str(bs): int(max(np.abs(a - b).max() for a, b in zip(reference, runs[bs]))) for bs in sizes[1:]}
     report = {"benchmark": "batch_invariance", "model": str(default_model()), "device": args.device,
-              "torch_version": torch.__version__, "machine": platform.processor() or platform.machine(),
+              "torch_version": torch.__version__, "machine": machine(),
               "images": args.images, "reference_batch_size": sizes[0],
               "max_abs_8bit_difference": diffs}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_result(report, args.out)
     print(f"largest 8-bit difference to batch size {sizes[0]}: {diffs}; wrote {out}")
     return 0
 

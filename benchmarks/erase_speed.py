@@ -14,14 +14,15 @@ encoding and training; not model loading). Writes benchmarks/results/erase_speed
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from results_io import RESULTS_DIR, machine, write_result  # noqa: E402
 
 DEFAULT_METHODS = "fewshot-te,esd-x"
 
@@ -33,7 +34,7 @@ def main(argv=None) -> int:
                         help="comma-separated method names, or 'all' for every registered method")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "erase_speed.json"))
+    parser.add_argument("--out", default=str(RESULTS_DIR / "erase_speed.json"))
     args = parser.parse_args(argv)
 
     import torch
@@ -79,11 +80,9 @@ def main(argv=None) -> int:
               if "esd-x" in r and "fewshot-te" in r and r["fewshot-te"]["median_seconds"] > 0}
     report = {"benchmark": "erase_speed", "model": model, "note": note, "device": device,
               "torch_threads": torch.get_num_threads(), "concepts": concepts,
-              "repeats": args.repeats, "machine": platform.processor() or platform.machine(),
+              "repeats": args.repeats, "machine": machine(),
               "esd_x_over_fewshot_te": ratios, "methods": results}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_result(report, args.out)
     for concept, ratio in ratios.items():
         print(f"{concept}: esd-x / fewshot-te = {ratio}x")
     print(f"wrote {out}")

@@ -23,14 +23,15 @@ benchmarks/results/tune_fewshot_te.json. Not a test.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from results_io import RESULTS_DIR, machine, write_result  # noqa: E402
 
 TUNING_CONCEPTS = ("notre dame", "tench", "pixel art")
 # Bare training-caption phrasing (bench/miniworld/render.py _BARE_PREFIXES): no evaluation template.
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lrs", default="1e-5,1e-4,1e-3")
     parser.add_argument("--steps", default="8,40")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tune_fewshot_te.json"))
+    parser.add_argument("--out", default=str(RESULTS_DIR / "tune_fewshot_te.json"))
     args = parser.parse_args(argv)
 
     import torch
@@ -138,11 +139,9 @@ def main(argv=None) -> int:
               "rule": __doc__.split("The rule, fixed before looking: ")[1].split(" Writes")[0],
               "original": original, "settings": settings, "chosen": chosen,
               "torch_threads": torch.get_num_threads(),
-              "machine": platform.processor() or platform.machine(),
+              "machine": machine(),
               "date": time.strftime("%Y-%m-%d")}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_result(report, args.out)
     print(f"wrote {out}")
     return 0
 

@@ -1,0 +1,25 @@
+"""Where and how the benchmark scripts record their results (benchmarks/results/*.json).
+
+    from results_io import RESULTS_DIR, machine, write_result
+    write_result({"benchmark": "erase_speed", ...}, RESULTS_DIR / "erase_speed.json")
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    return platform.processor() or platform.machine()
+
+
+def write_result(report: dict, out) -> Path:
+    """Write ``report`` as indented JSON (the folder is created); returns the path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    return out
