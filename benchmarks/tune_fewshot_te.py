@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     parser.add_argument("--lrs", default="1e-5,1e-4,1e-3")
     parser.add_argument("--steps", default="8,40")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--model", default=None, help="pipeline folder (default: the shipped mini world)")
     parser.add_argument("--out", default=str(RESULTS_DIR / "tune_fewshot_te.json"))
     args = parser.parse_args(argv)
 
@@ -99,8 +100,9 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     catalog = load_catalog("miniworld")
-    pipe = load_pipeline(default_model(), progress=False)
-    root = verified_dir("pipeline").parent
+    model = args.model or default_model()
+    pipe = load_pipeline(model, progress=False)
+    root = verified_dir("probe").parent  # the shipped evaluators judge every model
     detector = SCORERS.get("miniworld-yolo")(miniworld_root=str(root))
     probe = SCORERS.get("miniworld-style-probe")(probe_dir=str(verified_path("probe/probe.json").parent),
                                                   clip_root=str(root))
@@ -132,7 +134,7 @@ def main(argv=None) -> int:
     chosen = choose(settings, original)
     print("chosen:", f"lr {chosen['lr']:g}, steps {chosen['steps']}" if chosen else
           "none keeps unrelated prompts within tolerance")
-    report = {"benchmark": "tune_fewshot_te", "model": str(default_model()),
+    report = {"benchmark": "tune_fewshot_te", "model": str(model),
               "tuning_concepts": list(TUNING_CONCEPTS), "target_prompts": TARGET_PROMPTS,
               "unrelated_prompts": [p for p, _ in UNRELATED_PROMPTS],
               "images_per_concept": {"target": TARGET_SAMPLES * 2, "unrelated": UNRELATED_SAMPLES * 4},
