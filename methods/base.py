@@ -92,6 +92,8 @@ class EditContext:
     images: list | None
     progress: bool = True
     on_checkpoint: Callable | None = None
+    # Set by ``erase``: tag -> this edit's record entry so far (seconds, config, ...).
+    describe: Callable | None = None
 
     def __post_init__(self):
         import torch
@@ -116,16 +118,19 @@ class EditContext:
         return value
 
     def checkpoint(self, tag: str) -> None:
-        """Offer an intermediate edit (e.g. per epoch) to the caller's ``on_checkpoint``."""
+        """Offer an intermediate edit (e.g. per epoch) to the caller's ``on_checkpoint(tag, result)``:
+        an ``EditResult`` (no pipeline) whose ``save`` writes a folder ``load_edit`` reads."""
         if self.on_checkpoint is None:
             return
         import torch
         state = edit_state(self.pipe)
         tensors = named_tensors(self.pipe)
-        base = {**self.snapshot, **state.originals}
-        delta = {n: tensors[n].detach().clone() for n, orig in base.items()
+        originals = {**self.snapshot, **state.originals}
+        delta = {n: tensors[n].detach().clone() for n, orig in originals.items()
                  if not torch.equal(tensors[n].detach(), orig)}
-        self.on_checkpoint(tag, delta)
+        edit = self.describe(tag) if self.describe is not None else {"method": self.method}
+        record = build_record(self.pipe, [*state.edits, edit], list(state.inference), delta, originals)
+        self.on_checkpoint(tag, EditResult(pipeline=None, delta=delta, record=record))
 
 
 # --- tensors of a pipeline ---------------------------------------------------------------
@@ -194,12 +199,30 @@ def _delta_against_base(pipe) -> dict:
             if not torch.equal(tensors[n].detach(), orig)}
 
 
-def _base_hash(pipe, names) -> tuple[str, list[str]]:
+def _base_hash(tensors: dict, originals: dict, names) -> tuple[str, list[str]]:
+    """Hash of the base model's values of ``names`` plus the fingerprint tensors."""
+    hash_of = sorted(set(names) | {n for n in FINGERPRINT if n in tensors})
+    return hash_tensors({n: originals.get(n, tensors[n]) for n in hash_of}), hash_of
+
+
+def build_record(pipe, edits: list[dict], inference: list, delta: dict, originals: dict) -> dict:
+    """``edit.json`` for ``delta`` (every change against the base, whose values are ``originals``);
+    the last of ``edits`` names the method, config, concept and cost."""
+    from bench import __version__
     state = edit_state(pipe)
     tensors = named_tensors(unwrap(pipe))
-    hash_of = sorted(set(names) | {n for n in FINGERPRINT if n in tensors})
-    base = {n: state.originals.get(n, tensors[n]) for n in hash_of}
-    return hash_tensors(base), hash_of
+    base_hash, hash_of = _base_hash(tensors, originals, delta)
+    last = edits[-1]
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "eraselab_version": __version__,
+            **{k: last.get(k) for k in ("method", "method_version", "variant", "config", "concept",
+                                        "concept_type", "catalog", "family", "seed")},
+            **({"checkpoint": last["checkpoint"]} if "checkpoint" in last else {}),
+            "base": {"id": state.base_id, "hash": base_hash, "hash_of": hash_of},
+            "seconds": last.get("seconds"), "peak_memory_mb": last.get("peak_memory_mb"),
+            "peak_memory_kind": last.get("peak_memory_kind"),
+            "params_changed": sum(int((t != originals[n]).sum()) for n, t in delta.items()),
+            "tensors_changed": len(delta), "edits": list(edits), "inference": list(inference),
+            "delta_file": DELTA_FILE}
 
 
 def reset_edits(pipe):
@@ -420,9 +443,21 @@ def erase(pipe, method: str, concept, *, variant: str | None = None, overrides: 
         images = load_fewshot_images(concept_obj, getattr(config, method_cls.images_field), seed,
                                      images_dir=images_dir)
     impl = method_cls()
+    from methods.config import config_to_dict
+
+    def describe(checkpoint: str | None = None) -> dict:
+        """This edit's entry in ``edit.json`` (``checkpoint``: an intermediate one's tag)."""
+        return {"method": method, "method_version": method_cls.version,
+                "variant": getattr(config, method_cls.variant_field) if method_cls.variant_field else None,
+                "config": config_to_dict(config), "concept": concept_obj.name,
+                "concept_type": concept_obj.type, "catalog": getattr(cat, "name", None),
+                "family": family, "seed": seed, "seconds": round(time.perf_counter() - t0, 4),
+                "images": len(images) if images is not None else 0,
+                **({"checkpoint": checkpoint} if checkpoint else {})}
+
     ctx = EditContext(method=method, pipe=inner, concept=concept_obj, catalog=cat, config=config,
                       family=family, seed=seed, images=images, progress=progress,
-                      on_checkpoint=on_checkpoint)
+                      on_checkpoint=on_checkpoint, describe=describe)
     state = edit_state(inner)
     tensors = named_tensors(inner)
     names = impl.trainable(inner, config)
@@ -456,35 +491,15 @@ def erase(pipe, method: str, concept, *, variant: str | None = None, overrides: 
         for n in names:
             if n not in state.originals and not torch.equal(snapshot[n], tensors[n].detach()):
                 state.originals[n] = snapshot[n]
-    from methods.config import config_to_dict
-    edit = {"method": method, "method_version": method_cls.version,
-            "variant": getattr(config, method_cls.variant_field) if method_cls.variant_field else None,
-            "config": config_to_dict(config), "concept": concept_obj.name,
-            "concept_type": concept_obj.type, "catalog": getattr(cat, "name", None),
-            "family": family, "seed": seed, "seconds": round(seconds, 4),
-            "peak_memory_mb": round(peak_mb, 2), "peak_memory_kind": peak_kind,
-            "images": len(images) if images is not None else 0}
+    edit = {**describe(), "seconds": round(seconds, 4), "peak_memory_mb": round(peak_mb, 2),
+            "peak_memory_kind": peak_kind}
     state.edits.append(edit)
     if spec is not None:
         state.inference.append(spec)
     delta = _delta_against_base(inner)
-    base_hash, hash_of = _base_hash(inner, delta)
-    params_changed = 0
-    for n, t in delta.items():
-        params_changed += int((t != state.originals[n]).sum())
-    last = state.edits[-1]
-    last["params_changed_this_edit"] = sum(
+    edit["params_changed_this_edit"] = sum(
         int((tensors[n].detach() != snapshot[n]).sum()) for n in names)
-    from bench import __version__
-    record = {"format": FORMAT, "format_version": FORMAT_VERSION, "eraselab_version": __version__,
-              **{k: edit[k] for k in ("method", "method_version", "variant", "config", "concept",
-                                      "concept_type", "catalog", "family", "seed")},
-              "base": {"id": state.base_id, "hash": base_hash, "hash_of": hash_of},
-              "seconds": edit["seconds"], "peak_memory_mb": edit["peak_memory_mb"],
-              "peak_memory_kind": peak_kind,
-              "params_changed": params_changed, "tensors_changed": len(delta),
-              "edits": list(state.edits), "inference": list(state.inference),
-              "delta_file": DELTA_FILE}
+    record = build_record(inner, list(state.edits), list(state.inference), delta, state.originals)
     result = EditResult(pipeline=_wrap(inner, state), delta=delta, record=record)
     if out_dir is not None:
         result.save(out_dir)

@@ -7,6 +7,7 @@ configs and family defaults, sequential erasure, few-shot image loading and ``er
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,12 +107,24 @@ def test_v_prediction_uses_velocity_target(images_dir):
     assert result.delta
 
 
-def test_checkpoint_every_epoch(images_dir):
+def test_checkpoint_every_epoch_gives_loadable_edits(images_dir, tmp_path):
     seen = []
-    erase(tiny_pipeline(), "fewshot-te", "snoopy", images_dir=images_dir, seed=0, progress=False,
-          overrides={"steps": 4, "checkpoint_every_epoch": True},  # 4 images / batch 2: 2 epochs
-          on_checkpoint=lambda tag, delta: seen.append((tag, len(delta))))
-    assert [tag for tag, _ in seen] == ["epoch-1", "epoch-2"] and all(n > 0 for _, n in seen)
+    pipe = tiny_pipeline()
+    final = erase(pipe, "fewshot-te", "snoopy", images_dir=images_dir, seed=0, progress=False,
+                  overrides={"steps": 4, "checkpoint_every_epoch": True},  # 4 images / batch 2: 2 epochs
+                  on_checkpoint=lambda tag, result: seen.append((tag, result)))
+    assert [tag for tag, _ in seen] == ["epoch-1", "epoch-2"]
+    last = seen[-1][1]  # the last epoch is the finished edit
+    assert last.delta.keys() == final.delta.keys()
+    assert all(torch.equal(last.delta[n], final.delta[n]) for n in final.delta)
+    assert last.record["checkpoint"] == "epoch-2" and last.record["params_changed"] == final.params_changed
+    first = seen[0][1]
+    assert not all(torch.equal(first.delta[n], final.delta[n]) for n in final.delta)
+    first.save(tmp_path / "epoch-1")
+    base = reset_edits(final.pipeline)
+    loaded = load_edit(base, tmp_path / "epoch-1")  # the base hash of a checkpoint matches
+    tensors = named_tensors(loaded)
+    assert all(torch.equal(tensors[n], t) for n, t in first.delta.items())
 
 
 # --- failures ------------------------------------------------------------------------------
@@ -288,6 +301,13 @@ def test_cli_erase_json(tmp_path, images_dir, capsys):
     assert summary["params_changed"] > 0 and summary["delta"] == str(tmp_path / "out")
     assert (tmp_path / "out" / "delta.safetensors").is_file()
     assert (tmp_path / "full" / "model_index.json").is_file()
+    code = main(["erase", "--model", str(model), "--method", "fewshot-te", "--concept", "snoopy",
+                 "--images", str(images_dir), "--set", "steps=4", "--set", "checkpoint_every_epoch=true",
+                 "--seed", "0", "--out", str(tmp_path / "epochs"), "--json", "--no-progress", "--device", "cpu"])
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and [Path(c).name for c in summary["checkpoints"]] == ["snoopy-epoch-1", "snoopy-epoch-2"]
+    assert all((Path(c) / "edit.json").is_file() and (Path(c) / "delta.safetensors").is_file()
+               for c in summary["checkpoints"])
     code = main(["erase", "--model", str(model), "--method", "fewshot-te", "--concept", "snoopy",
                  "--images", str(images_dir), "--set", "lr=abc", "--seed", "0",
                  "--out", str(tmp_path / "out2"), "--no-progress", "--device", "cpu"])

@@ -65,12 +65,16 @@ def run(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = load_pipeline(args.model or default_model(), device=device, progress=not args.no_progress)
     result = None
+    checkpoints = []  # (folder name, EditResult): written under OUT/checkpoints/ after the edit
     for i, concept in enumerate(concepts):
         last = i == len(concepts) - 1
         result = erase(result.pipeline if result else pipe, args.method, concept,
                        variant=args.variant, overrides=overrides,
                        images_dir=args.images, seed=args.seed, catalog=catalog,
-                       progress=not args.no_progress, out_dir=args.out if last else None)
+                       progress=not args.no_progress, out_dir=args.out if last else None,
+                       on_checkpoint=lambda tag, r, c=concept: checkpoints.append((f"{c.name}-{tag}", r)))
+    for name, checkpoint in checkpoints:
+        checkpoint.save(Path(args.out) / "checkpoints" / name.replace(" ", "_"))
     if args.export_pipeline:
         result.pipeline.save_pretrained(args.export_pipeline)
     seconds = sum(e["seconds"] for e in result.record["edits"])
@@ -78,7 +82,8 @@ def run(args) -> int:
                "seconds": round(seconds, 3), "params_changed": result.params_changed,
                "tensors_changed": result.record["tensors_changed"],
                "peak_memory_mb": result.record["peak_memory_mb"],
-               "delta": str(Path(args.out)), "pipeline": args.export_pipeline}
+               "delta": str(Path(args.out)), "pipeline": args.export_pipeline,
+               "checkpoints": [str(Path(args.out) / "checkpoints" / n.replace(" ", "_")) for n, _ in checkpoints]}
     if args.json:
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
@@ -87,4 +92,7 @@ def run(args) -> int:
                          f"changed in {summary['tensors_changed']} tensors; delta: {args.out}\n")
         if args.export_pipeline:
             sys.stdout.write(f"edited pipeline: {args.export_pipeline}\n")
+        if checkpoints:
+            sys.stdout.write(f"{len(checkpoints)} intermediate edits (load_edit reads each): "
+                             f"{Path(args.out) / 'checkpoints'}/\n")
     return 0
