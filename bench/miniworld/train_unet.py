@@ -132,7 +132,8 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     latents_key = f"latents_{render_cache_key(n_train, 0, **TRAINING_MIX)}_vae{file_digest(Path(root) / 'vae')}"
     lat_mean, lat_std = latent_moments(vae, data.images, ckpt_dir / latents_key, progress)
     noise_scheduler = DDPMScheduler(**SCHEDULE)
-    t0 = time.time()
+    # History seconds are cumulative over resumed runs (a resumed run starts from the last entry).
+    t0 = time.time() - (history[-1]["seconds"] if history else 0.0)
     unet.train()
     losses = []
     bar = tqdm(range(start, steps), desc="unet", initial=start, total=steps, disable=not progress)
@@ -173,10 +174,21 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     metrics = {"stage": "unet", "steps": steps, "batch": batch, "lr": LR, "seed": SEED,
                "ema_decay": EMA_DECAY, "cfg_dropout": CFG_DROPOUT, "schedule": SCHEDULE,
                "unet_config": unet_config, "parameters": sum(p.numel() for p in ema.parameters()),
-               "history": history, "train_seconds_this_run": round(time.time() - t0, 1),
+               "history": history, "train_seconds_total": training_seconds(history),
                "file_bytes": {str(f.relative_to(out_dir)): f.stat().st_size for f in files}}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def training_seconds(history: list[dict]) -> float:
+    """Wall seconds of all runs in ``history``. Entries written before cumulative history (v1's
+    first run) restart at 0 after a resume: each segment's last value is added."""
+    total, last = 0.0, 0.0
+    for entry in history:
+        if entry["seconds"] < last:  # a resumed run restarted the clock
+            total += last
+        last = entry["seconds"]
+    return round(total + last, 1)
 
 
 def sampling_scheduler():
