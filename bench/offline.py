@@ -43,6 +43,11 @@ def setup_ultralytics_offline() -> Path:
     """
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "0"
+    # `import ultralytics` sets OMP_NUM_THREADS=1 when it is unset, and a torch whose thread pool
+    # starts after that runs on ONE core (measured: generation in `miniworld eval` at 100% CPU
+    # on a 2-core machine). Start torch's pool first and pin the variable to what it chose.
+    import torch
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     config_dir = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(cache_dir() / "ultralytics")))
     font_dir = config_dir / "Ultralytics"
     font_dir.mkdir(parents=True, exist_ok=True)

@@ -87,6 +87,20 @@ def test_every_scorer_is_registered_lazily_and_listing_imports_nothing_heavy():
     assert out.splitlines()[-1] == "False"
 
 
+def test_importing_ultralytics_keeps_torchs_threads(tmp_path):
+    """ultralytics sets OMP_NUM_THREADS=1 on import; after setup_ultralytics_offline a torch that
+    starts its thread pool later must still get its default thread count."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["ERASELAB_CACHE"] = str(tmp_path)
+    plain = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                           capture_output=True, text=True, check=True, env=env).stdout.split()[-1]
+    code = ("import torch\nfrom bench.offline import setup_ultralytics_offline\n"
+            "setup_ultralytics_offline()\nimport ultralytics\nprint(torch.get_num_threads())")
+    after = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env=env, cwd=Path(__file__).resolve().parents[1]).stdout.split()[-1]
+    assert after == plain
+
+
 def test_eraselab_ls_detectors_lists_every_scorer():
     pytest.importorskip("bench.commands.ls", reason="the ls command is not built yet")
     out = subprocess.run([sys.executable, "-m", "bench.cli", "ls", "detectors"], capture_output=True,
