@@ -9,10 +9,10 @@ Pure Python (no torch): the same suite and inputs always give the same plan, in 
 * An **image** is addressed by hash(edit, prompt id, prompt, sample, image seed, sampler config);
   its seed is ``bench.generate.image_seed(prompt_id, sample, suite_seed)``, the same for every
   method, concept and shard. The batch size is NOT in the address: each image has its own
-  generator, and on the CPU the 8-bit images are identical across batch sizes (tested on the tiny
-  pipeline and measured on the mini world: benchmarks/results/batch_invariance.json). On a GPU,
-  batched matrix kernels may differ in the last float bits, so an image regenerated at another
-  batch size may differ by a few 8-bit levels; keep the batch size fixed for bit-identical runs.
+  generator, so an image is the same at any batch size up to float rounding: identical on the
+  tiny test pipeline (tests/test_runner.py), at most 1 of 255 levels apart on the shipped mini
+  world on the CPU (benchmarks/results/batch_invariance.json: batch 16 vs 1 and 5). Batched
+  kernels round differently, on GPUs too; keep the batch size fixed for bit-identical runs.
 * A **batch** is a fixed chunk of one edit's images in canonical order (sorted by suite seed,
   prompt id, sample), so an image is always generated in the same batch composition: resumed,
   sharded and uninterrupted runs give bit-identical images.
