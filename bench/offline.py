@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 # Every integration ultralytics knows how to phone home with, switched off.
@@ -76,3 +77,17 @@ def _env_applied() -> bool:
     except Exception:  # noqa: BLE001 - an odd install; the warning is advisory only
         return False
     return Path(os.environ["YOLO_CONFIG_DIR"]).resolve() in Path(SETTINGS.file).resolve().parents
+
+
+@contextmanager
+def keep_torch_threads():
+    """Restore torch's thread count after ultralytics code: its ``select_device("cpu")`` (every
+    ``predict`` / ``val`` call) sets ``torch.set_num_threads(cpu_count - 1)``, which left the
+    rest of a 2-core run, generation included, on ONE thread (measured: mini-default's user time
+    equal to its wall time)."""
+    import torch
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

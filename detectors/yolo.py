@@ -94,7 +94,9 @@ class YoloDetector(Scorer):
         kwargs = {"conf": self.threshold, "verbose": False, "device": self.device}
         if self.imgsz is not None:
             kwargs["imgsz"] = self.imgsz  # else the size the weights were trained at
-        results = self.model.predict(list(images), **kwargs)
+        from bench.offline import keep_torch_threads
+        with keep_torch_threads():
+            results = self.model.predict(list(images), **kwargs)
         names = self.model.names
         rows = []
         for result, concept in zip(results, concepts):

@@ -257,6 +257,19 @@ def test_yolo_detector_on_tiny_weights(tiny_yolo, catalog):
         scorer.score(images[:1], ["x"], [bad])
 
 
+def test_yolo_scoring_leaves_torchs_thread_count_alone(tiny_yolo, catalog):
+    """ultralytics' predict sets torch.set_num_threads(cpu_count - 1); the scorer restores it."""
+    import torch
+    from detectors import SCORERS
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)  # a value ultralytics would never pick on its own
+    try:
+        SCORERS.get("yolo")(weights=str(tiny_yolo), imgsz=64).score(random_images(2), ["a", "b"], [None, None])
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_yolo_missing_weights_is_an_error(tmp_path):
     with pytest.raises(EraselabError, match="not found"):
         SCORERS.get("yolo")(weights=str(tmp_path / "none.pt")).score(random_images(1))

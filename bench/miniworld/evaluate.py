@@ -105,9 +105,11 @@ def eval_detector(root: Path, workdir: Path) -> dict:
 
 def _validate(model, data_yaml, workdir: Path):
     from bench.miniworld import train_detector
-    return model.val(data=str(data_yaml), split="val", imgsz=train_detector.IMGSZ, device="cpu",
-                     plots=False, workers=0, verbose=False, project=str(workdir / "yolo"), name="card",
-                     exist_ok=True)
+    from bench.offline import keep_torch_threads
+    with keep_torch_threads():  # ultralytics would leave the generation below on one thread
+        return model.val(data=str(data_yaml), split="val", imgsz=train_detector.IMGSZ, device="cpu",
+                         plots=False, workers=0, verbose=False, project=str(workdir / "yolo"),
+                         name="card", exist_ok=True)
 
 
 def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path) -> dict:
