@@ -84,9 +84,9 @@ def test_checksums_missing_and_mismatch(tmp_path):
 
 @pytest.mark.slow
 def test_each_training_stage_runs_one_step(tmp_path, monkeypatch):
-    """clip -> vae -> unet (pipeline assembled) -> probe, tiny configs, one step each."""
-    from diffusers import StableDiffusionPipeline
-    from bench.miniworld import train_clip, train_probe, train_unet, train_vae
+    """clip -> vae -> unet (pipeline assembled) -> decoder -> probe, tiny configs, one step each."""
+    from diffusers import AutoencoderKL, StableDiffusionPipeline
+    from bench.miniworld import train_clip, train_decoder, train_probe, train_unet, train_vae
     monkeypatch.setattr(train_clip, "validation_set", lambda n_per_label=20: _small_val(train_clip))
     ck = tmp_path / "checkpoints"
     m = train_clip.train(tmp_path / "clip", ck, tmp_path, steps=1, n_train=32, batch=8, progress=False,
@@ -99,10 +99,26 @@ def test_each_training_stage_runs_one_step(tmp_path, monkeypatch):
     pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "pipeline"), torch_dtype=torch.float32)
     assert pipe.unet.config.cross_attention_dim == 32
     assert json.loads((tmp_path / "pipeline" / "metrics.json").read_text())["steps"] == 1
+    _decoder_step_keeps_the_encoder(tmp_path, ck, train_decoder, AutoencoderKL)
     monkeypatch.setattr(train_probe, "N_PER_CLASS", 6)
     monkeypatch.setattr(train_probe, "N_VAL_PER_CLASS", 2)
     m = train_probe.train(tmp_path / "probe", ck, tmp_path, progress=False)
     assert 0.0 <= m["val_accuracy"] <= 1.0 and (tmp_path / "probe" / "probe.json").is_file()
+
+
+def _decoder_step_keeps_the_encoder(tmp_path, ck, train_decoder, AutoencoderKL):
+    """The decoder stage changes the decoder only, in vae/ and in the pipeline's vae/ alike."""
+    before = AutoencoderKL.from_pretrained(str(tmp_path / "vae")).state_dict()
+    m = train_decoder.train(tmp_path / "vae", ck, tmp_path, steps=1, n_train=32, progress=False)
+    assert m["pipeline_vae_replaced"] and set(m["held_out_psnr_db_after"]) == set(m["held_out_psnr_db_before"])
+    after = AutoencoderKL.from_pretrained(str(tmp_path / "vae")).state_dict()
+    in_pipeline = AutoencoderKL.from_pretrained(str(tmp_path / "pipeline" / "vae")).state_dict()
+    for name, tensor in before.items():
+        if name.startswith(("encoder.", "quant_conv.")):
+            assert torch.equal(after[name], tensor), name
+        assert torch.equal(in_pipeline[name], after[name]), name
+    assert any(not torch.equal(after[n], t) for n, t in before.items() if n.startswith("decoder."))
+    assert (tmp_path / "vae" / "metrics.json").is_file()  # the VAE stage's record stays
 
 
 def _small_val(module):

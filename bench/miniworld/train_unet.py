@@ -91,14 +91,19 @@ def latent_moments(vae, images: np.ndarray, cache: Path, progress: bool) -> tupl
     return mean, std
 
 
-def file_digest(folder: Path) -> str:
-    """A short hash of a weights folder's files (names and bytes)."""
+def latents_cache_path(ckpt_dir: Path, n_train: int, vae) -> Path:
+    """Where the posterior moments of the training renders are cached.
+
+    They depend on the renders and on the encoder side of the VAE only (encoder + quant_conv):
+    the decoder stage retrains the decoder and must find the same cache as the UNet stage."""
     import hashlib
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
-        digest.update(path.relative_to(folder).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:10]
+    for name, tensor in sorted(vae.state_dict().items()):
+        if name.startswith(("encoder.", "quant_conv.")):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
+    key = render_cache_key(n_train, 0, **TRAINING_MIX)
+    return Path(ckpt_dir) / f"latents_{key}_enc{digest.hexdigest()[:10]}"
 
 
 def _lr_at(step: int, steps: int) -> float:
@@ -128,9 +133,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
         start = load_checkpoint(ckpt, unet=unet, ema=ema, opt=opt)
         history = json.loads(history_path.read_text()) if history_path.is_file() else []
     data = render_dataset(n_train, 0, cache_dir=ckpt_dir, progress=progress, **TRAINING_MIX)
-    # The latents depend on the renders and on the VAE's weights: both are in the cache's name.
-    latents_key = f"latents_{render_cache_key(n_train, 0, **TRAINING_MIX)}_vae{file_digest(Path(root) / 'vae')}"
-    lat_mean, lat_std = latent_moments(vae, data.images, ckpt_dir / latents_key, progress)
+    lat_mean, lat_std = latent_moments(vae, data.images, latents_cache_path(ckpt_dir, n_train, vae), progress)
     noise_scheduler = DDPMScheduler(**SCHEDULE)
     # History seconds are cumulative over resumed runs (a resumed run starts from the last entry).
     t0 = time.time() - (history[-1]["seconds"] if history else 0.0)

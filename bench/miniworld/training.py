@@ -1,6 +1,6 @@
 """Run one mini-world training stage and record its outputs' checksums.
 
-Stages in order (each depends on the ones before): clip -> vae -> unet -> detector -> probe.
+Stages in order (each depends on the ones before): clip -> vae -> decoder -> unet -> detector -> probe.
 Each writes its weights and a metrics.json under datasets/miniworld/v1/<stage>/ (or --out),
 keeps resumable checkpoints under checkpoints/ (git-ignored), and adds its files to SHA256SUMS.
 
@@ -19,9 +19,10 @@ from bench.paths import MINIWORLD_DIR
 from bench.miniworld.weights import record_checksums
 
 STAGE_MODULES = {"clip": "bench.miniworld.train_clip", "vae": "bench.miniworld.train_vae",
+                 "decoder": "bench.miniworld.train_decoder",
                  "unet": "bench.miniworld.train_unet", "detector": "bench.miniworld.train_detector",
                  "probe": "bench.miniworld.train_probe"}
-STAGE_OUTPUT = {"clip": "clip", "vae": "vae", "unet": "pipeline", "detector": "detector",
+STAGE_OUTPUT = {"clip": "clip", "vae": "vae", "decoder": "vae", "unet": "pipeline", "detector": "detector",
                 "probe": "probe"}
 
 
