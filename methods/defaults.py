@@ -36,7 +36,7 @@ MINI_MAX_HIDDEN = 256
 DEFAULTS: dict[str, dict[str, dict]] = {
     "fewshot-te": {
         "sd": {},
-        # Chosen on a held-apart tuning split (benchmarks/tune_fewshot_te.py: notre dame, tench,
+        # Chosen on a held-apart tuning split (benchmarks/tune_method.py: notre dame, tench,
         # pixel art; training-caption phrasing; own seeds; rule fixed in advance), on the shipped
         # mini SD v1 (benchmarks/results/tune_fewshot_te.json): target detection 0.38 for the
         # original; lr 1e-5 (the authors') x 8 or 40 steps: 0.35-0.40 (no effect); lr 1e-4 x 8:

@@ -1,10 +1,11 @@
-"""Choose fewshot-te's mini-world learning rate and step count on a held-apart tuning split.
+"""Choose a method's mini-world hyperparameters on a held-apart tuning split (issue 4).
 
-    python benchmarks/tune_fewshot_te.py [--lrs 1e-5,1e-4,1e-3] [--steps 8,40] [--threads N]
+    python benchmarks/tune_method.py --method fewshot-te --grid steps=8,40 --grid lr=1e-5,1e-4,1e-3
+    python benchmarks/tune_method.py --method esd-x --grid steps=25,100 --grid lr=1e-5,1e-4,1e-3
 
-The authors' recipe (lr 1e-5, 8 steps) was set for CLIP ViT-L/14; the mini world's text encoder
-is 4 layers of width 128, so its defaults must be chosen again (issue 4), and never on what the
-benchmark evaluates. The tuning split is held apart three ways:
+The authors' recipes were set for Stable Diffusion (fewshot-te's for CLIP ViT-L/14); the mini
+world's models are far smaller, so its defaults (methods/defaults.py) must be chosen again, and
+never on what the benchmark evaluates. The tuning split is held apart three ways:
 
 - concepts: notre dame (instance), tench (object), pixel art (style); none of them is in the
   issue-4 table (snoopy, church, van gogh) or in mini-default;
@@ -12,17 +13,19 @@ benchmark evaluates. The tuning split is held apart three ways:
   evaluation template uses ("a photo of {}" and the like, datasets/catalogs/_templates.yaml);
 - image seeds: derived from "tune:" ids, disjoint from the runner's and the model card's.
 
-Each setting erases each tuning concept (seed 0), then generates 16 images of the concept's tuning
-prompts and 16 of fixed unrelated tuning prompts, judged by the mini detector (the style probe
-for the style). The rule, fixed before looking: among settings whose unrelated detection rate
-(mean over the three concepts) stays within 10 points of the original model's, take the lowest
-target detection rate; ties (within 1/16) go to fewer steps, then the smaller lr. Writes
-benchmarks/results/tune_fewshot_te.json. Not a test.
+Each setting of the grid (every combination of the --grid values) erases each tuning concept
+(seed 0), then generates 16 images of the concept's tuning prompts and 16 of fixed unrelated
+tuning prompts, judged by the mini detector (the style probe for the style). The rule, fixed
+before looking: among settings whose unrelated detection rate (mean over the three concepts) stays
+within 10 points of the original model's, take the lowest target detection rate; ties (within
+1/16) go to the smaller value of the first --grid key, then of the next (list the cost-deciding
+key first). Writes benchmarks/results/tune_<method>.json. Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from pathlib import Path
@@ -63,31 +66,61 @@ def detection_rates(pipe, jobs, detector, probe) -> dict[str, float]:
     from bench.generate import generate
     images = generate(pipe, [j[1] for j in jobs], [j[3] for j in jobs], steps=25, guidance=6.0,
                       batch_size=32)
+    detected = [None] * len(jobs)
+    for is_style, scorer in ((True, probe), (False, detector)):  # one batch per scorer
+        picked = [i for i, job in enumerate(jobs) if job[2].is_style == is_style]
+        if picked:
+            rows = scorer.score([images[i] for i in picked], [jobs[i][1] for i in picked],
+                                [jobs[i][2] for i in picked])
+            for i, row in zip(picked, rows):
+                detected[i] = bool(row["detected"])
     hits: dict[str, list[bool]] = {}
-    for image, (set_name, prompt, subject, _) in zip(images, jobs):
-        scorer = probe if subject.is_style else detector
-        hits.setdefault(set_name, []).append(bool(scorer.score([image], [prompt], [subject])[0]["detected"]))
+    for (set_name, *_), hit in zip(jobs, detected):
+        hits.setdefault(set_name, []).append(hit)
     return {k: sum(v) / len(v) for k, v in hits.items()}
 
 
-def choose(settings: list[dict], original: dict) -> dict | None:
+def choose(settings: list[dict], original: dict, keys: list[str]) -> dict | None:
     floor = original["unrelated"] - UNRELATED_TOLERANCE
     ok = [s for s in settings if s["unrelated"] >= floor]
     if not ok:
         return None
     best = min(s["target"] for s in ok)
     tied = [s for s in ok if s["target"] <= best + TIE + 1e-9]
-    return min(tied, key=lambda s: (s["steps"], s["lr"]))
+    return min(tied, key=lambda s: tuple(s["overrides"][k] for k in keys))
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """["lr=1e-5,1e-4", "steps=8,40"] -> {"lr": [1e-05, 0.0001], "steps": [8, 40]} (order kept)."""
+    grid = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        if not sep or not key or not values:
+            raise SystemExit(f"--grid {item!r}: expected key=value1,value2,...")
+        grid[key.strip()] = [_number(v.strip()) for v in values.split(",")]
+    return grid
+
+
+def _number(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lrs", default="1e-5,1e-4,1e-3")
-    parser.add_argument("--steps", default="8,40")
+    parser.add_argument("--method", default="fewshot-te")
+    parser.add_argument("--grid", action="append", default=None,
+                        help="key=v1,v2,... (repeatable; the first key breaks ties first)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--model", default=None, help="pipeline folder (default: the shipped mini world)")
-    parser.add_argument("--out", default=str(RESULTS_DIR / "tune_fewshot_te.json"))
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/tune_<method>.json")
     args = parser.parse_args(argv)
+    grid = parse_grid(args.grid or ["steps=8,40", "lr=1e-5,1e-4,1e-3"])
+    out_path = args.out or str(RESULTS_DIR / f"tune_{args.method.replace('-', '_')}.json")
 
     import torch
 
@@ -116,25 +149,23 @@ def main(argv=None) -> int:
     original = measure(pipe)
     print(f"original: target {original['target']:.2f} unrelated {original['unrelated']:.2f}")
     settings = []
-    for lr in (float(x) for x in args.lrs.split(",")):
-        for steps in (int(x) for x in args.steps.split(",")):
-            per, seconds = {}, []
-            for concept in TUNING_CONCEPTS:
-                result = erase(pipe, "fewshot-te", concept, overrides={"lr": lr, "steps": steps},
-                               seed=0, progress=False)
-                seconds.append(result.seconds)
-                per[concept] = detection_rates(result.pipeline, jobs[concept], detector, probe)
-                pipe = reset_edits(result.pipeline)
-            row = {"lr": lr, "steps": steps, "seconds_mean": round(sum(seconds) / len(seconds), 2),
-                   "target": sum(r["target"] for r in per.values()) / len(per),
-                   "unrelated": sum(r["unrelated"] for r in per.values()) / len(per), "per_concept": per}
-            settings.append(row)
-            print(f"lr {lr:g} steps {steps}: target {row['target']:.2f} unrelated {row['unrelated']:.2f} "
-                  f"({row['seconds_mean']} s per erasure)")
-    chosen = choose(settings, original)
-    print("chosen:", f"lr {chosen['lr']:g}, steps {chosen['steps']}" if chosen else
-          "none keeps unrelated prompts within tolerance")
-    report = {"benchmark": "tune_fewshot_te", "model": str(model),
+    for values in itertools.product(*grid.values()):
+        overrides = dict(zip(grid, values))
+        per, seconds = {}, []
+        for concept in TUNING_CONCEPTS:
+            result = erase(pipe, args.method, concept, overrides=overrides, seed=0, progress=False)
+            seconds.append(result.seconds)
+            per[concept] = detection_rates(result.pipeline, jobs[concept], detector, probe)
+            pipe = reset_edits(result.pipeline)
+        row = {"overrides": overrides, "seconds_mean": round(sum(seconds) / len(seconds), 2),
+               "target": sum(r["target"] for r in per.values()) / len(per),
+               "unrelated": sum(r["unrelated"] for r in per.values()) / len(per), "per_concept": per}
+        settings.append(row)
+        print(f"{overrides}: target {row['target']:.2f} unrelated {row['unrelated']:.2f} "
+              f"({row['seconds_mean']} s per erasure)", flush=True)
+    chosen = choose(settings, original, list(grid))
+    print("chosen:", chosen["overrides"] if chosen else "none keeps unrelated prompts within tolerance")
+    report = {"benchmark": "tune_method", "method": args.method, "grid": grid, "model": str(model),
               "tuning_concepts": list(TUNING_CONCEPTS), "target_prompts": TARGET_PROMPTS,
               "unrelated_prompts": [p for p, _ in UNRELATED_PROMPTS],
               "images_per_concept": {"target": TARGET_SAMPLES * 2, "unrelated": UNRELATED_SAMPLES * 4},
@@ -143,7 +174,7 @@ def main(argv=None) -> int:
               "torch_threads": torch.get_num_threads(),
               "machine": machine(),
               "date": time.strftime("%Y-%m-%d")}
-    out = write_result(report, args.out)
+    out = write_result(report, out_path)
     print(f"wrote {out}")
     return 0
 
