@@ -84,14 +84,16 @@ def test_checksums_missing_and_mismatch(tmp_path):
 
 @pytest.mark.slow
 def test_each_training_stage_runs_one_step(tmp_path, monkeypatch):
-    """clip -> vae -> unet (pipeline assembled) -> decoder -> probe, tiny configs, one step each."""
+    """clip -> clip-image -> vae -> unet (pipeline assembled) -> decoder -> probe, tiny configs,
+    one step each."""
     from diffusers import AutoencoderKL, StableDiffusionPipeline
-    from bench.miniworld import train_clip, train_decoder, train_probe, train_unet, train_vae
+    from bench.miniworld import train_clip, train_clip_image, train_decoder, train_probe, train_unet, train_vae
     monkeypatch.setattr(train_clip, "validation_set", lambda n_per_label=20: _small_val(train_clip))
     ck = tmp_path / "checkpoints"
     m = train_clip.train(tmp_path / "clip", ck, tmp_path, steps=1, n_train=32, batch=8, progress=False,
                          config=TINY_CLIP)
     assert (tmp_path / "clip" / "model.safetensors").is_file() and m["history"]
+    _image_tower_step_keeps_the_text_tower(tmp_path, ck, train_clip_image)
     m = train_vae.train(tmp_path / "vae", ck, tmp_path, steps=1, n_train=32, progress=False)
     assert m["scaling_factor"] > 0 and (tmp_path / "vae" / "config.json").is_file()
     m = train_unet.train(tmp_path / "pipeline", ck, tmp_path, steps=1, n_train=32, batch=4,
@@ -104,6 +106,20 @@ def test_each_training_stage_runs_one_step(tmp_path, monkeypatch):
     monkeypatch.setattr(train_probe, "N_VAL_PER_CLASS", 2)
     m = train_probe.train(tmp_path / "probe", ck, tmp_path, progress=False)
     assert 0.0 <= m["val_accuracy"] <= 1.0 and (tmp_path / "probe" / "probe.json").is_file()
+
+
+def _image_tower_step_keeps_the_text_tower(tmp_path, ck, train_clip_image):
+    """The clip-image stage changes the image tower only: the SD text encoder stays valid."""
+    from safetensors.torch import load_file
+    before = load_file(str(tmp_path / "clip" / "model.safetensors"))
+    m = train_clip_image.train(tmp_path / "clip", ck, tmp_path, steps=1, n_train=32, batch=8, progress=False)
+    assert set(m["val_zero_shot_after"]) == set(m["val_zero_shot_before"])
+    after = load_file(str(tmp_path / "clip" / "model.safetensors"))
+    assert set(after) == set(before)
+    for name, tensor in before.items():
+        if not name.startswith("visual."):
+            assert torch.equal(after[name], tensor), name
+    assert any(not torch.equal(after[n], t) for n, t in before.items() if n.startswith("visual."))
 
 
 def _decoder_step_keeps_the_encoder(tmp_path, ck, train_decoder, AutoencoderKL):

@@ -2,7 +2,7 @@
 
     eraselab miniworld render --concept snoopy --n 4 --seed 0 --out /tmp/snoopy
     eraselab miniworld sheet --out sheet.png
-    eraselab miniworld train clip            # stages: clip vae decoder unet detector probe all
+    eraselab miniworld train clip            # stages: clip clip-image vae decoder unet detector probe all
     eraselab miniworld train unet --resume   # continue from the stage's last checkpoint
     eraselab miniworld eval --json           # quality bars -> model card
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-STAGES = ["clip", "vae", "decoder", "unet", "detector", "probe"]
+STAGES = ["clip", "clip-image", "vae", "decoder", "unet", "detector", "probe"]
 
 
 def add_parser(sub) -> None:

@@ -168,9 +168,7 @@ def evaluate_and_write_card(n_per_concept: int = 64, out: Path | None = None,
         sections["detector"] = eval_detector(root, Path(tmp)) if _have("detector/best.pt", root) else None
         ready = all(_have(p, root) for p in ("pipeline/model_index.json", "detector/best.pt", "probe/probe.json"))
         sections["pipeline"] = eval_pipeline(root, n_per_concept, out / "card_sheet.png") if ready else None
-    report["stages"] = {stage: _stage_metrics(root, folder) for stage, folder in
-                        (("clip", "clip"), ("vae", "vae"), ("unet", "pipeline"), ("detector", "detector"),
-                         ("probe", "probe"))}
+    report["stages"] = {stage: _stage_metrics(root / relpath) for stage, relpath in STAGE_RECORDS}
     report["seconds"] = round(time.time() - t0, 1)
     report["summary"] = _summary(report)
     (out / "eval.json").write_text(json.dumps(report, indent=2))
@@ -178,8 +176,14 @@ def evaluate_and_write_card(n_per_concept: int = 64, out: Path | None = None,
     return report
 
 
-def _stage_metrics(root: Path, folder: str) -> dict | None:
-    path = root / folder / "metrics.json"
+# Each training stage's metrics file; the fine-tuning stages write beside the stage they refine.
+STAGE_RECORDS = (("clip", "clip/metrics.json"), ("clip-image", "clip/image_finetune_metrics.json"),
+                 ("vae", "vae/metrics.json"), ("decoder", "vae/decoder_metrics.json"),
+                 ("unet", "pipeline/metrics.json"), ("detector", "detector/metrics.json"),
+                 ("probe", "probe/metrics.json"))
+
+
+def _stage_metrics(path: Path) -> dict | None:
     if not path.is_file():
         return None
     metrics = json.loads(path.read_text())
@@ -245,12 +249,32 @@ def model_card(report: dict) -> str:
         out += [f"| {k} | {v['mean']:.1%} | [{v['lo']:.1%}, {v['hi']:.1%}] |"
                 for k, v in s["pipeline"]["per_concept"].items()]
         out += ["", "![generated images per concept](card_sheet.png)", ""]
-    out += ["## Training record", "", "| stage | parameters | steps | seconds (last run) | files |", "|---|---|---|---|---|"]
+    out += ["## Training record", "", "| stage | parameters (trained) | steps | seconds | files |",
+            "|---|---|---|---|---|"]
     for stage, m in report["stages"].items():
         if m is None:
             out.append(f"| {stage} | not trained yet | | | |")
             continue
         files = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in (m.get("file_bytes") or {}).items())
-        out.append(f"| {stage} | {m.get('parameters', '')} | {m.get('steps', m.get('epochs', ''))} | "
-                   f"{m.get('train_seconds_this_run', m.get('seconds', ''))} | {files} |")
+        seconds = m.get("train_seconds_total", m.get("train_seconds_this_run", m.get("seconds", "")))
+        out.append(f"| {stage} | {m.get('parameters', m.get('trained_parameters', ''))} | "
+                   f"{m.get('steps', m.get('epochs', ''))} | {seconds} | {files} |")
+    out += _before_after(report["stages"])
     return "\n".join(out) + "\n"
+
+
+def _before_after(stages: dict) -> list[str]:
+    """What each fine-tuning stage changed, per style, as its own stage measured it."""
+    rows = []
+    for stage, before_key, after_key, what in (
+            ("clip-image", "val_zero_shot_before", "val_zero_shot_after", "validation zero-shot top-1"),
+            ("decoder", "held_out_psnr_db_before", "held_out_psnr_db_after", "held-out PSNR (dB)")):
+        m = stages.get(stage)
+        if not m:
+            continue
+        before, after = m[before_key], m[after_key]
+        rows += ["", f"{stage}: {what}, before -> after:", "", "| | " + " | ".join(before) + " |",
+                 "|---" * (len(before) + 1) + "|",
+                 "| before | " + " | ".join(str(before[k]) for k in before) + " |",
+                 "| after | " + " | ".join(str(after.get(k)) for k in before) + " |"]
+    return rows

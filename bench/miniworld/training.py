@@ -1,6 +1,7 @@
 """Run one mini-world training stage and record its outputs' checksums.
 
-Stages in order (each depends on the ones before): clip -> vae -> decoder -> unet -> detector -> probe.
+Stages in order (each depends on the ones before):
+clip -> clip-image -> vae -> decoder -> unet -> detector -> probe.
 Each writes its weights and a metrics.json under datasets/miniworld/v1/<stage>/ (or --out),
 keeps resumable checkpoints under checkpoints/ (git-ignored), and adds its files to SHA256SUMS.
 
@@ -18,12 +19,13 @@ import torch
 from bench.paths import MINIWORLD_DIR
 from bench.miniworld.weights import record_checksums
 
-STAGE_MODULES = {"clip": "bench.miniworld.train_clip", "vae": "bench.miniworld.train_vae",
-                 "decoder": "bench.miniworld.train_decoder",
+STAGE_MODULES = {"clip": "bench.miniworld.train_clip", "clip-image": "bench.miniworld.train_clip_image",
+                 "vae": "bench.miniworld.train_vae", "decoder": "bench.miniworld.train_decoder",
                  "unet": "bench.miniworld.train_unet", "detector": "bench.miniworld.train_detector",
                  "probe": "bench.miniworld.train_probe"}
-STAGE_OUTPUT = {"clip": "clip", "vae": "vae", "decoder": "vae", "unet": "pipeline", "detector": "detector",
-                "probe": "probe"}
+# Where each stage writes; the fine-tuning stages (clip-image, decoder) rewrite the folder they refine.
+STAGE_OUTPUT = {"clip": "clip", "clip-image": "clip", "vae": "vae", "decoder": "vae", "unet": "pipeline",
+                "detector": "detector", "probe": "probe"}
 
 
 def run_stage(stage: str, resume: bool = False, steps: int | None = None, out: Path | None = None,
