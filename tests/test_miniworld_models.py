@@ -135,6 +135,8 @@ def _decoder_step_keeps_the_encoder(tmp_path, ck, train_decoder, AutoencoderKL):
         assert torch.equal(in_pipeline[name], after[name]), name
     assert any(not torch.equal(after[n], t) for n, t in before.items() if n.startswith("decoder."))
     assert (tmp_path / "vae" / "metrics.json").is_file()  # the VAE stage's record stays
+    for config in list((tmp_path / "pipeline").rglob("config.json")) + [tmp_path / "vae" / "config.json"]:
+        assert "_name_or_path" not in json.loads(config.read_text()), config  # no local paths shipped
 
 
 def _small_val(module):

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from bench.miniworld import render as mw
 from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint
 from bench.miniworld.data import TRAINING_MIX, batch_indices, render_dataset
-from bench.miniworld.weights import record_checksums
+from bench.miniworld.weights import record_checksums, strip_local_paths
 
 SEED = 2
 STEPS = 1500
@@ -139,6 +139,7 @@ def _write(vae, out_dir: Path, root: Path) -> list[str]:
             shutil.copytree(target, tmp)  # keeps the VAE stage's metrics.json beside the weights
         vae.to(torch.float16).save_pretrained(str(tmp), safe_serialization=True)
         vae.to(torch.float32)
+        strip_local_paths(tmp)
         old = target.with_name(target.name + ".old")
         if target.is_dir():
             target.rename(old)

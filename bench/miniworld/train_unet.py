@@ -28,6 +28,7 @@ from tqdm import tqdm
 from bench.miniworld import render as mw
 from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint
 from bench.miniworld.data import TRAINING_MIX, batch_indices, render_cache_key, render_dataset
+from bench.miniworld.weights import strip_local_paths
 
 SEED = 2
 STEPS = 12_000
@@ -208,4 +209,5 @@ def assemble_pipeline(out_dir: Path, unet, vae, text_encoder, tokenizer) -> list
                                    feature_extractor=None, requires_safety_checker=False)
     pipe.to(torch.float16)
     pipe.save_pretrained(str(out_dir), safe_serialization=True)
+    strip_local_paths(out_dir)
     return [p for p in Path(out_dir).rglob("*") if p.is_file()]

@@ -24,6 +24,16 @@ from bench.paths import MINIWORLD_DIR
 SUMS_FILE = "SHA256SUMS"
 
 
+def strip_local_paths(folder: Path) -> None:
+    """Drop diffusers' ``_name_or_path`` (the folder a model was loaded from on the training
+    machine) from every config.json under ``folder``: shipped configs must not name our disks."""
+    import json
+    for config in Path(folder).rglob("config.json"):
+        data = json.loads(config.read_text())
+        if data.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
