@@ -102,6 +102,7 @@ def test_each_training_stage_runs_one_step(tmp_path, monkeypatch):
     assert pipe.unet.config.cross_attention_dim == 32
     assert json.loads((tmp_path / "pipeline" / "metrics.json").read_text())["steps"] == 1
     _decoder_step_keeps_the_encoder(tmp_path, ck, train_decoder, AutoencoderKL)
+    _warm_start_loads_the_trained_unet(tmp_path, train_unet)
     monkeypatch.setattr(train_probe, "N_PER_CLASS", 6)
     monkeypatch.setattr(train_probe, "N_VAL_PER_CLASS", 2)
     m = train_probe.train(tmp_path / "probe", ck, tmp_path, progress=False)
@@ -120,6 +121,20 @@ def _image_tower_step_keeps_the_text_tower(tmp_path, ck, train_clip_image):
         if not name.startswith("visual."):
             assert torch.equal(after[name], tensor), name
     assert any(not torch.equal(after[n], t) for n, t in before.items() if n.startswith("visual."))
+
+
+def _warm_start_loads_the_trained_unet(tmp_path, train_unet):
+    """--init-from: a fresh UNet takes the saved weights (model and EMA); a wrong shape is one line."""
+    fresh = train_unet.build_unet(32, TINY_UNET)
+    ema = train_unet.build_unet(32, TINY_UNET)
+    train_unet.warm_start(fresh, ema, tmp_path / "pipeline" / "unet")
+    from diffusers import UNet2DConditionModel
+    saved = UNet2DConditionModel.from_pretrained(str(tmp_path / "pipeline" / "unet"),
+                                                 torch_dtype=torch.float32).state_dict()
+    assert all(torch.equal(fresh.state_dict()[k], v) and torch.equal(ema.state_dict()[k], v)
+               for k, v in saved.items())
+    with pytest.raises(EraselabError, match="--init-from"):
+        train_unet.warm_start(train_unet.build_unet(64, TINY_UNET), ema, tmp_path / "pipeline" / "unet")
 
 
 def _decoder_step_keeps_the_encoder(tmp_path, ck, train_decoder, AutoencoderKL):

@@ -4,6 +4,7 @@
     eraselab miniworld sheet --out sheet.png
     eraselab miniworld train clip            # stages: clip clip-image vae decoder unet detector probe all
     eraselab miniworld train unet --resume   # continue from the stage's last checkpoint
+    eraselab miniworld train unet --init-from datasets/miniworld/v1/pipeline/unet --steps 4000
     eraselab miniworld eval --json           # quality bars -> model card
 """
 
@@ -41,6 +42,9 @@ def add_parser(sub) -> None:
                    help="override the stage's step/epoch count (for smoke runs)")
     t.add_argument("--out", type=Path, default=None,
                    help="write to this folder instead of the shipped datasets/miniworld/v1/")
+    t.add_argument("--init-from", type=Path, default=None, metavar="UNET_DIR",
+                   help="unet stage: start from a trained UNet folder (e.g. datasets/miniworld/v1/"
+                        "pipeline/unet) with a fresh optimiser, where no checkpoint exists")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(handler=_train)
 
@@ -87,7 +91,7 @@ def _train(args) -> int:
     stages = STAGES if args.stage == "all" else [args.stage]
     for stage in stages:
         metrics = training.run_stage(stage, resume=args.resume, steps=args.steps, out=args.out,
-                                     progress=not args.no_progress)
+                                     progress=not args.no_progress, init_from=args.init_from)
         print(f"{stage}: {json.dumps(metrics)}")
     return 0
 

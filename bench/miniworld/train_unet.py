@@ -114,9 +114,24 @@ def _lr_at(step: int, steps: int) -> float:
     return LR * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def warm_start(unet, ema, folder: Path) -> None:
+    """Load a trained UNet (a diffusers unet/ folder, e.g. the shipped pipeline/unet) into both the
+    trained copy and its EMA: how a machine without the checkpoints/ folder continues training."""
+    from diffusers import UNet2DConditionModel
+    from bench.errors import EraselabError
+    try:
+        source = UNet2DConditionModel.from_pretrained(str(folder), torch_dtype=torch.float32)
+        state = source.state_dict()
+        unet.load_state_dict(state, strict=True)
+        ema.load_state_dict(state, strict=True)
+    except (OSError, RuntimeError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EraselabError(f"--init-from {folder}: not a UNet of this stage's shape ({first_line})") from None
+
+
 def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume: bool = False,
           progress: bool = True, n_train: int = N_TRAIN, batch: int = BATCH,
-          unet_config: dict = UNET_CONFIG) -> dict:
+          unet_config: dict = UNET_CONFIG, init_from: Path | None = None) -> dict:
     from diffusers import AutoencoderKL, DDPMScheduler
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -133,6 +148,8 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     if resume and ckpt.is_file():
         start = load_checkpoint(ckpt, unet=unet, ema=ema, opt=opt)
         history = json.loads(history_path.read_text()) if history_path.is_file() else []
+    elif init_from is not None:  # a fresh optimiser and schedule from trained weights
+        warm_start(unet, ema, Path(init_from))
     data = render_dataset(n_train, 0, cache_dir=ckpt_dir, progress=progress, **TRAINING_MIX)
     lat_mean, lat_std = latent_moments(vae, data.images, latents_cache_path(ckpt_dir, n_train, vae), progress)
     noise_scheduler = DDPMScheduler(**SCHEDULE)
@@ -175,7 +192,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
             save_checkpoint(ckpt, step + 1, unet=unet, ema=ema, opt=opt)
             history_path.write_text(json.dumps(history, indent=1))
     files = assemble_pipeline(out_dir, ema.eval(), vae, text_encoder, tokenizer)
-    metrics = {"stage": "unet", "steps": steps, "batch": batch, "lr": LR, "seed": SEED,
+    metrics = {"stage": "unet", "steps": steps, "init_from": str(init_from) if init_from else None, "batch": batch, "lr": LR, "seed": SEED,
                "ema_decay": EMA_DECAY, "cfg_dropout": CFG_DROPOUT, "schedule": SCHEDULE,
                "unet_config": unet_config, "parameters": sum(p.numel() for p in ema.parameters()),
                "history": history, "train_seconds_total": training_seconds(history),

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from bench.errors import EraselabError
 from bench.paths import MINIWORLD_DIR
 from bench.miniworld.weights import record_checksums
 
@@ -29,7 +30,7 @@ STAGE_OUTPUT = {"clip": "clip", "clip-image": "clip", "vae": "vae", "decoder": "
 
 
 def run_stage(stage: str, resume: bool = False, steps: int | None = None, out: Path | None = None,
-              progress: bool = True) -> dict:
+              progress: bool = True, init_from: Path | None = None) -> dict:
     root = Path(out) if out is not None else MINIWORLD_DIR
     # Training runs on every core it is given; ERASELAB_THREADS lets two stages share a machine.
     torch.set_num_threads(int(os.environ.get("ERASELAB_THREADS", torch.get_num_threads())))
@@ -37,6 +38,10 @@ def run_stage(stage: str, resume: bool = False, steps: int | None = None, out: P
     kwargs = {"resume": resume, "progress": progress}
     if steps is not None:
         kwargs["steps"] = steps
+    if init_from is not None:
+        if stage != "unet":
+            raise EraselabError(f"--init-from applies to the unet stage only, not to {stage!r}")
+        kwargs["init_from"] = Path(init_from)
     out_dir = root / STAGE_OUTPUT[stage]
     metrics = module.train(out_dir=out_dir, ckpt_dir=root / "checkpoints", root=root, **kwargs)
     files = sorted(p.relative_to(root).as_posix() for p in out_dir.rglob("*") if p.is_file())
