@@ -44,9 +44,9 @@ N_VAL_PER_STYLE = 64
 
 def gradient_difference(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean L1 distance between the images' horizontal and vertical finite differences."""
-    dx = lambda t: t[..., :, 1:] - t[..., :, :-1]
-    dy = lambda t: t[..., 1:, :] - t[..., :-1, :]
-    return ((dx(recon) - dx(target)).abs().mean() + (dy(recon) - dy(target)).abs().mean()) / 2
+    horizontal = (recon.diff(dim=-1) - target.diff(dim=-1)).abs().mean()
+    vertical = (recon.diff(dim=-2) - target.diff(dim=-2)).abs().mean()
+    return (horizontal + vertical) / 2
 
 
 def decoder_parameters(vae) -> list[torch.nn.Parameter]:

@@ -192,7 +192,8 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
             save_checkpoint(ckpt, step + 1, unet=unet, ema=ema, opt=opt)
             history_path.write_text(json.dumps(history, indent=1))
     files = assemble_pipeline(out_dir, ema.eval(), vae, text_encoder, tokenizer)
-    metrics = {"stage": "unet", "steps": steps, "init_from": str(init_from) if init_from else None, "batch": batch, "lr": LR, "seed": SEED,
+    metrics = {"stage": "unet", "steps": steps, "init_from": str(init_from) if init_from else None,
+               "batch": batch, "lr": LR, "seed": SEED,
                "ema_decay": EMA_DECAY, "cfg_dropout": CFG_DROPOUT, "schedule": SCHEDULE,
                "unet_config": unet_config, "parameters": sum(p.numel() for p in ema.parameters()),
                "history": history, "train_seconds_total": training_seconds(history),
