@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from results_io import RESULTS_DIR, machine, write_result  # noqa: E402
+from results_io import RESULTS_DIR, machine, model_label, write_result  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -47,7 +47,7 @@ def main(argv=None) -> int:
             for bs in sizes}
     reference = runs[sizes[0]]
     diffs = {str(bs): int(max(np.abs(a - b).max() for a, b in zip(reference, runs[bs]))) for bs in sizes[1:]}
-    report = {"benchmark": "batch_invariance", "model": str(default_model()), "device": args.device,
+    report = {"benchmark": "batch_invariance", "model": model_label(default_model()), "device": args.device,
               "torch_version": torch.__version__, "machine": machine(),
               "images": args.images, "reference_batch_size": sizes[0],
               "max_abs_8bit_difference": diffs}

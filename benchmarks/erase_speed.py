@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from results_io import RESULTS_DIR, machine, write_result  # noqa: E402
+from results_io import RESULTS_DIR, machine, model_label, write_result  # noqa: E402
 
 DEFAULT_METHODS = "fewshot-te,esd-x"
 
@@ -49,7 +49,7 @@ def main(argv=None) -> int:
         from bench.pipeline_io import default_model, load_pipeline
         model_dir = default_model()
         pipe = load_pipeline(model_dir, device=device, progress=False)
-        model, note = str(model_dir), "shipped mini-world pipeline"
+        model, note = model_label(model_dir), "shipped mini-world pipeline"
     except EraselabError as exc:
         from bench.tiny import tiny_pipeline
         pipe = tiny_pipeline().to(device)

@@ -54,16 +54,21 @@ def main() -> None:
         (tmp / "bench-clip.json").write_text(json.dumps(STAND_IN_CLIP))
         open_clip.add_model_config(tmp)
         clip_opts = {"clip_model": "bench-clip"}
-    setup_ultralytics_offline()
-    from ultralytics import YOLO
-    from ultralytics.nn.tasks import DetectionModel
-    yolo = YOLO("yolov8n.yaml")
-    yolo.model = DetectionModel("yolov8n.yaml", nc=len(catalog.concepts), verbose=False)
-    yolo.model.names = dict(enumerate(catalog.concepts))
-    yolo.save(str(tmp / "yolo.pt"))
+    try:  # the shipped mini detector; else a random yolov8n with its classes (same cost per image)
+        from detectors.yolo import mini_detector_path
+        yolo_opts = {"weights": str(mini_detector_path()), "imgsz": 64}
+    except EraselabError:
+        setup_ultralytics_offline()
+        from ultralytics import YOLO
+        from ultralytics.nn.tasks import DetectionModel
+        yolo = YOLO("yolov8n.yaml")
+        yolo.model = DetectionModel("yolov8n.yaml", nc=len(catalog.concepts), verbose=False)
+        yolo.model.names = dict(enumerate(catalog.concepts))
+        yolo.save(str(tmp / "random-yolov8n.pt"))
+        yolo_opts = {"weights": str(tmp / "random-yolov8n.pt"), "imgsz": 64}
 
     setups = {"clip-score": clip_opts, "clip-zero-shot": clip_opts, "mapping": clip_opts,
-              "yolo": {"weights": str(tmp / "yolo.pt"), "imgsz": 64},
+              "yolo": yolo_opts,
               "imagenet-classifier": {"model": "resnet10t", "pretrained": False}}
     results = {}
     for name, opts in setups.items():

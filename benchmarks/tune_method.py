@@ -7,8 +7,11 @@ The authors' recipes were set for Stable Diffusion (fewshot-te's for CLIP ViT-L/
 world's models are far smaller, so its defaults (methods/defaults.py) must be chosen again, and
 never on what the benchmark evaluates. The tuning split is held apart three ways:
 
-- concepts: notre dame (instance), tench (object), pixel art (style); none of them is in the
-  issue-4 table (snoopy, church, van gogh) or in mini-default;
+- concepts: notre dame (instance), apple (object), neon (style); none of them is in the
+  issue-4 table (snoopy, church, van gogh) or in mini-default. (Session 2 used tench and pixel
+  art; on the session-3 mini SD the original model draws them in 1/16 of the tuning images, so
+  erasing them cannot be measured. Apple and neon, 78% and 70% on the model card, replaced them
+  before the session-4 sweeps, chosen on the original model alone; fewshot-te was swept again.)
 - prompts: the training captions' bare phrasing ("a drawing of notre dame"), which no catalog
   evaluation template uses ("a photo of {}" and the like, datasets/catalogs/_templates.yaml);
 - image seeds: derived from "tune:" ids, disjoint from the runner's and the model card's.
@@ -19,7 +22,9 @@ tuning prompts, judged by the mini detector (the style probe for the style). The
 before looking: among settings whose unrelated detection rate (mean over the three concepts) stays
 within 10 points of the original model's, take the lowest target detection rate; ties (within
 1/16) go to the smaller value of the first --grid key, then of the next (list the cost-deciding
-key first). Writes benchmarks/results/tune_<method>.json. Not a test.
+key first). Writes benchmarks/results/tune_<method>.json after every setting (marked
+"complete": false until the end); a rerun with the same method, grid and model resumes from it.
+Not a test.
 """
 
 from __future__ import annotations
@@ -34,15 +39,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from results_io import RESULTS_DIR, machine, write_result  # noqa: E402
+from results_io import RESULTS_DIR, machine, model_label, write_result  # noqa: E402
 
-TUNING_CONCEPTS = ("notre dame", "tench", "pixel art")
+TUNING_CONCEPTS = ("notre dame", "apple", "neon")
 # Bare training-caption phrasing (bench/miniworld/render.py _BARE_PREFIXES): no evaluation template.
 TARGET_PROMPTS = {
     "notre dame": ["a drawing of notre dame", "a rendering of notre dame"],
-    "tench": ["a drawing of a tench", "a rendering of a tench"],
-    "pixel art": ["a drawing of a parachute in the style of pixel art",
-                  "a rendering of a golf ball in the style of pixel art"],
+    "apple": ["a drawing of an apple", "a rendering of an apple"],
+    "neon": ["a drawing of a parachute in the style of neon",
+             "a rendering of a golf ball in the style of neon"],
 }
 # Unrelated to every tuning concept (not a parent, child or related concept of any of them).
 UNRELATED_PROMPTS = [("a drawing of a french horn", "french horn"), ("a rendering of a gas pump", "gas pump"),
@@ -146,11 +151,22 @@ def main(argv=None) -> int:
         return {"target": sum(r["target"] for r in per.values()) / len(per),
                 "unrelated": sum(r["unrelated"] for r in per.values()) / len(per), "per_concept": per}
 
-    original = measure(pipe)
+    report = {"benchmark": "tune_method", "method": args.method, "grid": grid, "model": model_label(model),
+              "tuning_concepts": list(TUNING_CONCEPTS), "target_prompts": TARGET_PROMPTS,
+              "unrelated_prompts": [p for p, _ in UNRELATED_PROMPTS],
+              "images_per_concept": {"target": TARGET_SAMPLES * 2, "unrelated": UNRELATED_SAMPLES * 4},
+              "rule": _rule_text(),
+              "torch_threads": torch.get_num_threads(), "machine": machine()}
+    earlier = _resumable(out_path, report)
+    original = earlier["original"] if earlier else measure(pipe)
     print(f"original: target {original['target']:.2f} unrelated {original['unrelated']:.2f}")
-    settings = []
+    settings = earlier["settings"] if earlier else []
+    report.update(original=original, settings=settings, complete=False)
+    done = [s["overrides"] for s in settings]
     for values in itertools.product(*grid.values()):
         overrides = dict(zip(grid, values))
+        if overrides in done:
+            continue
         per, seconds = {}, []
         for concept in TUNING_CONCEPTS:
             result = erase(pipe, args.method, concept, overrides=overrides, seed=0, progress=False)
@@ -161,22 +177,33 @@ def main(argv=None) -> int:
                "target": sum(r["target"] for r in per.values()) / len(per),
                "unrelated": sum(r["unrelated"] for r in per.values()) / len(per), "per_concept": per}
         settings.append(row)
+        write_result(report, out_path)  # partial: a rerun resumes after this setting
         print(f"{overrides}: target {row['target']:.2f} unrelated {row['unrelated']:.2f} "
               f"({row['seconds_mean']} s per erasure)", flush=True)
     chosen = choose(settings, original, list(grid))
     print("chosen:", chosen["overrides"] if chosen else "none keeps unrelated prompts within tolerance")
-    report = {"benchmark": "tune_method", "method": args.method, "grid": grid, "model": str(model),
-              "tuning_concepts": list(TUNING_CONCEPTS), "target_prompts": TARGET_PROMPTS,
-              "unrelated_prompts": [p for p, _ in UNRELATED_PROMPTS],
-              "images_per_concept": {"target": TARGET_SAMPLES * 2, "unrelated": UNRELATED_SAMPLES * 4},
-              "rule": __doc__.split("The rule, fixed before looking: ")[1].split(" Writes")[0],
-              "original": original, "settings": settings, "chosen": chosen,
-              "torch_threads": torch.get_num_threads(),
-              "machine": machine(),
-              "date": time.strftime("%Y-%m-%d")}
+    report.update(chosen=chosen, complete=True, date=time.strftime("%Y-%m-%d"))
     out = write_result(report, out_path)
     print(f"wrote {out}")
     return 0
+
+
+def _rule_text() -> str:
+    """The selection rule as the module docstring states it (one line, for the result file)."""
+    flat = " ".join(__doc__.split())
+    return flat.split("The rule, fixed before looking: ")[1].split(" Writes")[0]
+
+
+def _resumable(path: str, report: dict) -> dict | None:
+    """The earlier partial result at ``path`` if it was made by the same sweep, else None."""
+    import json
+    try:
+        earlier = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    same = all(earlier.get(k) == report[k] for k in ("method", "grid", "model", "tuning_concepts",
+                                                      "target_prompts", "unrelated_prompts"))
+    return earlier if same and not earlier.get("complete", True) else None
 
 
 if __name__ == "__main__":

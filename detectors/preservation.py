@@ -8,7 +8,9 @@
   with a custom ``feature`` module. The Inception weights those metrics default to cannot be
   downloaded here, so the features are the evaluation CLIP's image embeddings: these are CLIP-
   feature distances, hence the name ``kid-clip`` / ``fid_clip``; never compare them with
-  published (Inception) FIDs. KID's subset size adapts to small sets (min(1000, n)).
+  published (Inception) FIDs. KID's subset size adapts to small sets: min(1000, n // 2), at least 2.
+  Half the set, not all of it, so that the subsets differ: subsets of all n images are the same
+  set in another order, and their std (the spread the report shows) would be a false zero.
 
 ``kid_fid(edited, original, feature)`` is the metric on tensors with any feature module.
 """
@@ -36,7 +38,7 @@ def kid_fid(edited, original, feature, subsets: int = 100, seed: int = 0, with_f
     n_e, n_o = len(edited), len(original)
     if min(n_e, n_o) < 2:
         raise EraselabError(f"KID needs at least 2 images in each set, got {n_e} edited and {n_o} original")
-    subset_size = min(1000, n_e, n_o)
+    subset_size = min(1000, max(2, min(n_e, n_o) // 2))  # why half: the module docstring
     with warnings.catch_warnings():  # "will save all extracted features": expected, sets are small
         warnings.simplefilter("ignore", UserWarning)
         kid = KernelInceptionDistance(feature=feature, subsets=subsets, subset_size=subset_size)
@@ -83,7 +85,7 @@ class KidClip(UsesEvaluationClip, SetScorer):
     """KID (and FID where n > feature dim) on CLIP image features, edited vs original sets."""
 
     name = "kid-clip"
-    version = "1"
+    version = "2"  # 2: subsets of half the set (1 used all of it: zero std)
     columns = ("kid_clip", "kid_clip_std", "kid_subset_size", "fid_clip", "n_edited", "n_original")
 
     def __init__(self, device: str | None = "cpu", batch_size: int = 256, clip_model: str = MINI_CLIP,

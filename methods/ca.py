@@ -9,6 +9,9 @@ anchor's predictions. Optional prior preservation adds ``L_DM(anchor images, c_a
 AdamW, lr 2e-6 x batch (``scale_lr``), weight decay 1e-2, grad clip 1.
 Variants: ``kv`` (attn2 to_k/to_v, default), ``attn`` (every attention projection), ``full``.
 Generating the anchor set dominates its cost; the mini family uses 16 anchors (methods/defaults.py).
+The anchor set is kept as the sampler's final latents, not decoded to images and encoded again
+as the authors' pipeline does (it saves its images): the decode/encode round trip only adds the
+VAE's reconstruction error and cost, and the model trains on its own samples either way.
 
     eraselab erase --method ca --concept snoopy --seed 0 --out out/ca-snoopy
 """

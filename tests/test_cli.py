@@ -71,3 +71,22 @@ def test_miniworld_render_bad_n_is_usage_error(tmp_path):
     code, _, err = run_cli("miniworld", "render", "--concept", "snoopy", "--n", "0", "--seed", "0",
                            "--out", str(tmp_path / "x"))
     assert code == 2 and "positive integer" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["clip", "--device", "cuda"], "--device applies to the unet stage only, not to 'clip'"),
+    (["unet", "--device", "gpu0"], "--device 'gpu0': not a torch device"),
+    (["unet", "--device", "meta"], "the unet stage trains on cpu or cuda only"),
+])
+def test_miniworld_train_device_errors_are_one_line(tmp_path, args, message):
+    code, _, err = run_cli("miniworld", "train", *args, "--out", str(tmp_path / "mw"))
+    assert code == 1 and err.strip().count("\n") == 0 and message in err
+    assert not (tmp_path / "mw").exists()  # refused before any stage wrote anything
+
+
+def test_miniworld_train_on_missing_cuda_is_one_line(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = run_cli("miniworld", "train", "unet", "--device", "cuda", "--out", str(tmp_path / "mw"))
+    assert code == 1 and "CUDA is not available" in err and not (tmp_path / "mw").exists()

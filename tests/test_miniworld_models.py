@@ -2,6 +2,7 @@
 and (once shipped) deterministic generation with the shipped pipeline."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -160,7 +161,26 @@ def _small_val(module):
     for label in module.clip_labels():
         images.append(mw.render(label, "plain", 0).image)
         labels.append(label)
-    return np.stack(images), labels
+    return np.stack(images), labels, ["plain"] * len(labels)
+
+
+def test_run_stage_records_every_output_folder(tmp_path, monkeypatch):
+    """The decoder stage rewrites vae/ and pipeline/vae/: both land in SHA256SUMS."""
+    import types
+    from bench.miniworld import training
+
+    def fake_train(out_dir, ckpt_dir, root, **kwargs):
+        for folder in (out_dir, root / "pipeline" / "vae"):
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "weights.safetensors").write_bytes(b"w")
+        return {"steps": 1}
+
+    fake = types.ModuleType("fake_decoder")
+    fake.train = fake_train
+    monkeypatch.setitem(sys.modules, "fake_decoder", fake)
+    monkeypatch.setitem(training.STAGE_MODULES, "decoder", "fake_decoder")
+    training.run_stage("decoder", out=tmp_path, progress=False)
+    assert {"vae/weights.safetensors", "pipeline/vae/weights.safetensors"} <= set(weights.read_sums(tmp_path))
 
 
 def _shipped(relpath: str) -> bool:

@@ -163,8 +163,8 @@ def test_clip_image_similarity_pairs(tiny_clip):
 def test_kid_clip_scorer_on_tiny_clip(tiny_clip):
     scorer = SCORERS.get("kid-clip")(clip_model=tiny_clip, subsets=10)
     out = scorer.score(random_images(6, seed=1), random_images(6, seed=2))
-    assert out["kid_subset_size"] == 6 and out["fid_clip"] is None  # n=6 <= 32 feature dims
-    assert out["kid-clip.version"] == "1"
+    assert out["kid_subset_size"] == 3 and out["fid_clip"] is None  # n=6 <= 32 feature dims
+    assert out["kid-clip.version"] == "2"
 
 
 def test_miniworld_clip_loader_reads_shipped_layout(tiny_clip, tmp_path):
@@ -395,8 +395,9 @@ def test_kid_of_a_set_against_itself_is_zero_and_grows_with_difference():
     assert abs(same["kid_clip"]) < 0.2 * diff["kid_clip"] and same["fid_clip"] == pytest.approx(0, abs=1e-6)
     assert diff["kid_clip"] > 0.01 and diff["fid_clip"] > 0.1
     assert kid_fid(a, b, feature, subsets=20) == diff  # seeded subsets: reproducible
+    assert diff["kid_subset_size"] == 20 and diff["kid_clip_std"] > 0  # subsets differ: a real spread
     small = kid_fid(a[:5], b[:7], feature, subsets=5)
-    assert small["kid_subset_size"] == 5 and small["fid_clip"] is None  # n <= 8 dims: no FID
+    assert small["kid_subset_size"] == 2 and small["fid_clip"] is None  # n <= 8 dims: no FID
     with pytest.raises(EraselabError, match="at least 2"):
         kid_fid(a[:1], b, feature)
 

@@ -5,6 +5,7 @@
     eraselab miniworld train clip            # stages: clip clip-image vae decoder unet detector probe all
     eraselab miniworld train unet --resume   # continue from the stage's last checkpoint
     eraselab miniworld train unet --init-from datasets/miniworld/v1/pipeline/unet --steps 4000
+    eraselab miniworld train unet --device cuda   # on a lent GPU (the other stages run on the CPU)
     eraselab miniworld eval --json           # quality bars -> model card
 """
 
@@ -45,6 +46,8 @@ def add_parser(sub) -> None:
     t.add_argument("--init-from", type=Path, default=None, metavar="UNET_DIR",
                    help="unet stage: start from a trained UNet folder (e.g. datasets/miniworld/v1/"
                         "pipeline/unet) with a fresh optimiser, where no checkpoint exists")
+    t.add_argument("--device", default="cpu",
+                   help="unet stage: train on this torch device (cuda on a lent GPU; default cpu)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(handler=_train)
 
@@ -91,7 +94,8 @@ def _train(args) -> int:
     stages = STAGES if args.stage == "all" else [args.stage]
     for stage in stages:
         metrics = training.run_stage(stage, resume=args.resume, steps=args.steps, out=args.out,
-                                     progress=not args.no_progress, init_from=args.init_from)
+                                     progress=not args.no_progress, init_from=args.init_from,
+                                     device=args.device)
         print(f"{stage}: {json.dumps(metrics)}")
     return 0
 

@@ -119,7 +119,7 @@ def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path) -> dict:
     from bench.pipeline_io import load_pipeline
     from detectors import SCORERS
     catalog = load_catalog("miniworld")
-    pipe = load_pipeline(str(root / "pipeline"))
+    pipe = load_pipeline(str(root / "pipeline"), progress=False)  # eval has its own bars
     detector = SCORERS.get("miniworld-yolo")(miniworld_root=str(root))
     probe = SCORERS.get("miniworld-style-probe")(probe_dir=str(root / "probe"), clip_root=str(root))
     per_concept, sheet_rows = {}, []

@@ -55,15 +55,16 @@ def eval_style(label: str, i: int) -> str:
 
 
 def validation_set(n_per_label: int = 20):
-    """Held-out renders (seed namespace 'clip-val') in the training style mix, with labels."""
-    images, labels = [], []
+    """Held-out renders (seed namespace 'clip-val') in the training style mix: images, labels, styles."""
+    images, labels, styles = [], [], []
     for label in clip_labels():
         for i in range(n_per_label):
             style = eval_style(label, i)
             sample = mw.render(label, style, mw.stable_seed("clip-val", label, i))
             images.append(sample.image)
             labels.append(label)
-    return np.stack(images), labels
+            styles.append(style)
+    return np.stack(images), labels, styles
 
 
 def _lr_at(step: int, steps: int) -> float:
@@ -92,7 +93,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path | None = None, steps: int = 
         history = json.loads(history_path.read_text()) if history_path.is_file() else []
     data = render_dataset(n_train, SEED, cache_dir=ckpt_dir, progress=progress,
                           **TRAINING_MIX)
-    val_images, val_labels = validation_set()
+    val_images, val_labels, _ = validation_set()
     loss_fn = open_clip.ClipLoss()
     labels = clip_labels()
     t0 = time.time()

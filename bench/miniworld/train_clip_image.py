@@ -50,10 +50,9 @@ def _lr_at(step: int, steps: int) -> float:
 
 def accuracy_per_style(model, n_per_label: int = 20) -> dict:
     """Zero-shot top-1 on the clip stage's held-out validation renders, overall and per style."""
-    from bench.miniworld.train_clip import clip_labels, eval_style, validation_set
-    images, labels = validation_set(n_per_label)
+    from bench.miniworld.train_clip import clip_labels, validation_set
+    images, labels, styles = validation_set(n_per_label)
     predicted = zero_shot_predict(model.eval(), images, clip_labels())
-    styles = [eval_style(label, i % n_per_label) for i, label in enumerate(labels)]
     hits = np.array([p == t for p, t in zip(predicted, labels)])
     out = {"overall": round(float(hits.mean()), 4)}
     for style in mw.STYLES:

@@ -1,6 +1,6 @@
 """Stage 3: train the mini Stable Diffusion UNet and assemble the pipeline folder.
 
-    eraselab miniworld train unet [--resume] [--steps N]
+    eraselab miniworld train unet [--resume] [--steps N] [--device cuda]
 
 Needs the clip/ and vae/ stages. The mini CLIP's text tower is converted to a transformers
 CLIPTextModel (bench/miniworld/convert.py) and frozen, as SD 1.x freezes CLIP ViT-L/14. The
@@ -9,6 +9,8 @@ DDPM schedule (1000 steps, scaled-linear betas 0.00085..0.012), with fresh capti
 and 10% of captions dropped to "" for classifier-free guidance. AdamW lr 5e-4 (500 warm-up
 steps, cosine to 10%), batch 64, EMA 0.999 (the EMA weights are shipped). Checkpoints every
 200 steps; ``--resume`` continues bit-for-bit (batches, noise and dropout derive from the step).
+``--device cuda`` trains on a GPU: batches, noise and dropout are still drawn on the CPU from the
+same seeds, so only floating-point rounding differs from a CPU run (the device is recorded).
 Writes pipeline/ (a StableDiffusionPipeline folder, fp16 safetensors, DDIM scheduler, no
 safety checker) and pipeline/metrics.json.
 """
@@ -71,7 +73,7 @@ def encode_captions(text_encoder, tokenizer, captions: list[str]) -> torch.Tenso
     # Exactly what StableDiffusionPipeline.encode_prompt computes (no attention mask).
     ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids
-    return text_encoder(ids)[0]
+    return text_encoder(ids.to(text_encoder.device))[0]
 
 
 @torch.no_grad()
@@ -83,9 +85,9 @@ def latent_moments(vae, images: np.ndarray, cache: Path, progress: bool) -> tupl
     from bench.miniworld.train_vae import to_vae_input
     means, stds = [], []
     for start in tqdm(range(0, len(images), 256), desc="encode latents", disable=not progress):
-        post = vae.encode(to_vae_input(images[start:start + 256])).latent_dist
-        means.append(post.mean)
-        stds.append(post.std)
+        post = vae.encode(to_vae_input(images[start:start + 256]).to(vae.device)).latent_dist
+        means.append(post.mean.cpu())
+        stds.append(post.std.cpu())
     mean, std = torch.cat(means), torch.cat(stds)
     np.save(mean_path, mean.numpy())
     np.save(std_path, std.numpy())
@@ -131,15 +133,17 @@ def warm_start(unet, ema, folder: Path) -> None:
 
 def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume: bool = False,
           progress: bool = True, n_train: int = N_TRAIN, batch: int = BATCH,
-          unet_config: dict = UNET_CONFIG, init_from: Path | None = None) -> dict:
+          unet_config: dict = UNET_CONFIG, init_from: Path | None = None, device: str = "cpu") -> dict:
     from diffusers import AutoencoderKL, DDPMScheduler
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
+    dev = torch.device(device)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     # The tokenizer is built beside the checkpoints: out_dir only ever holds a finished pipeline.
     text_encoder, tokenizer = frozen_text_side(root, ckpt_dir / "tokenizer")
-    vae = AutoencoderKL.from_pretrained(str(Path(root) / "vae"), torch_dtype=torch.float32).eval()
+    text_encoder.to(dev)
+    vae = AutoencoderKL.from_pretrained(str(Path(root) / "vae"), torch_dtype=torch.float32).eval().to(dev)
     scaling = vae.config.scaling_factor
-    unet = build_unet(text_encoder.config.hidden_size, unet_config)
+    unet = build_unet(text_encoder.config.hidden_size, unet_config).to(dev)  # before the optimiser
     ema = copy.deepcopy(unet).requires_grad_(False)
     opt = torch.optim.AdamW(unet.parameters(), lr=LR, weight_decay=1e-2)
     ckpt = ckpt_dir / "unet.pt"
@@ -169,6 +173,8 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
         latents[flip] = latents[flip].flip(-1)  # renders are left-right symmetric in meaning
         noise = torch.randn(latents.shape, generator=gen)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=gen)
+        # Everything random is drawn above on the CPU: a GPU run sees the same batches and noise.
+        latents, noise, timesteps = latents.to(dev), noise.to(dev), timesteps.to(dev)
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         captions = data.captions(idx.tolist(), seed=step)
         drop = (torch.rand(batch, generator=gen) < CFG_DROPOUT).tolist()
@@ -191,8 +197,10 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
                             "seconds": round(time.time() - t0, 1)})
             save_checkpoint(ckpt, step + 1, unet=unet, ema=ema, opt=opt)
             history_path.write_text(json.dumps(history, indent=1))
-    files = assemble_pipeline(out_dir, ema.eval(), vae, text_encoder, tokenizer)
+    cpu = torch.device("cpu")
+    files = assemble_pipeline(out_dir, ema.eval().to(cpu), vae.to(cpu), text_encoder.to(cpu), tokenizer)
     metrics = {"stage": "unet", "steps": steps, "init_from": str(init_from) if init_from else None,
+               "device": str(dev),
                "batch": batch, "lr": LR, "seed": SEED,
                "ema_decay": EMA_DECAY, "cfg_dropout": CFG_DROPOUT, "schedule": SCHEDULE,
                "unet_config": unet_config, "parameters": sum(p.numel() for p in ema.parameters()),

@@ -24,13 +24,15 @@ STAGE_MODULES = {"clip": "bench.miniworld.train_clip", "clip-image": "bench.mini
                  "vae": "bench.miniworld.train_vae", "decoder": "bench.miniworld.train_decoder",
                  "unet": "bench.miniworld.train_unet", "detector": "bench.miniworld.train_detector",
                  "probe": "bench.miniworld.train_probe"}
-# Where each stage writes; the fine-tuning stages (clip-image, decoder) rewrite the folder they refine.
-STAGE_OUTPUT = {"clip": "clip", "clip-image": "clip", "vae": "vae", "decoder": "vae", "unet": "pipeline",
-                "detector": "detector", "probe": "probe"}
+# Where each stage writes (the first folder is its out_dir); the fine-tuning stages (clip-image,
+# decoder) rewrite the folder they refine, and the decoder also replaces the pipeline's vae/.
+STAGE_OUTPUT = {"clip": ("clip",), "clip-image": ("clip",), "vae": ("vae",),
+                "decoder": ("vae", "pipeline/vae"), "unet": ("pipeline",),
+                "detector": ("detector",), "probe": ("probe",)}
 
 
 def run_stage(stage: str, resume: bool = False, steps: int | None = None, out: Path | None = None,
-              progress: bool = True, init_from: Path | None = None) -> dict:
+              progress: bool = True, init_from: Path | None = None, device: str = "cpu") -> dict:
     root = Path(out) if out is not None else MINIWORLD_DIR
     # Training runs on every core it is given; ERASELAB_THREADS lets two stages share a machine.
     torch.set_num_threads(int(os.environ.get("ERASELAB_THREADS", torch.get_num_threads())))
@@ -42,8 +44,26 @@ def run_stage(stage: str, resume: bool = False, steps: int | None = None, out: P
         if stage != "unet":
             raise EraselabError(f"--init-from applies to the unet stage only, not to {stage!r}")
         kwargs["init_from"] = Path(init_from)
-    out_dir = root / STAGE_OUTPUT[stage]
-    metrics = module.train(out_dir=out_dir, ckpt_dir=root / "checkpoints", root=root, **kwargs)
-    files = sorted(p.relative_to(root).as_posix() for p in out_dir.rglob("*") if p.is_file())
+    if device != "cpu":
+        kwargs["device"] = check_training_device(stage, device)
+    outputs = [root / folder for folder in STAGE_OUTPUT[stage]]
+    metrics = module.train(out_dir=outputs[0], ckpt_dir=root / "checkpoints", root=root, **kwargs)
+    files = sorted(p.relative_to(root).as_posix() for folder in outputs if folder.is_dir()
+                   for p in folder.rglob("*") if p.is_file())
     record_checksums(files, root)
     return {k: v for k, v in metrics.items() if k != "history"}
+
+
+def check_training_device(stage: str, device: str) -> str:
+    """Only the UNet stage (the one that dominates training time) runs off the CPU."""
+    if stage != "unet":
+        raise EraselabError(f"--device applies to the unet stage only, not to {stage!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise EraselabError(f"--device {device!r}: not a torch device (expected cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise EraselabError(f"--device {device}: CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise EraselabError(f"--device {device}: the unet stage trains on cpu or cuda only")
+    return str(dev)

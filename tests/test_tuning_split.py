@@ -1,0 +1,79 @@
+"""benchmarks/tune_method.py, which chooses the mini-world defaults (methods/defaults.py): the tuning
+split stays apart from what the benchmark evaluates, the selection rule is the one its docstring
+states, and a partial sweep resumes only into the same sweep."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import tune_method  # noqa: E402
+
+from bench.catalog import load_catalog  # noqa: E402
+from bench.runner.plan import concept_prompts  # noqa: E402
+from bench.runner.suite import load_suite  # noqa: E402
+
+
+def _setting(steps, lr, target, unrelated):
+    return {"overrides": {"steps": steps, "lr": lr}, "target": target, "unrelated": unrelated}
+
+
+def test_tuning_prompts_are_no_evaluation_prompt():
+    catalog = load_catalog("miniworld")
+    evaluated = {p for c in catalog.concepts.values() for p in c.prompts()}
+    for suite_name in ("mini-default", "mini-methods", "mini-full"):
+        suite = load_suite(suite_name)
+        for concept in suite.concepts:
+            evaluated |= {p.text for ps in concept_prompts(suite, concept).values() for p in ps}
+    tuning = {p for ps in tune_method.TARGET_PROMPTS.values() for p in ps}
+    tuning |= {p for p, _ in tune_method.UNRELATED_PROMPTS}
+    assert tuning and not tuning & evaluated
+
+
+def test_tuning_concepts_are_not_in_the_issue_table_or_the_main_job():
+    reported = set(load_suite("mini-methods").concepts) | set(load_suite("mini-default").concepts)
+    assert not set(tune_method.TUNING_CONCEPTS) & reported
+    catalog = load_catalog("miniworld")
+    for prompt, subject in tune_method.UNRELATED_PROMPTS:  # unrelated to every tuning concept
+        for name in tune_method.TUNING_CONCEPTS:
+            concept = catalog[name]
+            assert subject not in {name, concept.parent, *concept.related}, (prompt, name)
+
+
+def test_rule_keeps_unrelated_prompts_then_lowest_target_then_cheapest():
+    original = {"target": 0.7, "unrelated": 0.7}
+    settings = [_setting(40, 1e-3, 0.0, 0.5),     # erases everything, breaks unrelated: out
+                _setting(40, 1e-4, 0.10, 0.65),   # within 10 points
+                _setting(8, 1e-4, 0.12, 0.70),    # ties with the above (within 1/16): fewer steps
+                _setting(8, 1e-5, 0.60, 0.70)]
+    assert tune_method.choose(settings, original, ["steps", "lr"])["overrides"] == {"steps": 8, "lr": 1e-4}
+    assert tune_method.choose(settings[:1], original, ["steps", "lr"]) is None
+    # not a tie any more: the lower target wins although it costs more steps
+    settings[2]["target"] = 0.20
+    assert tune_method.choose(settings, original, ["steps", "lr"])["overrides"] == {"steps": 40, "lr": 1e-4}
+
+
+def test_rule_text_is_the_docstrings():
+    assert tune_method._rule_text().startswith("among settings whose unrelated detection rate")
+
+
+@pytest.mark.parametrize("change, resumes", [({}, True), ({"grid": {"steps": [8]}}, False),
+                                             ({"complete": True}, False), ({"method": "esd-x"}, False)])
+def test_partial_results_resume_only_the_same_sweep(tmp_path, change, resumes):
+    report = {"method": "ga", "grid": {"steps": [8, 40]}, "model": "m", "tuning_concepts": ["a"],
+              "target_prompts": {"a": ["p"]}, "unrelated_prompts": ["q"]}
+    earlier = {**report, "original": {}, "settings": [], "complete": False, **change}
+    path = tmp_path / "tune.json"
+    path.write_text(json.dumps(earlier))
+    assert (tune_method._resumable(str(path), report) is not None) == resumes
+    assert tune_method._resumable(str(tmp_path / "missing.json"), report) is None
+
+
+def test_grid_parsing():
+    assert tune_method.parse_grid(["steps=8,40", "lr=1e-5,1e-4"]) == {"steps": [8, 40], "lr": [1e-5, 1e-4]}
+    with pytest.raises(SystemExit, match="key=value1"):
+        tune_method.parse_grid(["steps"])
