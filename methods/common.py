@@ -153,11 +153,14 @@ def ddim_sample(unet, scheduler, cond, uncond, n_steps: int, stop_at: int, guida
 
 @contextmanager
 def quiet_progress(pipe):
+    """No sampling bars inside a method; the caller's own setting comes back afterwards (a
+    pipeline loaded with progress=False stays quiet)."""
+    previous = dict(getattr(pipe, "_progress_bar_config", {}))
     pipe.set_progress_bar_config(disable=True)
     try:
         yield
     finally:
-        pipe.set_progress_bar_config(disable=False)
+        pipe.set_progress_bar_config(**previous)
 
 
 @torch.no_grad()

@@ -325,3 +325,14 @@ def test_cli_without_model_needs_the_mini_world(tmp_path, capsys):
                  "--out", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1 and "mini-world" in err
+
+
+def test_generating_inside_a_method_keeps_the_callers_progress_setting():
+    """A pipeline loaded quiet (load_pipeline(progress=False)) stays quiet after CA/GA/SalUn
+    generate their anchor or retain images; one with bars keeps them."""
+    from methods.common import generate_latents
+    pipe = tiny_pipeline()
+    for setting in ({"disable": True}, {}):
+        pipe.set_progress_bar_config(**setting)
+        generate_latents(pipe, ["a photo of a snoopy"], 2, 1.0, torch.Generator().manual_seed(0))
+        assert pipe._progress_bar_config == setting
