@@ -23,7 +23,9 @@ before looking: among settings whose unrelated detection rate (mean over the thr
 within 10 points of the original model's, take the lowest target detection rate; ties (within
 1/16) go to the smaller value of the first --grid key, then of the next (list the cost-deciding
 key first). Writes benchmarks/results/tune_<method>.json after every setting (marked
-"complete": false until the end); a rerun with the same method, grid and model resumes from it.
+"complete": false until the end); a rerun with the same method and model reuses every setting
+it measured that the new grid holds: an interrupted sweep resumes, an extended grid adds only
+what is new.
 Not a test.
 """
 
@@ -195,15 +197,21 @@ def _rule_text() -> str:
 
 
 def _resumable(path: str, report: dict) -> dict | None:
-    """The earlier partial result at ``path`` if it was made by the same sweep, else None."""
+    """The earlier result at ``path`` if it measured the same method, model and tuning split, with
+    only the settings that the new grid also holds (so a grid can be extended, e.g. to lower
+    learning rates when no setting kept unrelated prompts); else None."""
     import json
     try:
         earlier = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    same = all(earlier.get(k) == report[k] for k in ("method", "grid", "model", "tuning_concepts",
+    same = all(earlier.get(k) == report[k] for k in ("method", "model", "tuning_concepts",
                                                       "target_prompts", "unrelated_prompts"))
-    return earlier if same and not earlier.get("complete", True) else None
+    if not same:
+        return None
+    wanted = [dict(zip(report["grid"], values)) for values in itertools.product(*report["grid"].values())]
+    earlier["settings"] = [s for s in earlier.get("settings", []) if s["overrides"] in wanted]
+    return earlier
 
 
 if __name__ == "__main__":

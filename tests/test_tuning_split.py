@@ -61,15 +61,23 @@ def test_rule_text_is_the_docstrings():
     assert tune_method._rule_text().startswith("among settings whose unrelated detection rate")
 
 
-@pytest.mark.parametrize("change, resumes", [({}, True), ({"grid": {"steps": [8]}}, False),
-                                             ({"complete": True}, False), ({"method": "esd-x"}, False)])
-def test_partial_results_resume_only_the_same_sweep(tmp_path, change, resumes):
+@pytest.mark.parametrize("change, kept", [({}, [8, 40]), ({"grid": {"steps": [8, 100]}}, [8]),
+                                          ({"method": "esd-x"}, None), ({"model": "other"}, None)])
+def test_earlier_results_are_reused_only_for_the_same_sweep(tmp_path, change, kept):
+    """Same method, model and split: the settings the new grid holds are reused (resume, or an
+    extended grid); anything else measures again."""
     report = {"method": "ga", "grid": {"steps": [8, 40]}, "model": "m", "tuning_concepts": ["a"],
               "target_prompts": {"a": ["p"]}, "unrelated_prompts": ["q"]}
-    earlier = {**report, "original": {}, "settings": [], "complete": False, **change}
+    settings = [{"overrides": {"steps": 8}}, {"overrides": {"steps": 40}}]
+    earlier = {**report, "original": {}, "settings": settings, "complete": True}  # or partial
     path = tmp_path / "tune.json"
     path.write_text(json.dumps(earlier))
-    assert (tune_method._resumable(str(path), report) is not None) == resumes
+    new = {**report, **change}
+    reused = tune_method._resumable(str(path), new)
+    if kept is None:
+        assert reused is None
+    else:
+        assert [s["overrides"]["steps"] for s in reused["settings"]] == [s for s in kept if s in new["grid"]["steps"]]
     assert tune_method._resumable(str(tmp_path / "missing.json"), report) is None
 
 
