@@ -14,15 +14,46 @@ Table (what differs from the authors' defaults; blank = authors' value):
 
 | method       | sd (authors)                               | mini                                  |
 |--------------|--------------------------------------------|---------------------------------------|
-| fewshot-te   | lr 1e-5, 8 steps, k 4, batch 2             | lr 1e-4, 40 steps (tuning split)       |
-| esd-*        | lr 1e-5, 1000 steps, 50 DDIM steps         | lr 1e-4, 100 steps, 25 DDIM steps      |
+| fewshot-te   | lr 1e-5, 8 steps, k 4, batch 2             | lr 1e-4, 40 steps                     |
+| esd-x, esd-x-strict | lr 1e-5, 1000 steps, 50 DDIM steps  | lr 1e-3, 100 steps, 25 DDIM steps     |
+| esd-u        | lr 1e-5, 1000 steps, 50 DDIM steps         | lr 1e-6, 50 steps, 25 DDIM steps      |
 | uce          | lam 0.5, erase 1, preserve 1               |                                       |
-| ca           | lr 2e-6 x batch 4, 100 steps, 1000 anchors | lr 2e-5 x batch, 40 steps, 16 anchors  |
-| fmn          | lr 2e-6, 35 steps                          | lr 2e-5                                |
-| ga           | lr 1e-5, 8 steps, alpha 0.1                | lr 1e-4, 40 steps                      |
-| salun        | lr 1e-5, 100 steps, alpha 0.5, mask 50%    | lr 1e-4, 40 steps                      |
-| advunlearn   | lr 1e-5, 1000 its (200 no attack), 30 atk  | lr 1e-4, 40 its (8 no attack), 5 atk   |
+| ca           | lr 2e-6 x batch 4, 100 steps, 1000 anchors | lr 2e-5 x batch, 40 steps, 16 anchors |
+| fmn          | lr 2e-6, 35 steps                          |                                       |
+| ga           | lr 1e-5, 8 steps, alpha 0.1                | lr 3e-5, 25 DDIM steps for retain set |
+| salun        | lr 1e-5, 100 steps, alpha 0.5, mask 50%    | lr 3e-5, 40 steps                     |
+| advunlearn   | lr 1e-5, 1000 its (200 no attack), 30 atk  | lr 3e-5, 100 its (8 no attack), 5 atk |
 | sld, negative-prompt, original | presets as published     |                                       |
+
+How the mini values were chosen (issue 4): lr and steps of every trained method by
+``benchmarks/tune_method.py`` on its held-apart tuning split (notre dame, apple, neon; training-
+caption phrasing that no evaluation template uses; own seeds), on the shipped mini SD v1 (UNet
+step 9,200), with the rule fixed before looking: among settings that keep unrelated detection
+within 10 points of the original model's, the lowest target detection, ties (1/16) to fewer
+steps, then the smaller lr. Each grid was first the authors' lr, 10x and 100x it, at two step
+counts (the authors' or the earlier mini guess, and a longer one); where the choice still left
+the target above 10%, the lr half a decade above it (3x) was added, and for ESD-u, where no
+setting kept unrelated prompts, two lower lrs (1e-6, 3e-6).
+Results per setting: benchmarks/results/tune_<method>.json. On the split the original model
+detects the target in 0.69 of images and unrelated subjects in 0.69; each method's choice
+(target / unrelated):
+
+| method       | grid (steps; lr)                          | chosen          | target / unrelated |
+|--------------|-------------------------------------------|-----------------|--------------------|
+| fewshot-te | steps 8, 40; lr 1e-05, 0.0001, 0.0003, 0.001 | steps 40, lr 0.0001 | 0.29 / 0.67 |
+| esd-x | steps 50, 100; lr 1e-05, 0.0001, 0.001 | steps 100, lr 0.001 | 0.04 / 0.65 |
+| esd-x-strict | steps 50, 100; lr 1e-05, 0.0001, 0.001 | steps 100, lr 0.001 | 0.04 / 0.62 |
+| esd-u | steps 50, 100; lr 1e-06, 3e-06, 1e-05, 0.0001, 0.001 | steps 50, lr 1e-06 | 0.62 / 0.67 |
+| ca | steps 40, 100; lr 2e-06, 2e-05, 6e-05, 0.0002 | steps 40, lr 2e-05 | 0.48 / 0.65 |
+| fmn | steps 35, 100; lr 2e-06, 6e-06, 2e-05, 0.0002 | steps 35, lr 2e-06 | 0.65 / 0.62 |
+| ga | steps 8, 40; lr 1e-05, 3e-05, 0.0001, 0.001 | steps 8, lr 3e-05 | 0.62 / 0.79 |
+| salun | steps 40, 100; lr 1e-05, 3e-05, 0.0001, 0.001 | steps 40, lr 3e-05 | 0.42 / 0.67 |
+| advunlearn | steps 40, 100; lr 1e-05, 3e-05, 0.0001, 0.001 | steps 100, lr 3e-05 | 0.15 / 0.62 |
+
+Several methods cannot erase on the mini world without breaking unrelated prompts, and the rule
+then keeps a setting that barely erases (esd-u, fmn, ga); the benchmark reports that, it does
+not hide it. Counts that only set cost (DDIM steps for sampling z_t, anchor and
+retain images, attack steps) were scaled down by hand and not swept.
 """
 
 from __future__ import annotations
@@ -34,29 +65,23 @@ MINI_MAX_HIDDEN = 256
 
 # method name -> family -> {config key: value}; missing entries mean "the authors' default".
 DEFAULTS: dict[str, dict[str, dict]] = {
-    "fewshot-te": {
-        "sd": {},
-        # Chosen on a held-apart tuning split (benchmarks/tune_method.py: notre dame, tench,
-        # pixel art; training-caption phrasing; own seeds; rule fixed in advance), on the shipped
-        # mini SD v1 (benchmarks/results/tune_fewshot_te.json): target detection 0.38 for the
-        # original; lr 1e-5 (the authors') x 8 or 40 steps: 0.35-0.40 (no effect); lr 1e-4 x 8:
-        # 0.33; lr 1e-4 x 40: 0.08 with unrelated prompts unchanged (0.71 vs 0.69); lr 1e-3
-        # erased too but dropped unrelated detection to 0.48.
-        "mini": {"lr": 1e-4, "steps": 40},
-    },
-    # ESD on the mini world: provisional (no measurement yet); 25 DDIM steps keep z_t sampling cheap.
-    "esd-x": {"sd": {}, "mini": {"lr": 1e-4, "steps": 100, "ddim_steps": 25}},
-    "esd-x-strict": {"sd": {}, "mini": {"lr": 1e-4, "steps": 100, "ddim_steps": 25}},
-    "esd-u": {"sd": {}, "mini": {"lr": 1e-4, "steps": 100, "ddim_steps": 25}},
+    # mini: every lr/steps value below was chosen by benchmarks/tune_method.py (module docstring).
+    "fewshot-te": {"sd": {}, "mini": {"lr": 1e-4, "steps": 40}},
+    # 25 DDIM steps keep sampling z_t cheap (cost only, not swept).
+    "esd-x": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "ddim_steps": 25}},
+    "esd-x-strict": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "ddim_steps": 25}},
+    # The whole UNet: every lr >= 3e-6 cost unrelated prompts more than 10 points on the split.
+    "esd-u": {"sd": {}, "mini": {"lr": 1e-6, "steps": 50, "ddim_steps": 25}},
     "uce": {"sd": {}, "mini": {}},
     # CA's anchor set: the authors generate 1,000 images; 16 suffice for the mini world's glyphs.
     "ca": {"sd": {}, "mini": {"lr": 2e-5, "steps": 40, "anchor_images": 16, "gen_steps": 25}},
-    "fmn": {"sd": {}, "mini": {"lr": 2e-5}},
-    # ga is fewshot-te's loss on the UNet: same budget as fewshot-te per family.
-    "ga": {"sd": {}, "mini": {"lr": 1e-4, "steps": 40, "gen_steps": 25}},
-    "salun": {"sd": {}, "mini": {"lr": 1e-4, "steps": 40, "gen_steps": 25}},
-    "advunlearn": {"sd": {}, "mini": {"lr": 1e-4, "steps": 40, "warmup_steps": 8,
-                                      "attack_steps": 5, "ddim_steps": 25}},
+    # The authors' lr and steps won on the split (higher lrs broke unrelated prompts).
+    "fmn": {"sd": {}, "mini": {}},
+    "ga": {"sd": {}, "mini": {"lr": 3e-5, "gen_steps": 25}},
+    "salun": {"sd": {}, "mini": {"lr": 3e-5, "steps": 40, "gen_steps": 25}},
+    # Tuned with 8 warm-up iterations without attack (cost choice, kept when 100 steps won).
+    "advunlearn": {"sd": {}, "mini": {"lr": 3e-5, "steps": 100, "warmup_steps": 8, "attack_steps": 5,
+                                      "ddim_steps": 25}},
     "negative-prompt": {"sd": {}, "mini": {}},
     "sld": {"sd": {}, "mini": {}},
     "original": {"sd": {}, "mini": {}},
