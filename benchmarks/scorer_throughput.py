@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -22,6 +21,9 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from results_io import RESULTS_DIR, machine, write_result  # noqa: E402
 
 # The mini CLIP's real size (bench/miniworld/clip_model.py), with random weights.
 STAND_IN_CLIP = {"embed_dim": 128, "quick_gelu": True,
@@ -80,11 +82,9 @@ def main() -> None:
         results[name] = {"seconds": round(seconds, 3), "images_per_s": round(n / seconds, 1),
                          "backend": scorer.backend}
         print(f"{name:22s} {seconds:6.2f} s  {n / seconds:7.1f} img/s  ({scorer.backend})")
-    out = ROOT / "benchmarks" / "results" / "scorer_throughput.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"n_images": n, "size": 64, "device": "cpu", "torch_threads": torch.get_num_threads(),
-                               "cpu": platform.processor() or platform.machine(), "os_cpus": os.cpu_count(),
-                               "scorers": results}, indent=2) + "\n")
+    out = write_result({"n_images": n, "size": 64, "device": "cpu", "torch_threads": torch.get_num_threads(),
+                        "cpu": machine(), "os_cpus": os.cpu_count(), "scorers": results},
+                       RESULTS_DIR / "scorer_throughput.json")
     print(f"wrote {out}")
 
 

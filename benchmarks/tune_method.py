@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import time
 from pathlib import Path
@@ -200,7 +201,6 @@ def _resumable(path: str, report: dict) -> dict | None:
     """The earlier result at ``path`` if it measured the same method, model and tuning split, with
     only the settings that the new grid also holds (so a grid can be extended, e.g. to lower
     learning rates when no setting kept unrelated prompts); else None."""
-    import json
     try:
         earlier = json.loads(Path(path).read_text())
     except (OSError, ValueError):
