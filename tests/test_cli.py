@@ -90,3 +90,25 @@ def test_miniworld_train_on_missing_cuda_is_one_line(tmp_path):
         pytest.skip("this machine has CUDA")
     code, _, err = run_cli("miniworld", "train", "unet", "--device", "cuda", "--out", str(tmp_path / "mw"))
     assert code == 1 and "CUDA is not available" in err and not (tmp_path / "mw").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "cannot read"),
+    ("[1, 2]", "expected a JSON object with a 'focus_weights' mapping"),
+    ('{"focus_weights": {"snoopyy": 2}}', "focus_weights.snoopyy: not a mini-world concept or style"),
+    ('{"focus_weights": {"tench": -1}}', "focus_weights.tench: expected a positive number, got -1"),
+])
+def test_miniworld_train_focus_errors_are_one_line(tmp_path, content, message):
+    focus = tmp_path / "focus.json"
+    if content is not None:
+        focus.write_text(content)
+    code, _, err = run_cli("miniworld", "train", "unet", "--focus", str(focus), "--out", str(tmp_path / "mw"))
+    assert code == 1 and err.strip().count("\n") == 0 and message in err and str(focus) in err
+    assert not (tmp_path / "mw").exists()
+
+
+def test_miniworld_train_focus_is_for_the_unet_only(tmp_path):
+    focus = tmp_path / "focus.json"
+    focus.write_text('{"focus_weights": {"tench": 2}}')
+    code, _, err = run_cli("miniworld", "train", "clip", "--focus", str(focus), "--out", str(tmp_path / "mw"))
+    assert code == 1 and "--focus applies to the unet stage only, not to 'clip'" in err

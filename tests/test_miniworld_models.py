@@ -213,3 +213,30 @@ def test_fp16_pipeline_folder_loads_in_one_dtype(tmp_path):
     pipe = load_pipeline(str(tmp_path / "pipe"), progress=False)
     assert {pipe.unet.dtype, pipe.vae.dtype, pipe.text_encoder.dtype} == {torch.float32}
     assert len(generate(pipe, ["a photo of snoopy"], seeds=[0], steps=2, batch_size=1)) == 1
+
+
+def test_focus_weights_draw_weak_concepts_more_often():
+    """--focus: an image's probability is its concept weight times its style weight; the draw
+    is a function of the step (a resumed run sees the same batches)."""
+    from bench.miniworld.data import image_weights, weighted_batch_indices
+    records = [{"concept": "tench", "style": "plain"}, {"concept": "snoopy", "style": "plain"},
+               {"concept": "tench", "style": "sketch"}, {"concept": "nothing", "style": "plain"}]
+    p = image_weights(records, {"tench": 2.0, "sketch": 1.5})
+    assert np.allclose(p, np.array([2.0, 1.0, 3.0, 1.0]) / 7.0)
+    a = weighted_batch_indices(p, 4000, "unet-focus", 7, 2)
+    assert np.array_equal(a, weighted_batch_indices(p, 4000, "unet-focus", 7, 2))
+    assert not np.array_equal(a, weighted_batch_indices(p, 4000, "unet-focus", 8, 2))
+    counts = np.bincount(a, minlength=4) / len(a)
+    assert np.allclose(counts, p, atol=0.03)
+
+
+def test_refining_stages_start_from_the_earlier_stage(tmp_path):
+    """clip-image and decoder load the earlier stage's checkpoint when it is here (re-running
+    them does not compound) and say when it is not."""
+    from bench.miniworld.checkpoint import save_checkpoint, start_from_stage
+    source, target = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    assert "as found" in start_from_stage(target, tmp_path / "vae.pt", "vae/")
+    assert not torch.equal(source.weight, target.weight)
+    save_checkpoint(tmp_path / "vae.pt", 7, model=source)
+    assert start_from_stage(target, tmp_path / "vae.pt", "vae/") == "vae.pt (step 7)"
+    assert torch.equal(source.weight, target.weight)

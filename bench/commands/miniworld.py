@@ -5,6 +5,8 @@
     eraselab miniworld train clip            # stages: clip clip-image vae decoder unet detector probe all
     eraselab miniworld train unet --resume   # continue from the stage's last checkpoint
     eraselab miniworld train unet --init-from datasets/miniworld/v1/pipeline/unet --steps 4000
+    eraselab miniworld train unet --init-from datasets/miniworld/v1/pipeline/unet \
+        --focus benchmarks/results/mini_sd_selection_base.json --steps 2000   # weak concepts more often
     eraselab miniworld train unet --device cuda   # on a lent GPU (the other stages run on the CPU)
     eraselab miniworld eval --json           # quality bars -> model card
 """
@@ -46,6 +48,9 @@ def add_parser(sub) -> None:
     t.add_argument("--init-from", type=Path, default=None, metavar="UNET_DIR",
                    help="unet stage: start from a trained UNet folder (e.g. datasets/miniworld/v1/"
                         "pipeline/unet) with a fresh optimiser, where no checkpoint exists")
+    t.add_argument("--focus", type=Path, default=None, metavar="JSON",
+                   help="unet stage: sampling weights per concept/style ('focus_weights', as "
+                        "benchmarks/mini_sd_selection.py writes)")
     t.add_argument("--device", default="cpu",
                    help="unet stage: train on this torch device (cuda on a lent GPU; default cpu)")
     t.add_argument("--no-progress", action="store_true")
@@ -95,7 +100,7 @@ def _train(args) -> int:
     for stage in stages:
         metrics = training.run_stage(stage, resume=args.resume, steps=args.steps, out=args.out,
                                      progress=not args.no_progress, init_from=args.init_from,
-                                     device=args.device)
+                                     device=args.device, focus=args.focus)
         print(f"{stage}: {json.dumps(metrics)}")
     return 0
 

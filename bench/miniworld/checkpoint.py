@@ -28,3 +28,14 @@ def load_checkpoint(path: Path, **objects) -> int:
     for name, obj in objects.items():
         obj.load_state_dict(payload[name])
     return int(payload["step"])
+
+
+def start_from_stage(model, path: Path, fallback: str) -> str:
+    """Load an earlier stage's final weights (its checkpoint ``path``) into ``model`` when the file
+    is here, so a refining stage is a function of that stage alone and re-running it does not
+    compound; otherwise leave ``model`` as loaded. Returns what it started from, for the metrics."""
+    path = Path(path)
+    if not path.is_file():
+        return f"{fallback} as found (no {path.name} here; it may have been refined before)"
+    step = load_checkpoint(path, model=model)
+    return f"{path.name} (step {step})"

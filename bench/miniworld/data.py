@@ -89,3 +89,17 @@ def render_dataset(n: int, seed: int, cache_dir: Path | None = None, progress: b
 def batch_indices(n: int, batch_size: int, stage: str, step: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(mw.stable_seed(stage, seed, step))
     return rng.integers(0, n, size=batch_size)
+
+
+def image_weights(records: list[dict], weights: dict[str, float]) -> np.ndarray:
+    """Sampling probability of each rendered image: its concept's weight times its style's (for a
+    styled image); names not in ``weights`` count 1."""
+    w = np.array([weights.get(r["concept"], 1.0) * (weights.get(r["style"], 1.0) if r["style"] != "plain" else 1.0)
+                  for r in records])
+    return w / w.sum()
+
+
+def weighted_batch_indices(p: np.ndarray, batch_size: int, stage: str, step: int, seed: int) -> np.ndarray:
+    """Like ``batch_indices``, drawn with probabilities ``p`` (``image_weights``)."""
+    rng = np.random.default_rng(mw.stable_seed(stage, seed, step))
+    return rng.choice(len(p), size=batch_size, p=p)

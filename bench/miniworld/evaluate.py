@@ -188,7 +188,20 @@ def _stage_metrics(path: Path) -> dict | None:
         return None
     metrics = json.loads(path.read_text())
     metrics.pop("history", None)
+    if isinstance(metrics.get("base_metrics"), dict):  # a warm-started run: keep its base's totals
+        metrics["base_metrics"].pop("history", None)
     return metrics
+
+
+def _steps_and_seconds(m: dict) -> tuple[str, str]:
+    """A stage's steps and training seconds; a warm-started run adds its base's ("9200 + 2400")."""
+    steps = m.get("steps", m.get("epochs", ""))
+    seconds = m.get("train_seconds_total", m.get("train_seconds_this_run", m.get("seconds", "")))
+    base = m.get("base_metrics")
+    if isinstance(base, dict):
+        steps = f"{base.get('steps', '?')} + {steps}"
+        seconds = f"{base.get('train_seconds_total', '?')} + {seconds}"
+    return str(steps), str(seconds)
 
 
 def _verdict(value, bar) -> str:
@@ -256,9 +269,9 @@ def model_card(report: dict) -> str:
             out.append(f"| {stage} | not trained yet | | | |")
             continue
         files = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in (m.get("file_bytes") or {}).items())
-        seconds = m.get("train_seconds_total", m.get("train_seconds_this_run", m.get("seconds", "")))
+        steps, seconds = _steps_and_seconds(m)
         out.append(f"| {stage} | {m.get('parameters', m.get('trained_parameters', ''))} | "
-                   f"{m.get('steps', m.get('epochs', ''))} | {seconds} | {files} |")
+                   f"{steps} | {seconds} | {files} |")
     out += _before_after(report["stages"])
     return "\n".join(out) + "\n"
 
@@ -273,7 +286,8 @@ def _before_after(stages: dict) -> list[str]:
         if not m:
             continue
         before, after = m[before_key], m[after_key]
-        rows += ["", f"{stage}: {what}, before -> after:", "", "| | " + " | ".join(before) + " |",
+        origin = f" (started from {m['started_from']})" if m.get("started_from") else ""
+        rows += ["", f"{stage}: {what}, before -> after{origin}:", "", "| | " + " | ".join(before) + " |",
                  "|---" * (len(before) + 1) + "|",
                  "| before | " + " | ".join(str(before[k]) for k in before) + " |",
                  "| after | " + " | ".join(str(after.get(k)) for k in before) + " |"]

@@ -9,11 +9,17 @@ the mini SD's text encoder, converted from that tower, bit-identical, so the UNe
 only the evaluators that read image features (zero-shot scorers, CLIP score, the style probe,
 which is refitted afterwards) change.
 
-Recipe: the clip stage's 40k renders and caption re-drawing, batches of 128 drawn half from the
-styled renders and half from the rest, the CLIP contrastive loss (temperature locked too), AdamW
-lr 1e-4 (wd 0.1 on matrices) with 50 warm-up steps and cosine decay, 1,000 steps. Writes clip/
-again (fp16) with clip/image_finetune_metrics.json (validation zero-shot per style, before and
-after). Run the probe stage afterwards.
+Recipe (v2): starts from the clip stage's own final weights (checkpoints/clip.pt) when present,
+so running the stage twice does not compound; without that checkpoint (a fresh clone) it refines
+clip/ as found and records so. Data: the clip stage's 40k renders plus a fresh styled-only set
+(0.6x as many, seed 5) and a fresh "nothing" set (0.1x: noise, blobs, strokes, which v1 took for
+apples 20% of the time); batches of 128 are half styled, a tenth nothing, the rest plain objects,
+captions re-drawn every step. The CLIP contrastive loss (temperature locked too), AdamW lr 1e-4
+(wd 0.1 on matrices) with 50 warm-up steps and cosine decay, 2,000 steps. (v1: 1,000 steps, the
+40k renders only, half styled, refining clip/.) Writes clip/ again (fp16) with
+clip/image_finetune_metrics.json (validation zero-shot per style, before and after); the text
+tower is checked bit-identical to the one it replaces before anything is written. Run the probe
+stage afterwards.
 """
 
 from __future__ import annotations
@@ -28,18 +34,21 @@ import torch
 from tqdm import tqdm
 
 from bench.miniworld import render as mw
-from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint
+from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint, start_from_stage
 from bench.miniworld.clip_model import (CONFIG_FILE, images_to_tensor, load_clip, save_clip, tokenize,
                                         zero_shot_predict)
 from bench.miniworld.data import TRAINING_MIX, batch_indices, render_dataset
 
 SEED = 3
-STEPS = 1000
+STEPS = 2000
 BATCH = 128
 LR = 1e-4
 WARMUP = 50
 N_TRAIN = 40_000
 CLIP_RENDER_SEED = 0  # the clip stage's render set
+EXTRA_SEED = 5        # the fresh styled and nothing sets (no other stage renders seed 5)
+EXTRA_STYLED_SHARE, EXTRA_NOTHING_SHARE = 0.6, 0.1   # of n_train
+BATCH_SHARES = {"styled": 0.5, "nothing": 0.1}        # the rest: plain objects
 
 
 def _lr_at(step: int, steps: int) -> float:
@@ -61,6 +70,44 @@ def accuracy_per_style(model, n_per_label: int = 20) -> dict:
     return out
 
 
+def _text_tower(model) -> list[torch.Tensor]:
+    """Every weight outside the image tower (what the mini SD's text encoder came from), as
+    stored: fp16, the precision of clip/ (the clip stage's fp32 checkpoint rounds to the same)."""
+    return [(p.half() if p.is_floating_point() else p).detach().clone()
+            for n, p in model.state_dict().items() if not n.startswith("visual.")]
+
+
+def _training_pools(n_train: int, ckpt_dir: Path, progress: bool):
+    """The rendered sets and, per batch part, (set index, image indices) to draw from."""
+    base = render_dataset(n_train, CLIP_RENDER_SEED, cache_dir=ckpt_dir, progress=progress, **TRAINING_MIX)
+    styled = render_dataset(max(1, int(EXTRA_STYLED_SHARE * n_train)), EXTRA_SEED, cache_dir=ckpt_dir,
+                            progress=progress, p_style=1.0, p_nothing=0.0)
+    nothing = render_dataset(max(1, int(EXTRA_NOTHING_SHARE * n_train)), EXTRA_SEED, cache_dir=ckpt_dir,
+                             progress=progress, p_style=0.0, p_nothing=1.0)
+    sets = [base, styled, nothing]
+
+    def pick(k, keep):
+        return [(k, i) for i, r in enumerate(sets[k].records) if keep(r)]
+    pools = {"styled": pick(0, lambda r: r["style"] != "plain") + pick(1, lambda r: True),
+             "nothing": pick(0, lambda r: r["concept"] == mw.NOTHING) + pick(2, lambda r: True),
+             "plain": pick(0, lambda r: r["style"] == "plain" and r["concept"] != mw.NOTHING)}
+    return {k: (np.array([s for s, _ in v]), np.array([i for _, i in v])) for k, v in pools.items()}, sets
+
+
+def _batch(pools, sets, batch: int, step: int):
+    """One batch (pixels, fresh captions) with the BATCH_SHARES mix, drawn from (stage, step)."""
+    sizes = {k: int(round(share * batch)) for k, share in BATCH_SHARES.items()}
+    sizes["plain"] = batch - sum(sizes.values())
+    pixels, captions = [], []
+    for part, size in sizes.items():
+        set_ids, image_ids = pools[part]
+        for j in batch_indices(len(image_ids), size, f"clip-image-{part}", step, SEED):
+            rendered = sets[int(set_ids[j])]
+            pixels.append(rendered.images[int(image_ids[j])])
+            captions += rendered.captions([int(image_ids[j])], seed=step)
+    return np.stack(pixels), captions
+
+
 def image_tower_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if n.startswith("visual.")]
 
@@ -80,15 +127,16 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
                             lr=LR, betas=(0.9, 0.98), eps=1e-6)
     ckpt = ckpt_dir / "clip_image.pt"
     before_path = ckpt_dir / "clip_image_before.json"
+    text_tower_before = _text_tower(model)
     start = load_checkpoint(ckpt, model=model, opt=opt) if resume and ckpt.is_file() else 0
-    if start and before_path.is_file():
-        before = json.loads(before_path.read_text())
+    if start and before_path.is_file():  # a resumed run: the first start measured these
+        first = json.loads(before_path.read_text())
+        before, started_from = first["before"], first["started_from"]
     else:
+        started_from = start_from_stage(model, ckpt_dir / "clip.pt", "clip/")
         before = accuracy_per_style(model)
-        before_path.write_text(json.dumps(before))
-    data = render_dataset(n_train, CLIP_RENDER_SEED, cache_dir=ckpt_dir, progress=progress, **TRAINING_MIX)
-    styled = np.array([i for i, r in enumerate(data.records) if r["style"] != "plain"])
-    rest = np.array([i for i, r in enumerate(data.records) if r["style"] == "plain"])
+        before_path.write_text(json.dumps({"before": before, "started_from": started_from}))
+    pools, sets = _training_pools(n_train, ckpt_dir, progress)
     loss_fn = open_clip.ClipLoss()
     t0 = time.time()
     model.train()
@@ -97,14 +145,12 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, steps)
-        half = batch // 2
-        idx = np.concatenate([styled[batch_indices(len(styled), half, "clip-image-styled", step, SEED)],
-                              rest[batch_indices(len(rest), batch - half, "clip-image-rest", step, SEED)]])
-        images = images_to_tensor(torch.from_numpy(data.images[idx]))
+        pixels, captions = _batch(pools, sets, batch, step)
+        images = images_to_tensor(torch.from_numpy(pixels))
         flip = torch.from_numpy(np.random.default_rng(mw.stable_seed("clip-image-flip", step)).random(batch) < 0.5)
         images[flip] = images[flip].flip(-1)
         with torch.no_grad():
-            text = model.encode_text(tokenize(data.captions(idx.tolist(), seed=step)), normalize=True)
+            text = model.encode_text(tokenize(captions), normalize=True)
         image = model.encode_image(images, normalize=True)
         loss = loss_fn(image, text, model.logit_scale.exp())
         opt.zero_grad(set_to_none=True)
@@ -114,14 +160,21 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
         if (step + 1) % 250 == 0 or step + 1 == steps:
             save_checkpoint(ckpt, step + 1, model=model, opt=opt)
     after = accuracy_per_style(model)
+    if not all(torch.equal(a, b) for a, b in zip(_text_tower(model), text_tower_before)):
+        raise RuntimeError("clip-image changed the text tower: the mini SD's text encoder would no "
+                           "longer match clip/ (nothing written)")
+    previous = out_dir / "image_finetune_metrics.json"
+    previous = json.loads(previous.read_text()) if previous.is_file() else None
     config = json.loads((out_dir / CONFIG_FILE).read_text())
     config.pop("model_name", None)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     for f in save_clip(model, tmp, config):  # same config; the weights are replaced by a rename
         f.replace(out_dir / f.name)
     tmp.rmdir()
-    metrics = {"stage": "clip-image", "steps": steps, "batch": batch, "lr": LR, "seed": SEED,
-               "styled_share_of_batch": 0.5,
+    metrics = {"stage": "clip-image", "recipe": 2, "steps": steps, "batch": batch, "lr": LR, "seed": SEED,
+               "started_from": started_from, "batch_shares": BATCH_SHARES,
+               "pool_sizes": {k: int(len(v[1])) for k, v in pools.items()},
+               "replaced_run": previous,
                "trained_parameters": sum(p.numel() for _, p in trained),
                "val_zero_shot_before": before, "val_zero_shot_after": after,
                "train_seconds_this_run": round(time.time() - t0, 1)}

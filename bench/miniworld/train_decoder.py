@@ -8,8 +8,14 @@ SD's generations. Training only the decoder (and post_quant_conv) leaves every l
 produces unchanged, so a UNet trained on those latents stays valid: this is how Stability AI's
 sd-vae-ft-mse improved SD 1.x's decoder without retraining the UNet.
 
-Recipe: the UNet stage's 40k training renders and their cached posterior moments (the same
-cache file), latents sampled from the posterior as in VAE training, 1,500 steps of batch 32,
+Recipe (v2): starts from the VAE stage's final weights (checkpoints/vae.pt) when present, so
+re-running the stage does not compound (without it, vae/ as found, recorded). The UNet stage's
+40k training renders and their cached posterior moments (the same cache file), drawn with
+pixel art 4x and sketch 3x as likely as other images (about 21% and 16% of batches): after v1,
+which drew uniformly (7.5% each), the selection split's VAE round trip kept only 12% of pixel
+art and 69% of sketches recognisable to the style probe (hatching and block edges smeared;
+benchmarks/results/mini_sd_selection_base.json). Latents sampled from the posterior as in VAE
+training, 1,500 steps of batch 32,
 AdamW lr 2e-4 with cosine decay, loss = MSE + L1 on the horizontal and vertical image gradients (the "gradient
 difference loss" of Mathieu et al. 2016), which penalises blurred edges that MSE alone tolerates.
 Writes vae/ again (fp16, the scaling factor untouched) with vae/decoder_metrics.json (held-out
@@ -29,8 +35,8 @@ import torch
 from tqdm import tqdm
 
 from bench.miniworld import render as mw
-from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint
-from bench.miniworld.data import TRAINING_MIX, batch_indices, render_dataset
+from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint, start_from_stage
+from bench.miniworld.data import TRAINING_MIX, image_weights, render_dataset, weighted_batch_indices
 from bench.miniworld.weights import strip_local_paths
 
 SEED = 2
@@ -38,6 +44,7 @@ STEPS = 1500
 BATCH = 32
 LR = 2e-4
 GRADIENT_WEIGHT = 1.0
+STYLE_WEIGHTS = {"pixel art": 4.0, "sketch": 3.0}
 N_TRAIN = 40_000
 N_VAL_PER_STYLE = 64
 
@@ -83,21 +90,27 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     ckpt = ckpt_dir / "decoder.pt"
     start = load_checkpoint(ckpt, model=vae, opt=opt) if resume and ckpt.is_file() else 0
     history_path = ckpt_dir / "decoder_history.json"
-    if start and history_path.is_file():
-        before = json.loads(history_path.read_text())["psnr_before"]
+    if start and history_path.is_file():  # a resumed run: the first start measured these
+        first = json.loads(history_path.read_text())
+        before, started_from = first["psnr_before"], first.get("started_from")
     else:
+        started_from = start_from_stage(vae, ckpt_dir / "vae.pt", "vae/")
+        # As the VAE stage shipped it (fp16): the encoder is then bit-identical to vae/'s, so the
+        # latents (and their cache) are the UNet's.
+        vae.to(torch.float16).to(torch.float32)
         before = psnr_per_style(vae.eval())
-        history_path.write_text(json.dumps({"psnr_before": before}))
+        history_path.write_text(json.dumps({"psnr_before": before, "started_from": started_from}))
     data = render_dataset(n_train, 0, cache_dir=ckpt_dir, progress=progress, **TRAINING_MIX)
     # The encoder is frozen: these are the UNet stage's latents, from the same cache file.
     lat_mean, lat_std = latent_moments(vae, data.images, latents_cache_path(ckpt_dir, n_train, vae), progress)
+    sampling = image_weights(data.records, STYLE_WEIGHTS)
     t0 = time.time()
     vae.train()
     bar = tqdm(range(start, steps), desc="decoder", initial=start, total=steps, disable=not progress)
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = LR * 0.5 * (1 + math.cos(math.pi * step / steps))
-        idx = torch.from_numpy(batch_indices(len(data), BATCH, "decoder", step, SEED))
+        idx = torch.from_numpy(weighted_batch_indices(sampling, BATCH, "decoder", step, SEED))
         gen = torch.Generator().manual_seed(mw.stable_seed("decoder-noise", SEED, step))
         z = lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)
         target = to_vae_input(data.images[idx.numpy()])
@@ -113,8 +126,11 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
             save_checkpoint(ckpt, step + 1, model=vae, opt=opt)
     vae.eval()
     after = psnr_per_style(vae)
+    previous = out_dir / "decoder_metrics.json"
+    previous = json.loads(previous.read_text()) if previous.is_file() else None
     files = _write(vae, out_dir, root)
-    metrics = {"stage": "decoder", "steps": steps, "batch": BATCH, "lr": LR, "seed": SEED,
+    metrics = {"stage": "decoder", "recipe": 2, "steps": steps, "batch": BATCH, "lr": LR, "seed": SEED,
+               "started_from": started_from, "style_weights": STYLE_WEIGHTS, "replaced_run": previous,
                "gradient_weight": GRADIENT_WEIGHT,
                "trained_parameters": sum(p.numel() for p in trained),
                "held_out_psnr_db_before": before, "held_out_psnr_db_after": after,

@@ -11,6 +11,12 @@ steps, cosine to 10%), batch 64, EMA 0.999 (the EMA weights are shipped). Checkp
 200 steps; ``--resume`` continues bit-for-bit (batches, noise and dropout derive from the step).
 ``--device cuda`` trains on a GPU: batches, noise and dropout are still drawn on the CPU from the
 same seeds, so only floating-point rounding differs from a CPU run (the device is recorded).
+``--init-from UNET_DIR`` fine-tunes trained weights with a fresh optimiser and a gentler
+schedule (peak lr 2e-4, 100 warm-up steps, cosine to 10%); the base's own metrics are kept in
+the new metrics.json. ``--focus FILE`` (a JSON with ``focus_weights``: concept or style name ->
+weight, as benchmarks/mini_sd_selection.py writes from the selection split) draws each training
+image with probability proportional to its concept's weight times its style's, so concepts the
+model renders badly are seen more often; without it batches are uniform over the renders.
 Writes pipeline/ (a StableDiffusionPipeline folder, fp16 safetensors, DDIM scheduler, no
 safety checker) and pipeline/metrics.json.
 """
@@ -29,7 +35,8 @@ from tqdm import tqdm
 
 from bench.miniworld import render as mw
 from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint
-from bench.miniworld.data import TRAINING_MIX, batch_indices, render_cache_key, render_dataset
+from bench.miniworld.data import (TRAINING_MIX, batch_indices, image_weights, render_cache_key,
+                                  render_dataset, weighted_batch_indices)
 from bench.miniworld.weights import strip_local_paths
 
 SEED = 2
@@ -37,6 +44,7 @@ STEPS = 12_000
 BATCH = 64
 LR = 5e-4
 WARMUP = 500
+FINETUNE_LR, FINETUNE_WARMUP = 2e-4, 100   # with --init-from
 EMA_DECAY = 0.999
 CFG_DROPOUT = 0.1
 CHECKPOINT_EVERY = 200
@@ -109,11 +117,32 @@ def latents_cache_path(ckpt_dir: Path, n_train: int, vae) -> Path:
     return Path(ckpt_dir) / f"latents_{key}_enc{digest.hexdigest()[:10]}"
 
 
-def _lr_at(step: int, steps: int) -> float:
-    if step < WARMUP:
-        return LR * (step + 1) / WARMUP
-    progress = min(1.0, (step - WARMUP) / max(1, steps - WARMUP))
-    return LR * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+def _lr_at(step: int, steps: int, peak: float = LR, warmup: int = WARMUP) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def read_focus(path: Path) -> dict[str, float]:
+    """The ``focus_weights`` of a JSON file: known concept/style names -> positive weights."""
+    from bench.errors import EraselabError
+    path = Path(path)
+    try:
+        weights = json.loads(path.read_text())["focus_weights"]
+    except OSError as exc:
+        raise EraselabError(f"--focus {path}: cannot read ({exc.strerror or exc})") from None
+    except (ValueError, KeyError, TypeError):
+        raise EraselabError(f"--focus {path}: expected a JSON object with a 'focus_weights' mapping") from None
+    known = set(mw.OBJECTS) | set(mw.INSTANCES) | set(mw.STYLES[1:])
+    if not isinstance(weights, dict):
+        raise EraselabError(f"--focus {path}: 'focus_weights' must map names to numbers")
+    for name, weight in weights.items():
+        if name not in known:
+            raise EraselabError(f"--focus {path}: focus_weights.{name}: not a mini-world concept or style")
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight > 0:
+            raise EraselabError(f"--focus {path}: focus_weights.{name}: expected a positive number, got {weight!r}")
+    return {k: float(v) for k, v in weights.items()}
 
 
 def warm_start(unet, ema, folder: Path) -> None:
@@ -133,7 +162,8 @@ def warm_start(unet, ema, folder: Path) -> None:
 
 def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume: bool = False,
           progress: bool = True, n_train: int = N_TRAIN, batch: int = BATCH,
-          unet_config: dict = UNET_CONFIG, init_from: Path | None = None, device: str = "cpu") -> dict:
+          unet_config: dict = UNET_CONFIG, init_from: Path | None = None, device: str = "cpu",
+          focus: dict[str, float] | None = None) -> dict:
     from diffusers import AutoencoderKL, DDPMScheduler
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
     dev = torch.device(device)
@@ -155,6 +185,9 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     elif init_from is not None:  # a fresh optimiser and schedule from trained weights
         warm_start(unet, ema, Path(init_from))
     data = render_dataset(n_train, 0, cache_dir=ckpt_dir, progress=progress, **TRAINING_MIX)
+    sampling = image_weights(data.records, focus) if focus else None
+    peak, warmup = (FINETUNE_LR, FINETUNE_WARMUP) if init_from is not None else (LR, WARMUP)
+    base_metrics = _base_metrics(init_from)  # read now: out_dir may be the folder it came from
     lat_mean, lat_std = latent_moments(vae, data.images, latents_cache_path(ckpt_dir, n_train, vae), progress)
     noise_scheduler = DDPMScheduler(**SCHEDULE)
     # History seconds are cumulative over resumed runs (a resumed run starts from the last entry).
@@ -164,8 +197,9 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     bar = tqdm(range(start, steps), desc="unet", initial=start, total=steps, disable=not progress)
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps)
-        idx = torch.from_numpy(batch_indices(len(data), batch, "unet", step, SEED))
+            group["lr"] = _lr_at(step, steps, peak, warmup)
+        idx = torch.from_numpy(batch_indices(len(data), batch, "unet", step, SEED) if sampling is None
+                               else weighted_batch_indices(sampling, batch, "unet-focus", step, SEED))
         gen = torch.Generator().manual_seed(mw.stable_seed("unet-noise", SEED, step))
         eps_latent = torch.randn(lat_mean[idx].shape, generator=gen)
         latents = (lat_mean[idx] + lat_std[idx] * eps_latent) * scaling
@@ -198,16 +232,31 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
             save_checkpoint(ckpt, step + 1, unet=unet, ema=ema, opt=opt)
             history_path.write_text(json.dumps(history, indent=1))
     cpu = torch.device("cpu")
-    files = assemble_pipeline(out_dir, ema.eval().to(cpu), vae.to(cpu), text_encoder.to(cpu), tokenizer)
+    # The pipeline takes vae/ as it is now: the decoder stage may have refined the decoder while
+    # this stage ran. Its encoder side must still be the one these latents came from.
+    final_vae = AutoencoderKL.from_pretrained(str(Path(root) / "vae"), torch_dtype=torch.float32).eval()
+    if latents_cache_path(ckpt_dir, n_train, final_vae) != latents_cache_path(ckpt_dir, n_train, vae.to(cpu)):
+        from bench.errors import EraselabError
+        raise EraselabError(f"{Path(root) / 'vae'}: its encoder changed while the unet stage ran "
+                            "(the UNet learned other latents); nothing written")
+    files = assemble_pipeline(out_dir, ema.eval().to(cpu), final_vae, text_encoder.to(cpu), tokenizer)
     metrics = {"stage": "unet", "steps": steps, "init_from": str(init_from) if init_from else None,
-               "device": str(dev),
-               "batch": batch, "lr": LR, "seed": SEED,
+               "base_metrics": base_metrics, "focus_weights": focus,
+               "device": str(dev), "batch": batch, "lr": peak, "warmup": warmup, "seed": SEED,
                "ema_decay": EMA_DECAY, "cfg_dropout": CFG_DROPOUT, "schedule": SCHEDULE,
                "unet_config": unet_config, "parameters": sum(p.numel() for p in ema.parameters()),
                "history": history, "train_seconds_total": training_seconds(history),
                "file_bytes": {str(f.relative_to(out_dir)): f.stat().st_size for f in files}}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _base_metrics(init_from: Path | None) -> dict | None:
+    """The metrics.json of the pipeline a warm start came from (its unet/ folder's parent)."""
+    if init_from is None:
+        return None
+    path = Path(init_from).parent / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def training_seconds(history: list[dict]) -> float:

@@ -11,6 +11,7 @@ keeps resumable checkpoints under checkpoints/ (git-ignored), and adds its files
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from pathlib import Path
 
@@ -32,7 +33,8 @@ STAGE_OUTPUT = {"clip": ("clip",), "clip-image": ("clip",), "vae": ("vae",),
 
 
 def run_stage(stage: str, resume: bool = False, steps: int | None = None, out: Path | None = None,
-              progress: bool = True, init_from: Path | None = None, device: str = "cpu") -> dict:
+              progress: bool = True, init_from: Path | None = None, device: str = "cpu",
+              focus: Path | None = None) -> dict:
     root = Path(out) if out is not None else MINIWORLD_DIR
     # Training runs on every core it is given; ERASELAB_THREADS lets two stages share a machine.
     torch.set_num_threads(int(os.environ.get("ERASELAB_THREADS", torch.get_num_threads())))
@@ -40,12 +42,19 @@ def run_stage(stage: str, resume: bool = False, steps: int | None = None, out: P
     kwargs = {"resume": resume, "progress": progress}
     if steps is not None:
         kwargs["steps"] = steps
-    if init_from is not None:
-        if stage != "unet":
-            raise EraselabError(f"--init-from applies to the unet stage only, not to {stage!r}")
-        kwargs["init_from"] = Path(init_from)
-    if device != "cpu":
-        kwargs["device"] = check_training_device(stage, device)
+    requested = {"init_from": Path(init_from) if init_from is not None else None,
+                 "focus": Path(focus) if focus is not None else None,
+                 "device": device if device != "cpu" else None}
+    for option, value in requested.items():
+        if value is None:
+            continue
+        _check_stage_takes(stage, module, option)
+        if option == "focus":
+            from bench.miniworld.train_unet import read_focus
+            value = read_focus(value)
+        elif option == "device":
+            value = check_training_device(stage, value)
+        kwargs[option] = value
     outputs = [root / folder for folder in STAGE_OUTPUT[stage]]
     metrics = module.train(out_dir=outputs[0], ckpt_dir=root / "checkpoints", root=root, **kwargs)
     files = sorted(p.relative_to(root).as_posix() for folder in outputs if folder.is_dir()
@@ -54,10 +63,19 @@ def run_stage(stage: str, resume: bool = False, steps: int | None = None, out: P
     return {k: v for k, v in metrics.items() if k != "history"}
 
 
+def _check_stage_takes(stage: str, module, option: str) -> None:
+    """A stage takes the options its train() has: refuse the others before anything runs."""
+    if option in inspect.signature(module.train).parameters:
+        return
+    takers = [name for name, path in STAGE_MODULES.items()
+              if option in inspect.signature(importlib.import_module(path).train).parameters]
+    flag = "--" + option.replace("_", "-")
+    raise EraselabError(f"{flag} applies to the {', '.join(takers)} stage only, not to {stage!r}")
+
+
 def check_training_device(stage: str, device: str) -> str:
-    """Only the UNet stage (the one that dominates training time) runs off the CPU."""
-    if stage != "unet":
-        raise EraselabError(f"--device applies to the unet stage only, not to {stage!r}")
+    """A torch device the stage can train on (only the UNet stage, the one that dominates
+    training time, takes --device: see _check_stage_takes)."""
     try:
         dev = torch.device(device)
     except RuntimeError:
@@ -65,5 +83,5 @@ def check_training_device(stage: str, device: str) -> str:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise EraselabError(f"--device {device}: CUDA is not available on this machine")
     if dev.type not in ("cpu", "cuda"):
-        raise EraselabError(f"--device {device}: the unet stage trains on cpu or cuda only")
+        raise EraselabError(f"--device {device}: the {stage} stage trains on cpu or cuda only")
     return str(dev)
