@@ -240,3 +240,15 @@ def test_refining_stages_start_from_the_earlier_stage(tmp_path):
     save_checkpoint(tmp_path / "vae.pt", 7, model=source)
     assert start_from_stage(target, tmp_path / "vae.pt", "vae/") == "vae.pt (step 7)"
     assert torch.equal(source.weight, target.weight)
+
+
+def test_model_card_counts_every_warm_started_round(tmp_path):
+    """A fine-tuned UNet's training record lists its bases' steps and seconds, histories dropped."""
+    from bench.miniworld.evaluate import _stage_metrics, _steps_and_seconds
+    scratch = {"steps": 9200, "train_seconds_total": 100.0, "history": [1]}
+    first = {"steps": 2400, "train_seconds_total": 40.0, "history": [2], "base_metrics": scratch}
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps({"steps": 1800, "train_seconds_total": 30.0, "history": [3], "base_metrics": first}))
+    m = _stage_metrics(path)
+    assert "history" not in m and "history" not in m["base_metrics"]["base_metrics"]
+    assert _steps_and_seconds(m) == ("9200 + 2400 + 1800", "100.0 + 40.0 + 30.0")

@@ -187,21 +187,23 @@ def _stage_metrics(path: Path) -> dict | None:
     if not path.is_file():
         return None
     metrics = json.loads(path.read_text())
-    metrics.pop("history", None)
-    if isinstance(metrics.get("base_metrics"), dict):  # a warm-started run: keep its base's totals
-        metrics["base_metrics"].pop("history", None)
+    base = metrics
+    while isinstance(base, dict):  # a warm-started run keeps its bases' metrics, minus histories
+        base.pop("history", None)
+        base = base.get("base_metrics")
     return metrics
 
 
 def _steps_and_seconds(m: dict) -> tuple[str, str]:
-    """A stage's steps and training seconds; a warm-started run adds its base's ("9200 + 2400")."""
-    steps = m.get("steps", m.get("epochs", ""))
-    seconds = m.get("train_seconds_total", m.get("train_seconds_this_run", m.get("seconds", "")))
+    """A stage's steps and training seconds; warm-started runs list their bases first
+    ("9200 + 2400")."""
+    steps = str(m.get("steps", m.get("epochs", "")))
+    seconds = str(m.get("train_seconds_total", m.get("train_seconds_this_run", m.get("seconds", ""))))
     base = m.get("base_metrics")
     if isinstance(base, dict):
-        steps = f"{base.get('steps', '?')} + {steps}"
-        seconds = f"{base.get('train_seconds_total', '?')} + {seconds}"
-    return str(steps), str(seconds)
+        base_steps, base_seconds = _steps_and_seconds(base)
+        steps, seconds = f"{base_steps} + {steps}", f"{base_seconds} + {seconds}"
+    return steps, seconds
 
 
 def _verdict(value, bar) -> str:
