@@ -46,12 +46,11 @@ def selection_renders(catalog, n: int) -> dict:
     return out
 
 
-@torch.no_grad()
 def vae_roundtrip(vae, images: np.ndarray) -> list:
     from PIL import Image
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).to(vae.dtype) / 127.5 - 1
-    y = vae.decode(vae.encode(x).latent_dist.mean).sample.float().clamp(-1, 1)
-    return [Image.fromarray(((a.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)) for a in y]
+    from bench.miniworld.train_vae import roundtrip
+    return [Image.fromarray(((a.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8))
+            for a in roundtrip(vae, images)]
 
 
 def measure(model: str, n: int, progress: bool = True) -> dict:

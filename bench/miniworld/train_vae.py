@@ -47,10 +47,17 @@ def build_vae():
     return AutoencoderKL(**VAE_CONFIG)
 
 
+@torch.no_grad()
+def roundtrip(vae, images: np.ndarray) -> torch.Tensor:
+    """encode -> posterior mode -> decode, in the VAE's dtype; float (N,3,H,W) in [-1, 1]."""
+    x = to_vae_input(images).to(vae.dtype)
+    return vae.decode(vae.encode(x).latent_dist.mode()).sample.float().clamp(-1, 1)
+
+
 def psnr(vae, images: np.ndarray) -> float:
     with torch.no_grad():
         x = to_vae_input(images)
-        recon = vae.decode(vae.encode(x).latent_dist.mode()).sample.clamp(-1, 1)
+        recon = roundtrip(vae, images)
         mse = ((recon - x) / 2).pow(2).mean().item()
     return 10 * math.log10(1.0 / max(mse, 1e-10))
 
