@@ -77,11 +77,20 @@ def test_miniworld_render_bad_n_is_usage_error(tmp_path):
     (["clip", "--device", "cuda"], "--device applies to the unet stage only, not to 'clip'"),
     (["unet", "--device", "gpu0"], "--device 'gpu0': not a torch device"),
     (["unet", "--device", "meta"], "the unet stage trains on cpu or cuda only"),
+    (["clip", "--size", "wide"], "--size applies to the unet stage only, not to 'clip'"),
+    (["vae", "--batch", "8"], "--batch applies to the clip, clip-image, unet stage only, not to 'vae'"),
+    (["unet", "--resume", "--time-budget", "60"], "cannot be combined with --resume"),
 ])
 def test_miniworld_train_device_errors_are_one_line(tmp_path, args, message):
     code, _, err = run_cli("miniworld", "train", *args, "--out", str(tmp_path / "mw"))
     assert code == 1 and err.strip().count("\n") == 0 and message in err
     assert not (tmp_path / "mw").exists()  # refused before any stage wrote anything
+
+
+@pytest.mark.parametrize("args", [["--lr", "0"], ["--time-budget", "-5"], ["--size", "huge"]])
+def test_miniworld_train_bad_numbers_are_usage_errors(tmp_path, args):
+    code, _, err = run_cli("miniworld", "train", "unet", *args, "--out", str(tmp_path / "mw"))
+    assert code == 2 and not (tmp_path / "mw").exists()
 
 
 def test_miniworld_train_on_missing_cuda_is_one_line(tmp_path):

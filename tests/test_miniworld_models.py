@@ -104,6 +104,7 @@ def test_each_training_stage_runs_one_step(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "pipeline" / "metrics.json").read_text())["steps"] == 1
     _decoder_step_keeps_the_encoder(tmp_path, ck, train_decoder, AutoencoderKL)
     _warm_start_loads_the_trained_unet(tmp_path, train_unet)
+    _time_budget_run_exports_and_assembles(tmp_path, train_unet, monkeypatch)
     monkeypatch.setattr(train_probe, "N_PER_CLASS", 6)
     monkeypatch.setattr(train_probe, "N_VAL_PER_CLASS", 2)
     m = train_probe.train(tmp_path / "probe", ck, tmp_path, progress=False)
@@ -122,6 +123,42 @@ def _image_tower_step_keeps_the_text_tower(tmp_path, ck, train_clip_image):
         if not name.startswith("visual."):
             assert torch.equal(after[name], tensor), name
     assert any(not torch.equal(after[n], t) for n, t in before.items() if n.startswith("visual."))
+
+
+def _time_budget_run_exports_and_assembles(tmp_path, train_unet, monkeypatch):
+    """--time-budget fixes the step count after the timed probe steps (a budget too small for
+    more gives exactly PROBE_STEPS); gpu_round's fp16 shards assemble into the same UNet."""
+    from diffusers import UNet2DConditionModel
+    from bench.miniworld import gpu_round
+    run = tmp_path / "work" / "budget"
+    m = train_unet.train(run / "pipeline", run / "checkpoints", tmp_path, n_train=32, batch=2,
+                         progress=False, unet_config=TINY_UNET, time_budget=1e-6)
+    assert m["steps"] == train_unet.PROBE_STEPS == m["steps_from_time_budget"]["steps"]
+    assert m["history"][-1]["step"] == m["steps"] and np.isfinite(m["history"][-1]["loss_avg50"])
+    monkeypatch.setattr(gpu_round, "SHARD_BYTES", 100_000)  # force several shards
+    gpu_round.export(tmp_path / "work", tmp_path / "out")
+    summary = json.loads((tmp_path / "out" / "budget_metrics.json").read_text())
+    assert summary["finished"] and summary["shards"] > 1
+    gpu_round.assemble(tmp_path / "out", "budget", tmp_path / "assembled", root=tmp_path)
+    got = UNet2DConditionModel.from_pretrained(str(tmp_path / "assembled" / "unet")).state_dict()
+    want = UNet2DConditionModel.from_pretrained(str(run / "pipeline" / "unet")).state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    assert (tmp_path / "assembled" / "tokenizer" / "tokenizer_config.json").is_file()
+
+
+def test_every_unet_width_builds():
+    from bench.miniworld import train_unet
+    counts = [sum(p.numel() for p in train_unet.build_unet(128, train_unet.unet_config_for(size)).parameters())
+              for size in ("small", "medium", "wide")]
+    assert counts[0] < counts[1] < counts[2]
+
+
+def test_parallel_rendering_gives_the_same_set():
+    from bench.miniworld.data import RENDER_CHUNK, TRAINING_MIX, render_dataset
+    n = RENDER_CHUNK + 7  # two chunks, the second partial
+    serial = render_dataset(n, 3, progress=False, **TRAINING_MIX)
+    parallel = render_dataset(n, 3, progress=False, workers=2, **TRAINING_MIX)
+    assert np.array_equal(serial.images, parallel.images) and serial.records == parallel.records
 
 
 def _warm_start_loads_the_trained_unet(tmp_path, train_unet):

@@ -8,6 +8,7 @@
     eraselab miniworld train unet --init-from datasets/miniworld/v1/pipeline/unet \
         --focus benchmarks/results/mini_sd_selection_base.json --steps 2000   # weak concepts more often
     eraselab miniworld train unet --device cuda   # on a lent GPU (the other stages run on the CPU)
+    eraselab miniworld train unet --device cuda --size wide --batch 256 --lr 8e-4 --time-budget 450
     eraselab miniworld eval --json           # quality bars -> model card
 """
 
@@ -51,8 +52,15 @@ def add_parser(sub) -> None:
     t.add_argument("--focus", type=Path, default=None, metavar="JSON",
                    help="unet stage: sampling weights per concept/style ('focus_weights', as "
                         "benchmarks/mini_sd_selection.py writes)")
-    t.add_argument("--device", default="cpu",
+    t.add_argument("--device", default=None,
                    help="unet stage: train on this torch device (cuda on a lent GPU; default cpu)")
+    t.add_argument("--size", default=None, choices=["small", "medium", "wide"],
+                   help="unet stage: UNet width (default small, the shipped recipe's)")
+    t.add_argument("--batch", type=_positive_int, default=None, help="clip, clip-image, unet stages: batch size (default: the stage's recipe)")
+    t.add_argument("--lr", type=_positive_float, default=None, help="unet stage: peak learning rate")
+    t.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
+                   help="unet stage: choose --steps from the speed of the first steps so that "
+                        "training takes about this long (the chosen count is recorded)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(handler=_train)
 
@@ -61,6 +69,17 @@ def add_parser(sub) -> None:
     e.add_argument("--n-per-concept", type=_positive_int, default=64)
     e.add_argument("--out", type=Path, default=None, help="model card folder (default: the shipped one)")
     e.set_defaults(handler=_eval)
+
+
+def _positive_float(text: str) -> float:
+    import argparse
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -100,7 +119,8 @@ def _train(args) -> int:
     for stage in stages:
         metrics = training.run_stage(stage, resume=args.resume, steps=args.steps, out=args.out,
                                      progress=not args.no_progress, init_from=args.init_from,
-                                     device=args.device, focus=args.focus)
+                                     device=args.device, focus=args.focus, size=args.size,
+                                     batch=args.batch, lr=args.lr, time_budget=args.time_budget)
         print(f"{stage}: {json.dumps(metrics)}")
     return 0
 

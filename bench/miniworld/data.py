@@ -59,9 +59,25 @@ def render_cache_key(n: int, seed: int, **sample_kwargs) -> str:
     return f"renders_n{n}_s{seed}_{digest}"
 
 
+RENDER_CHUNK = 500
+
+
+def _render_chunk(job: tuple) -> tuple[np.ndarray, list[dict]]:
+    seed, start, stop, sample_kwargs = job
+    images, records = [], []
+    for i in range(start, stop):
+        sample = mw.random_sample(mw.stable_seed("train", seed, i), **sample_kwargs)
+        images.append(sample.image)
+        records.append({"concept": sample.concept, "style": sample.style, "caption": sample.caption,
+                        "attributes": sample.attributes,
+                        "boxes": [list(b) for b in sample.boxes]})
+    return np.stack(images), records
+
+
 def render_dataset(n: int, seed: int, cache_dir: Path | None = None, progress: bool = True,
-                   **sample_kwargs) -> RenderedSet:
-    """Render ``n`` training samples (``render.random_sample``), or load them from the cache."""
+                   workers: int = 1, **sample_kwargs) -> RenderedSet:
+    """Render ``n`` training samples (``render.random_sample``), or load them from the cache.
+    ``workers`` > 1 renders in that many processes (same images, any number of workers)."""
     key = render_cache_key(n, seed, **sample_kwargs)
     if cache_dir is not None:
         images_path = Path(cache_dir) / f"{key}.npy"
@@ -71,12 +87,18 @@ def render_dataset(n: int, seed: int, cache_dir: Path | None = None, progress: b
                                json.loads(records_path.read_text()))
     images = np.empty((n, 64, 64, 3), dtype=np.uint8)
     records = []
-    for i in tqdm(range(n), desc="render", disable=not progress, mininterval=2):
-        sample = mw.random_sample(mw.stable_seed("train", seed, i), **sample_kwargs)
-        images[i] = sample.image
-        records.append({"concept": sample.concept, "style": sample.style, "caption": sample.caption,
-                        "attributes": sample.attributes,
-                        "boxes": [list(b) for b in sample.boxes]})
+    chunks = [range(start, min(n, start + RENDER_CHUNK)) for start in range(0, n, RENDER_CHUNK)]
+    if workers > 1:  # each image depends on its own seed only: any split renders the same set
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(workers) as pool:
+            done = pool.map(_render_chunk, [(seed, c.start, c.stop, sample_kwargs) for c in chunks])
+            parts = list(tqdm(done, total=len(chunks), desc="render", disable=not progress))
+    else:
+        parts = (_render_chunk((seed, c.start, c.stop, sample_kwargs))
+                 for c in tqdm(chunks, desc="render", disable=not progress, mininterval=2))
+    for chunk, (chunk_images, chunk_records) in zip(chunks, parts):
+        images[chunk.start:chunk.stop] = chunk_images
+        records.extend(chunk_records)
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         tmp = Path(cache_dir) / f"{key}.tmp.npy"

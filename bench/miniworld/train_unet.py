@@ -9,7 +9,10 @@ DDPM schedule (1000 steps, scaled-linear betas 0.00085..0.012), with fresh capti
 and 10% of captions dropped to "" for classifier-free guidance. AdamW lr 5e-4 (500 warm-up
 steps, cosine to 10%), batch 64, EMA 0.999 (the EMA weights are shipped). Checkpoints every
 200 steps; ``--resume`` continues bit-for-bit (batches, noise and dropout derive from the step).
-``--device cuda`` trains on a GPU: batches, noise and dropout are still drawn on the CPU from the
+``--size {small,medium,wide}`` picks the UNet's width (small is the shipped recipe's), ``--lr`` the
+peak learning rate, ``--batch`` the batch size, and ``--time-budget SECONDS`` fixes the number of
+steps from the speed of the first PROBE_STEPS (the chosen count is recorded; re-running with
+``--steps`` that count reproduces the run). ``--device cuda`` trains on a GPU: batches, noise and dropout are still drawn on the CPU from the
 same seeds, so only floating-point rounding differs from a CPU run (the device is recorded).
 ``--init-from UNET_DIR`` fine-tunes trained weights with a fresh optimiser and a gentler
 schedule (peak lr 2e-4, 100 warm-up steps, cosine to 10%); the base's own metrics are kept in
@@ -56,6 +59,16 @@ UNET_CONFIG = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_blo
                    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
                    cross_attention_dim=128, attention_head_dim=8, norm_num_groups=32)
+# Widths of the three resolution levels (--size): parameters grow with the square of the width,
+# CPU sampling time roughly linearly (small 3.2M, medium 7.2M, wide 12.8M parameters).
+UNET_WIDTHS = {"small": (32, 64, 128), "medium": (32, 96, 192), "wide": (64, 128, 256)}
+# With a time budget, steps timed before the run's length is fixed: fewer than either warm-up
+# (500, 100), so fixing it changes no learning rate already used.
+PROBE_STEPS = 40
+
+
+def unet_config_for(size: str) -> dict:
+    return {**UNET_CONFIG, "block_out_channels": UNET_WIDTHS[size]}
 
 
 def build_unet(cross_attention_dim: int, config: dict = UNET_CONFIG):
@@ -81,7 +94,14 @@ def encode_captions(text_encoder, tokenizer, captions: list[str]) -> torch.Tenso
     # Exactly what StableDiffusionPipeline.encode_prompt computes (no attention mask).
     ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids
-    return text_encoder(ids.to(text_encoder.device))[0]
+    return text_encoder(to_device(ids, text_encoder.device))[0]
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy to ``device`` without making the host wait for the GPU (pinned, non-blocking)."""
+    if torch.device(device).type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 @torch.no_grad()
@@ -112,7 +132,7 @@ def latents_cache_path(ckpt_dir: Path, n_train: int, vae) -> Path:
     for name, tensor in sorted(vae.state_dict().items()):
         if name.startswith(("encoder.", "quant_conv.")):
             digest.update(name.encode())
-            digest.update(tensor.detach().to(torch.float32).contiguous().numpy().tobytes())
+            digest.update(tensor.detach().cpu().to(torch.float32).contiguous().numpy().tobytes())
     key = render_cache_key(n_train, 0, **TRAINING_MIX)
     return Path(ckpt_dir) / f"latents_{key}_enc{digest.hexdigest()[:10]}"
 
@@ -163,9 +183,21 @@ def warm_start(unet, ema, folder: Path) -> None:
 def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume: bool = False,
           progress: bool = True, n_train: int = N_TRAIN, batch: int = BATCH,
           unet_config: dict = UNET_CONFIG, init_from: Path | None = None, device: str = "cpu",
-          focus: dict[str, float] | None = None) -> dict:
+          focus: dict[str, float] | None = None, size: str | None = None, lr: float | None = None,
+          time_budget: float | None = None) -> dict:
+    """Train (or continue) the UNet and write the pipeline folder.
+
+    ``size`` picks a width from UNET_WIDTHS instead of ``unet_config``; ``lr`` replaces the peak
+    learning rate. ``time_budget`` (seconds of training loop) fixes ``steps`` after PROBE_STEPS
+    timed steps, rounded down to a hundred: the schedule's warm-up does not depend on the length,
+    so the run equals one started with that ``--steps`` (recorded in the metrics)."""
     from diffusers import AutoencoderKL, DDPMScheduler
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
+    if time_budget is not None and resume:
+        from bench.errors import EraselabError
+        raise EraselabError("--time-budget fixes the length of a new run; it cannot be combined with --resume")
+    if size is not None:
+        unet_config = unet_config_for(size)
     dev = torch.device(device)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     # The tokenizer is built beside the checkpoints: out_dir only ever holds a finished pipeline.
@@ -187,15 +219,17 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     data = render_dataset(n_train, 0, cache_dir=ckpt_dir, progress=progress, **TRAINING_MIX)
     sampling = image_weights(data.records, focus) if focus else None
     peak, warmup = (FINETUNE_LR, FINETUNE_WARMUP) if init_from is not None else (LR, WARMUP)
+    peak = lr if lr is not None else peak
     base_metrics = _base_metrics(init_from)  # read now: out_dir may be the folder it came from
     lat_mean, lat_std = latent_moments(vae, data.images, latents_cache_path(ckpt_dir, n_train, vae), progress)
     noise_scheduler = DDPMScheduler(**SCHEDULE)
     # History seconds are cumulative over resumed runs (a resumed run starts from the last entry).
     t0 = time.time() - (history[-1]["seconds"] if history else 0.0)
     unet.train()
-    losses = []
-    bar = tqdm(range(start, steps), desc="unet", initial=start, total=steps, disable=not progress)
-    for step in bar:
+    losses, pending = [], []
+    bar = tqdm(desc="unet", initial=start, total=steps, disable=not progress)
+    probe_start, step, timing = None, start, None
+    while step < steps:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, steps, peak, warmup)
         idx = torch.from_numpy(batch_indices(len(data), batch, "unet", step, SEED) if sampling is None
@@ -208,7 +242,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
         noise = torch.randn(latents.shape, generator=gen)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=gen)
         # Everything random is drawn above on the CPU: a GPU run sees the same batches and noise.
-        latents, noise, timesteps = latents.to(dev), noise.to(dev), timesteps.to(dev)
+        latents, noise, timesteps = (to_device(t, dev) for t in (latents, noise, timesteps))
         noisy = noise_scheduler.add_noise(latents, noise, timesteps)
         captions = data.captions(idx.tolist(), seed=step)
         drop = (torch.rand(batch, generator=gen) < CFG_DROPOUT).tolist()
@@ -222,15 +256,28 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
         opt.step()
         with torch.no_grad():
             decay = min(EMA_DECAY, (1 + step) / (10 + step))  # warm-up of the EMA
-            for e, p in zip(ema.parameters(), unet.parameters()):
-                e.lerp_(p, 1 - decay)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-        if (step + 1) % CHECKPOINT_EVERY == 0 or step + 1 == steps:
-            history.append({"step": step + 1, "loss_avg50": round(float(np.mean(losses[-50:])), 5),
+            torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - decay)
+        # Losses are read back every 50 steps, not every step: a read waits for the GPU.
+        pending.append(loss.detach())
+        step += 1
+        bar.update(1)
+        if time_budget is not None and step == start + 10:
+            probe_start = time.time()
+        if time_budget is not None and step == start + PROBE_STEPS:
+            per_step = (time.time() - probe_start) / (PROBE_STEPS - 10)
+            steps = max(step, int(time_budget / per_step) // 100 * 100)
+            bar.total = steps
+            timing = {"seconds_per_step": round(per_step, 4), "time_budget": time_budget, "steps": steps}
+        if len(pending) == 50 or step == steps or step % CHECKPOINT_EVERY == 0:
+            losses.extend(torch.stack(pending).cpu().tolist())
+            pending = []
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if step % CHECKPOINT_EVERY == 0 or step == steps:
+            history.append({"step": step, "loss_avg50": round(float(np.mean(losses[-50:])), 5),
                             "seconds": round(time.time() - t0, 1)})
-            save_checkpoint(ckpt, step + 1, unet=unet, ema=ema, opt=opt)
+            save_checkpoint(ckpt, step, unet=unet, ema=ema, opt=opt)
             history_path.write_text(json.dumps(history, indent=1))
+    bar.close()
     cpu = torch.device("cpu")
     # The pipeline takes vae/ as it is now: the decoder stage may have refined the decoder while
     # this stage ran. Its encoder side must still be the one these latents came from.
@@ -240,7 +287,8 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
         raise EraselabError(f"{Path(root) / 'vae'}: its encoder changed while the unet stage ran "
                             "(the UNet learned other latents); nothing written")
     files = assemble_pipeline(out_dir, ema.eval().to(cpu), final_vae, text_encoder.to(cpu), tokenizer)
-    metrics = {"stage": "unet", "steps": steps, "init_from": str(init_from) if init_from else None,
+    metrics = {"stage": "unet", "steps": steps, "size": size,
+               "steps_from_time_budget": timing, "init_from": str(init_from) if init_from else None,
                "base_metrics": base_metrics, "focus_weights": focus,
                "device": str(dev), "batch": batch, "lr": peak, "warmup": warmup, "seed": SEED,
                "ema_decay": EMA_DECAY, "cfg_dropout": CFG_DROPOUT, "schedule": SCHEDULE,

@@ -33,8 +33,10 @@ STAGE_OUTPUT = {"clip": ("clip",), "clip-image": ("clip",), "vae": ("vae",),
 
 
 def run_stage(stage: str, resume: bool = False, steps: int | None = None, out: Path | None = None,
-              progress: bool = True, init_from: Path | None = None, device: str = "cpu",
-              focus: Path | None = None) -> dict:
+              progress: bool = True, **options) -> dict:
+    """Train one stage. ``options`` are stage-specific (init_from, focus, device, size, batch, lr,
+    time_budget: see the stage's train()); None means not given. A stage refuses options its
+    train() does not take before anything runs."""
     root = Path(out) if out is not None else MINIWORLD_DIR
     # Training runs on every core it is given; ERASELAB_THREADS lets two stages share a machine.
     torch.set_num_threads(int(os.environ.get("ERASELAB_THREADS", torch.get_num_threads())))
@@ -42,25 +44,29 @@ def run_stage(stage: str, resume: bool = False, steps: int | None = None, out: P
     kwargs = {"resume": resume, "progress": progress}
     if steps is not None:
         kwargs["steps"] = steps
-    requested = {"init_from": Path(init_from) if init_from is not None else None,
-                 "focus": Path(focus) if focus is not None else None,
-                 "device": device if device != "cpu" else None}
-    for option, value in requested.items():
+    for option, value in options.items():
         if value is None:
             continue
         _check_stage_takes(stage, module, option)
-        if option == "focus":
-            from bench.miniworld.train_unet import read_focus
-            value = read_focus(value)
-        elif option == "device":
-            value = check_training_device(stage, value)
-        kwargs[option] = value
+        kwargs[option] = _option_value(stage, option, value)
     outputs = [root / folder for folder in STAGE_OUTPUT[stage]]
     metrics = module.train(out_dir=outputs[0], ckpt_dir=root / "checkpoints", root=root, **kwargs)
     files = sorted(p.relative_to(root).as_posix() for folder in outputs if folder.is_dir()
                    for p in folder.rglob("*") if p.is_file())
     record_checksums(files, root)
     return {k: v for k, v in metrics.items() if k != "history"}
+
+
+def _option_value(stage: str, option: str, value):
+    """The value a stage's train() takes for a command-line option (files read and checked here)."""
+    if option == "focus":
+        from bench.miniworld.train_unet import read_focus
+        return read_focus(Path(value))
+    if option == "device":
+        return check_training_device(stage, value)
+    if option == "init_from":
+        return Path(value)
+    return value
 
 
 def _check_stage_takes(stage: str, module, option: str) -> None:
