@@ -55,7 +55,7 @@ def add_parser(sub) -> None:
     t.add_argument("--device", default=None,
                    help="unet stage: train on this torch device (cuda on a lent GPU; default cpu)")
     t.add_argument("--size", default=None, choices=["small", "medium", "wide"],
-                   help="unet stage: UNet width (default small, the shipped recipe's)")
+                   help="unet stage: UNet width (default wide, the shipped recipe's)")
     t.add_argument("--batch", type=_positive_int, default=None, help="clip, clip-image, unet stages: batch size (default: the stage's recipe)")
     t.add_argument("--lr", type=_positive_float, default=None, help="unet stage: peak learning rate")
     t.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",

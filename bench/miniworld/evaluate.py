@@ -264,16 +264,17 @@ def model_card(report: dict) -> str:
         out += [f"| {k} | {v['mean']:.1%} | [{v['lo']:.1%}, {v['hi']:.1%}] |"
                 for k, v in s["pipeline"]["per_concept"].items()]
         out += ["", "![generated images per concept](card_sheet.png)", ""]
-    out += ["## Training record", "", "| stage | parameters (trained) | steps | seconds | files |",
-            "|---|---|---|---|---|"]
+    out += ["## Training record", "", "| stage | parameters (trained) | steps | seconds | device | files |",
+            "|---|---|---|---|---|---|"]
     for stage, m in report["stages"].items():
         if m is None:
-            out.append(f"| {stage} | not trained yet | | | |")
+            out.append(f"| {stage} | not trained yet | | | | |")
             continue
         files = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in (m.get("file_bytes") or {}).items())
         steps, seconds = _steps_and_seconds(m)
+        device = m.get("device_name", m.get("device", "cpu"))
         out.append(f"| {stage} | {m.get('parameters', m.get('trained_parameters', ''))} | "
-                   f"{steps} | {seconds} | {files} |")
+                   f"{steps} | {seconds} | {device} | {files} |")
     out += _before_after(report["stages"])
     return "\n".join(out) + "\n"
 

@@ -1,15 +1,20 @@
 """Stage 3: train the mini Stable Diffusion UNet and assemble the pipeline folder.
 
-    eraselab miniworld train unet [--resume] [--steps N] [--device cuda]
+    eraselab miniworld train unet --device cuda [--resume] [--steps N]   # the shipped recipe
 
 Needs the clip/ and vae/ stages. The mini CLIP's text tower is converted to a transformers
 CLIPTextModel (bench/miniworld/convert.py) and frozen, as SD 1.x freezes CLIP ViT-L/14. The
 UNet learns epsilon-prediction on VAE latents (16x16x4) of the 40k training renders under SD's
 DDPM schedule (1000 steps, scaled-linear betas 0.00085..0.012), with fresh captions every step
-and 10% of captions dropped to "" for classifier-free guidance. AdamW lr 5e-4 (500 warm-up
-steps, cosine to 10%), batch 64, EMA 0.999 (the EMA weights are shipped). Checkpoints every
-200 steps; ``--resume`` continues bit-for-bit (batches, noise and dropout derive from the step).
-``--size {small,medium,wide}`` picks the UNet's width (small is the shipped recipe's), ``--lr`` the
+and 10% of captions dropped to "" for classifier-free guidance. AdamW lr 8e-4 (500 warm-up
+steps, cosine to 10%), batch 256, 2,900 steps, EMA 0.999 (the EMA weights are shipped), the
+"wide" UNet (12.6M parameters): 7.4 minutes on a lent H200 (0.15 s/step, shared with two other
+runs; benchmarks/results/gpu_round_s6/), many hours on 2 CPU cores. The earlier shipped recipe,
+the "small" UNet (3.2M) at batch 64 on the CPU for 9,200 + 2,400 steps (4 h), plateaued at 66%
+on the selection split where the wide one reached 91% (benchmarks/results/mini_sd_selection_*.json).
+Checkpoints every 200 steps; ``--resume`` continues bit-for-bit (batches, noise and dropout derive
+from the step).
+``--size {small,medium,wide}`` picks the UNet's width (wide is the shipped recipe's), ``--lr`` the
 peak learning rate, ``--batch`` the batch size, and ``--time-budget SECONDS`` fixes the number of
 steps from the speed of the first PROBE_STEPS (the chosen count is recorded; re-running with
 ``--steps`` that count reproduces the run). ``--device cuda`` trains on a GPU: batches, noise and dropout are still drawn on the CPU from the
@@ -43,9 +48,9 @@ from bench.miniworld.data import (TRAINING_MIX, batch_indices, image_weights, re
 from bench.miniworld.weights import strip_local_paths
 
 SEED = 2
-STEPS = 12_000
-BATCH = 64
-LR = 5e-4
+STEPS = 2_900
+BATCH = 256
+LR = 8e-4
 WARMUP = 500
 FINETUNE_LR, FINETUNE_WARMUP = 2e-4, 100   # with --init-from
 EMA_DECAY = 0.999
@@ -55,7 +60,7 @@ N_TRAIN = 40_000
 SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                 beta_schedule="scaled_linear")
 UNET_CONFIG = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-                   block_out_channels=(32, 64, 128),
+                   block_out_channels=(64, 128, 256),
                    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
                    cross_attention_dim=128, attention_head_dim=8, norm_num_groups=32)
@@ -290,7 +295,8 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     metrics = {"stage": "unet", "steps": steps, "size": size,
                "steps_from_time_budget": timing, "init_from": str(init_from) if init_from else None,
                "base_metrics": base_metrics, "focus_weights": focus,
-               "device": str(dev), "batch": batch, "lr": peak, "warmup": warmup, "seed": SEED,
+               "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+               "batch": batch, "lr": peak, "warmup": warmup, "seed": SEED,
                "ema_decay": EMA_DECAY, "cfg_dropout": CFG_DROPOUT, "schedule": SCHEDULE,
                "unet_config": unet_config, "parameters": sum(p.numel() for p in ema.parameters()),
                "history": history, "train_seconds_total": training_seconds(history),
