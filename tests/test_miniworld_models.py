@@ -95,6 +95,7 @@ def test_each_training_stage_runs_one_step(tmp_path, monkeypatch):
                          config=TINY_CLIP)
     assert (tmp_path / "clip" / "model.safetensors").is_file() and m["history"]
     _image_tower_step_keeps_the_text_tower(tmp_path, ck, train_clip_image)
+    _new_image_tower_keeps_the_text_tower(tmp_path, train_clip_image)
     m = train_vae.train(tmp_path / "vae", ck, tmp_path, steps=1, n_train=32, progress=False)
     assert m["scaling_factor"] > 0 and (tmp_path / "vae" / "config.json").is_file()
     m = train_unet.train(tmp_path / "pipeline", ck, tmp_path, steps=1, n_train=32, batch=4,
@@ -104,7 +105,8 @@ def test_each_training_stage_runs_one_step(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "pipeline" / "metrics.json").read_text())["steps"] == 1
     _decoder_step_keeps_the_encoder(tmp_path, ck, train_decoder, AutoencoderKL)
     _warm_start_loads_the_trained_unet(tmp_path, train_unet)
-    _time_budget_run_exports_and_assembles(tmp_path, train_unet, monkeypatch)
+    _time_budget_fixes_the_step_count(tmp_path, train_unet)
+    _gpu_round_exports_and_assembles(tmp_path, monkeypatch)
     monkeypatch.setattr(train_probe, "N_PER_CLASS", 6)
     monkeypatch.setattr(train_probe, "N_VAL_PER_CLASS", 2)
     m = train_probe.train(tmp_path / "probe", ck, tmp_path, progress=False)
@@ -125,25 +127,36 @@ def _image_tower_step_keeps_the_text_tower(tmp_path, ck, train_clip_image):
     assert any(not torch.equal(after[n], t) for n, t in before.items() if n.startswith("visual."))
 
 
-def _time_budget_run_exports_and_assembles(tmp_path, train_unet, monkeypatch):
+def _time_budget_fixes_the_step_count(tmp_path, train_unet):
     """--time-budget fixes the step count after the timed probe steps (a budget too small for
-    more gives exactly PROBE_STEPS); gpu_round's fp16 shards assemble into the same UNet."""
-    from diffusers import UNet2DConditionModel
-    from bench.miniworld import gpu_round
+    more gives exactly PROBE_STEPS)."""
+    from bench.miniworld.budget import PROBE_STEPS
     run = tmp_path / "work" / "budget"
     m = train_unet.train(run / "pipeline", run / "checkpoints", tmp_path, n_train=32, batch=2,
                          progress=False, unet_config=TINY_UNET, time_budget=1e-6)
-    assert m["steps"] == train_unet.PROBE_STEPS == m["steps_from_time_budget"]["steps"]
+    assert m["steps"] == PROBE_STEPS == m["steps_from_time_budget"]["steps"]
     assert m["history"][-1]["step"] == m["steps"] and np.isfinite(m["history"][-1]["loss_avg50"])
+
+
+def _gpu_round_exports_and_assembles(tmp_path, monkeypatch):
+    """gpu_round: the fp16 shards of a UNet run and of an image-tower run assemble back into the
+    same UNet and the same clip/ (the text tower from the root's clip/)."""
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+    from bench.miniworld import gpu_round
     monkeypatch.setattr(gpu_round, "SHARD_BYTES", 100_000)  # force several shards
     gpu_round.export(tmp_path / "work", tmp_path / "out")
-    summary = json.loads((tmp_path / "out" / "budget_metrics.json").read_text())
-    assert summary["finished"] and summary["shards"] > 1
-    gpu_round.assemble(tmp_path / "out", "budget", tmp_path / "assembled", root=tmp_path)
-    got = UNet2DConditionModel.from_pretrained(str(tmp_path / "assembled" / "unet")).state_dict()
-    want = UNet2DConditionModel.from_pretrained(str(run / "pipeline" / "unet")).state_dict()
+    for name, kind in (("budget", "unet"), ("clipnew", "clip-image")):
+        summary = json.loads((tmp_path / "out" / f"{name}_metrics.json").read_text())
+        assert summary["kind"] == kind and summary["finished"] and summary["shards"] > 1
+        gpu_round.assemble(tmp_path / "out", name, tmp_path / f"assembled_{name}", root=tmp_path)
+    got = UNet2DConditionModel.from_pretrained(str(tmp_path / "assembled_budget" / "unet")).state_dict()
+    want = UNet2DConditionModel.from_pretrained(str(tmp_path / "work" / "budget" / "pipeline" / "unet")).state_dict()
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
-    assert (tmp_path / "assembled" / "tokenizer" / "tokenizer_config.json").is_file()
+    assert (tmp_path / "assembled_budget" / "tokenizer" / "tokenizer_config.json").is_file()
+    got = load_file(str(tmp_path / "assembled_clipnew" / "model.safetensors"))
+    want = load_file(str(tmp_path / "work" / "clipnew" / "clip" / "model.safetensors"))
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
 
 
 def test_every_unet_width_builds():
@@ -159,6 +172,26 @@ def test_parallel_rendering_gives_the_same_set():
     serial = render_dataset(n, 3, progress=False, **TRAINING_MIX)
     parallel = render_dataset(n, 3, progress=False, workers=2, **TRAINING_MIX)
     assert np.array_equal(serial.images, parallel.images) and serial.records == parallel.records
+
+
+def _new_image_tower_keeps_the_text_tower(tmp_path, train_clip_image):
+    """clip-image --size: a new image tower of that size, trained against the copied, locked text
+    tower, for as many steps as a (tiny) time budget allows."""
+    import shutil
+    from safetensors.torch import load_file
+    from bench.miniworld.budget import PROBE_STEPS
+    run = tmp_path / "work" / "clipnew"  # laid out as gpu_round's runs, which a later step exports
+    shutil.copytree(tmp_path / "clip", run / "clip")
+    before = load_file(str(tmp_path / "clip" / "model.safetensors"))
+    m = train_clip_image.train(run / "clip", run / "checkpoints", tmp_path, n_train=32, batch=8,
+                               progress=False, size="small", time_budget=1e-6)
+    assert m["steps"] == PROBE_STEPS and m["vision_cfg"]["width"] == 128 and "new image tower" in m["started_from"]
+    after = load_file(str(run / "clip" / "model.safetensors"))
+    config = json.loads((run / "clip" / "open_clip_config.json").read_text())
+    assert config["vision_cfg"]["width"] == 128 and config["text_cfg"] == TINY_CLIP["text_cfg"]
+    for name, tensor in before.items():
+        if not name.startswith("visual."):
+            assert torch.equal(after[name], tensor), name
 
 
 def _warm_start_loads_the_trained_unet(tmp_path, train_unet):

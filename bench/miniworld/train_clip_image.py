@@ -49,12 +49,35 @@ CLIP_RENDER_SEED = 0  # the clip stage's render set
 EXTRA_SEED = 5        # the fresh styled and nothing sets (no other stage renders seed 5)
 EXTRA_STYLED_SHARE, EXTRA_NOTHING_SHARE = 0.6, 0.1   # of n_train
 BATCH_SHARES = {"styled": 0.5, "nothing": 0.1}        # the rest: plain objects
+# --size: the image tower's width and depth. "small" is the shipped tower, fine-tuned; a larger
+# one starts from scratch (the text tower is copied and locked as always), so it learns with a
+# higher peak lr and a longer warm-up.
+VISION_SIZES = {"small": {"width": 128, "layers": 6}, "medium": {"width": 192, "layers": 8},
+                "wide": {"width": 256, "layers": 8}}
+FRESH_LR, FRESH_WARMUP = 5e-4, 200
 
 
-def _lr_at(step: int, steps: int) -> float:
-    if step < WARMUP:
-        return LR * (step + 1) / WARMUP
-    return LR * 0.5 * (1 + math.cos(math.pi * (step - WARMUP) / max(1, steps - WARMUP)))
+def _lr_at(step: int, steps: int, peak: float = LR, warmup: int = WARMUP) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+
+def _with_image_tower(model, config: dict, size: str | None):
+    """``model`` itself when ``size`` is None or its own tower's; else a new CLIP with a fresh
+    image tower of that size and ``model``'s text tower (and temperature) copied. Returns
+    (model, config, fresh)."""
+    from bench.miniworld.clip_model import MODEL_NAME, build_clip
+    if size is None or all(config["vision_cfg"].get(k) == v for k, v in VISION_SIZES[size].items()):
+        return model, config, False
+    config = {**config, "vision_cfg": {**config["vision_cfg"], **VISION_SIZES[size]}}
+    torch.manual_seed(SEED)
+    fresh = build_clip(config, MODEL_NAME)
+    text_side = {n: t for n, t in model.state_dict().items() if not n.startswith("visual.")}
+    missing, unexpected = fresh.load_state_dict(text_side, strict=False)
+    if unexpected or any(not n.startswith("visual.") for n in missing):
+        raise RuntimeError(f"text tower does not fit the new model: {unexpected or missing}")
+    return fresh, config, True
 
 
 def accuracy_per_style(model, n_per_label: int = 20) -> dict:
@@ -77,14 +100,17 @@ def _text_tower(model) -> list[torch.Tensor]:
             for n, p in model.state_dict().items() if not n.startswith("visual.")]
 
 
+def training_sets(n_train: int) -> list[tuple[int, int, dict]]:
+    """(size, seed, sampling options) of the rendered sets: the clip stage's, styled, nothing."""
+    return [(n_train, CLIP_RENDER_SEED, TRAINING_MIX),
+            (max(1, int(EXTRA_STYLED_SHARE * n_train)), EXTRA_SEED, {"p_style": 1.0, "p_nothing": 0.0}),
+            (max(1, int(EXTRA_NOTHING_SHARE * n_train)), EXTRA_SEED, {"p_style": 0.0, "p_nothing": 1.0})]
+
+
 def _training_pools(n_train: int, ckpt_dir: Path, progress: bool):
     """The rendered sets and, per batch part, (set index, image indices) to draw from."""
-    base = render_dataset(n_train, CLIP_RENDER_SEED, cache_dir=ckpt_dir, progress=progress, **TRAINING_MIX)
-    styled = render_dataset(max(1, int(EXTRA_STYLED_SHARE * n_train)), EXTRA_SEED, cache_dir=ckpt_dir,
-                            progress=progress, p_style=1.0, p_nothing=0.0)
-    nothing = render_dataset(max(1, int(EXTRA_NOTHING_SHARE * n_train)), EXTRA_SEED, cache_dir=ckpt_dir,
-                             progress=progress, p_style=0.0, p_nothing=1.0)
-    sets = [base, styled, nothing]
+    sets = [render_dataset(n, seed, cache_dir=ckpt_dir, progress=progress, **options)
+            for n, seed, options in training_sets(n_train)]
 
     def pick(k, keep):
         return [(k, i) for i, r in enumerate(sets[k].records) if keep(r)]
@@ -113,65 +139,94 @@ def image_tower_parameters(model) -> list[tuple[str, torch.nn.Parameter]]:
 
 
 def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume: bool = False,
-          progress: bool = True, n_train: int = N_TRAIN, batch: int = BATCH) -> dict:
+          progress: bool = True, n_train: int = N_TRAIN, batch: int = BATCH, device: str = "cpu",
+          size: str | None = None, lr: float | None = None, time_budget: float | None = None) -> dict:
+    """Fine-tune the image tower (or, with a ``size`` other than the shipped tower's, train a new
+    one) against the locked text tower. ``device`` cuda trains on a GPU (batches are drawn on
+    the CPU as on a CPU run); ``lr`` replaces the peak learning rate; ``time_budget`` fixes
+    ``steps`` from the first steps' speed (bench/miniworld/budget.py)."""
     import open_clip
+    from bench.miniworld.budget import StepBudget
+    from bench.miniworld.device import to_device
+    if time_budget is not None and resume:
+        from bench.errors import EraselabError
+        raise EraselabError("--time-budget fixes the length of a new run; it cannot be combined with --resume")
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    model = load_clip(out_dir)
+    dev = torch.device(device)
+    config = json.loads((out_dir / CONFIG_FILE).read_text())
+    config.pop("model_name", None)
+    model, config, fresh = _with_image_tower(load_clip(out_dir), config, size)
+    peak, warmup = (FRESH_LR, FRESH_WARMUP) if fresh else (LR, WARMUP)
+    peak = lr if lr is not None else peak
     model.requires_grad_(False)
     trained = image_tower_parameters(model)
     for _, p in trained:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW([{"params": [p for n, p in trained if p.ndim >= 2], "weight_decay": 0.1},
-                             {"params": [p for n, p in trained if p.ndim < 2], "weight_decay": 0.0}],
-                            lr=LR, betas=(0.9, 0.98), eps=1e-6)
     ckpt = ckpt_dir / "clip_image.pt"
     before_path = ckpt_dir / "clip_image_before.json"
     text_tower_before = _text_tower(model)
-    start = load_checkpoint(ckpt, model=model, opt=opt) if resume and ckpt.is_file() else 0
+    start = load_checkpoint(ckpt, model=model) if resume and ckpt.is_file() else 0
     if start and before_path.is_file():  # a resumed run: the first start measured these
         first = json.loads(before_path.read_text())
         before, started_from = first["before"], first["started_from"]
     else:
-        started_from = start_from_stage(model, ckpt_dir / "clip.pt", "clip/")
+        started_from = (f"a new image tower {VISION_SIZES[size]} (the text tower of clip/)" if fresh
+                        else start_from_stage(model, ckpt_dir / "clip.pt", "clip/"))
         before = accuracy_per_style(model)
         before_path.write_text(json.dumps({"before": before, "started_from": started_from}))
+    model.to(dev)  # the optimiser's state follows its parameters' device
+    opt = torch.optim.AdamW([{"params": [p for n, p in trained if p.ndim >= 2], "weight_decay": 0.1},
+                             {"params": [p for n, p in trained if p.ndim < 2], "weight_decay": 0.0}],
+                            lr=peak, betas=(0.9, 0.98), eps=1e-6)
+    if start:
+        load_checkpoint(ckpt, opt=opt)
     pools, sets = _training_pools(n_train, ckpt_dir, progress)
     loss_fn = open_clip.ClipLoss()
+    budget = StepBudget(time_budget, start) if time_budget is not None else None
     t0 = time.time()
     model.train()
     model.transformer.eval()  # the locked tower has no dropout, but keep it in inference mode
-    bar = tqdm(range(start, steps), desc="clip-image", initial=start, total=steps, disable=not progress)
-    for step in bar:
+    bar = tqdm(desc="clip-image", initial=start, total=steps, disable=not progress)
+    step, losses = start, []
+    while step < steps:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps)
+            group["lr"] = _lr_at(step, steps, peak, warmup)
         pixels, captions = _batch(pools, sets, batch, step)
         images = images_to_tensor(torch.from_numpy(pixels))
         flip = torch.from_numpy(np.random.default_rng(mw.stable_seed("clip-image-flip", step)).random(batch) < 0.5)
         images[flip] = images[flip].flip(-1)
         with torch.no_grad():
-            text = model.encode_text(tokenize(captions), normalize=True)
-        image = model.encode_image(images, normalize=True)
+            text = model.encode_text(to_device(tokenize(captions), dev), normalize=True)
+        image = model.encode_image(to_device(images, dev), normalize=True)
         loss = loss_fn(image, text, model.logit_scale.exp())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % 250 == 0 or step + 1 == steps:
-            save_checkpoint(ckpt, step + 1, model=model, opt=opt)
+        losses.append(loss.detach())
+        step += 1
+        bar.update(1)
+        if budget is not None:
+            steps = bar.total = budget.steps_after(step, steps)
+        if step % 250 == 0 or step == steps:  # a loss read waits for the GPU: only here
+            bar.set_postfix(loss=f"{torch.stack(losses[-50:]).mean().item():.3f}")
+            save_checkpoint(ckpt, step, model=model, opt=opt)
+    bar.close()
+    model.to("cpu")
     after = accuracy_per_style(model)
     if not all(torch.equal(a, b) for a, b in zip(_text_tower(model), text_tower_before)):
         raise RuntimeError("clip-image changed the text tower: the mini SD's text encoder would no "
                            "longer match clip/ (nothing written)")
     previous = out_dir / "image_finetune_metrics.json"
     previous = json.loads(previous.read_text()) if previous.is_file() else None
-    config = json.loads((out_dir / CONFIG_FILE).read_text())
-    config.pop("model_name", None)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
-    for f in save_clip(model, tmp, config):  # same config; the weights are replaced by a rename
+    for f in save_clip(model, tmp, config):  # written aside, then moved in by a rename
         f.replace(out_dir / f.name)
     tmp.rmdir()
-    metrics = {"stage": "clip-image", "recipe": 2, "steps": steps, "batch": batch, "lr": LR, "seed": SEED,
+    metrics = {"stage": "clip-image", "recipe": 2, "steps": steps, "batch": batch, "lr": peak,
+               "warmup": warmup, "seed": SEED, "vision_cfg": config["vision_cfg"],
+               "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+               "steps_from_time_budget": budget.record if budget else None,
                "started_from": started_from, "batch_shares": BATCH_SHARES,
                "pool_sizes": {k: int(len(v[1])) for k, v in pools.items()},
                "replaced_run": previous,

@@ -16,9 +16,10 @@ Checkpoints every 200 steps; ``--resume`` continues bit-for-bit (batches, noise 
 from the step).
 ``--size {small,medium,wide}`` picks the UNet's width (wide is the shipped recipe's), ``--lr`` the
 peak learning rate, ``--batch`` the batch size, and ``--time-budget SECONDS`` fixes the number of
-steps from the speed of the first PROBE_STEPS (the chosen count is recorded; re-running with
-``--steps`` that count reproduces the run). ``--device cuda`` trains on a GPU: batches, noise and dropout are still drawn on the CPU from the
-same seeds, so only floating-point rounding differs from a CPU run (the device is recorded).
+steps from the speed of the first steps (bench/miniworld/budget.py; the chosen count is recorded,
+and re-running with ``--steps`` that count reproduces the run). ``--device cuda`` trains on a
+GPU: batches, noise and dropout are still drawn on the CPU from the same seeds, so only
+floating-point rounding differs from a CPU run (the device is recorded).
 ``--init-from UNET_DIR`` fine-tunes trained weights with a fresh optimiser and a gentler
 schedule (peak lr 2e-4, 100 warm-up steps, cosine to 10%); the base's own metrics are kept in
 the new metrics.json. ``--focus FILE`` (a JSON with ``focus_weights``: concept or style name ->
@@ -42,7 +43,9 @@ import torch
 from tqdm import tqdm
 
 from bench.miniworld import render as mw
+from bench.miniworld.budget import StepBudget
 from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint
+from bench.miniworld.device import to_device
 from bench.miniworld.data import (TRAINING_MIX, batch_indices, image_weights, render_cache_key,
                                   render_dataset, weighted_batch_indices)
 from bench.miniworld.weights import strip_local_paths
@@ -67,9 +70,6 @@ UNET_CONFIG = dict(sample_size=16, in_channels=4, out_channels=4, layers_per_blo
 # Widths of the three resolution levels (--size): parameters grow with the square of the width,
 # CPU sampling time roughly linearly (small 3.2M, medium 7.2M, wide 12.8M parameters).
 UNET_WIDTHS = {"small": (32, 64, 128), "medium": (32, 96, 192), "wide": (64, 128, 256)}
-# With a time budget, steps timed before the run's length is fixed: fewer than either warm-up
-# (500, 100), so fixing it changes no learning rate already used.
-PROBE_STEPS = 40
 
 
 def unet_config_for(size: str) -> dict:
@@ -100,13 +100,6 @@ def encode_captions(text_encoder, tokenizer, captions: list[str]) -> torch.Tenso
     ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length,
                     truncation=True, return_tensors="pt").input_ids
     return text_encoder(to_device(ids, text_encoder.device))[0]
-
-
-def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Copy to ``device`` without making the host wait for the GPU (pinned, non-blocking)."""
-    if torch.device(device).type != "cuda":
-        return tensor.to(device)
-    return tensor.pin_memory().to(device, non_blocking=True)
 
 
 @torch.no_grad()
@@ -193,7 +186,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     """Train (or continue) the UNet and write the pipeline folder.
 
     ``size`` picks a width from UNET_WIDTHS instead of ``unet_config``; ``lr`` replaces the peak
-    learning rate. ``time_budget`` (seconds of training loop) fixes ``steps`` after PROBE_STEPS
+    learning rate. ``time_budget`` (seconds of training loop) fixes ``steps`` after the budget's
     timed steps, rounded down to a hundred: the schedule's warm-up does not depend on the length,
     so the run equals one started with that ``--steps`` (recorded in the metrics)."""
     from diffusers import AutoencoderKL, DDPMScheduler
@@ -233,7 +226,8 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     unet.train()
     losses, pending = [], []
     bar = tqdm(desc="unet", initial=start, total=steps, disable=not progress)
-    probe_start, step, timing = None, start, None
+    step = start
+    budget = StepBudget(time_budget, start) if time_budget is not None else None
     while step < steps:
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, steps, peak, warmup)
@@ -266,13 +260,8 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
         pending.append(loss.detach())
         step += 1
         bar.update(1)
-        if time_budget is not None and step == start + 10:
-            probe_start = time.time()
-        if time_budget is not None and step == start + PROBE_STEPS:
-            per_step = (time.time() - probe_start) / (PROBE_STEPS - 10)
-            steps = max(step, int(time_budget / per_step) // 100 * 100)
-            bar.total = steps
-            timing = {"seconds_per_step": round(per_step, 4), "time_budget": time_budget, "steps": steps}
+        if budget is not None:
+            steps = bar.total = budget.steps_after(step, steps)
         if len(pending) == 50 or step == steps or step % CHECKPOINT_EVERY == 0:
             losses.extend(torch.stack(pending).cpu().tolist())
             pending = []
@@ -293,7 +282,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
                             "(the UNet learned other latents); nothing written")
     files = assemble_pipeline(out_dir, ema.eval().to(cpu), final_vae, text_encoder.to(cpu), tokenizer)
     metrics = {"stage": "unet", "steps": steps, "size": size,
-               "steps_from_time_budget": timing, "init_from": str(init_from) if init_from else None,
+               "steps_from_time_budget": budget.record if budget else None, "init_from": str(init_from) if init_from else None,
                "base_metrics": base_metrics, "focus_weights": focus,
                "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                "batch": batch, "lr": peak, "warmup": warmup, "seed": SEED,

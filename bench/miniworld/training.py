@@ -80,8 +80,8 @@ def _check_stage_takes(stage: str, module, option: str) -> None:
 
 
 def check_training_device(stage: str, device: str) -> str:
-    """A torch device the stage can train on (only the UNet stage, the one that dominates
-    training time, takes --device: see _check_stage_takes)."""
+    """A torch device the stage can train on (the stages that take --device, see
+    _check_stage_takes: the UNet, which dominates training time, and the image tower)."""
     try:
         dev = torch.device(device)
     except RuntimeError:
