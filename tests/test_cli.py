@@ -74,11 +74,11 @@ def test_miniworld_render_bad_n_is_usage_error(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["clip", "--device", "cuda"], "--device applies to the clip-image, unet stage only, not to 'clip'"),
+    (["clip", "--device", "cuda"], "--device applies to the clip-image, decoder, unet stage only, not to 'clip'"),
     (["unet", "--device", "gpu0"], "--device 'gpu0': not a torch device"),
     (["unet", "--device", "meta"], "the unet stage trains on cpu or cuda only"),
     (["clip", "--size", "wide"], "--size applies to the clip-image, unet stage only, not to 'clip'"),
-    (["vae", "--batch", "8"], "--batch applies to the clip, clip-image, unet stage only, not to 'vae'"),
+    (["vae", "--batch", "8"], "--batch applies to the clip, clip-image, decoder, unet stage only, not to 'vae'"),
     (["unet", "--resume", "--time-budget", "60"], "cannot be combined with --resume"),
 ])
 def test_miniworld_train_device_errors_are_one_line(tmp_path, args, message):

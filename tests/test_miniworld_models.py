@@ -139,14 +139,20 @@ def _time_budget_fixes_the_step_count(tmp_path, train_unet):
 
 
 def _gpu_round_exports_and_assembles(tmp_path, monkeypatch):
-    """gpu_round: the fp16 shards of a UNet run and of an image-tower run assemble back into the
-    same UNet and the same clip/ (the text tower from the root's clip/)."""
+    """gpu_round: the fp16 shards of a UNet, an image-tower and a decoder run assemble back into
+    the same UNet, clip/ (the text tower from the root's clip/) and vae/ (the root's encoder)."""
     from diffusers import UNet2DConditionModel
     from safetensors.torch import load_file
     from bench.miniworld import gpu_round
+    from bench.miniworld import train_decoder
+    import shutil
+    run = tmp_path / "work" / "dec"  # a decoder round continues vae/ as found
+    shutil.copytree(tmp_path / "vae", run / "vae")
+    train_decoder.train(run / "vae", run / "checkpoints", run, n_train=32, batch=4, progress=False,
+                        time_budget=1e-6)
     monkeypatch.setattr(gpu_round, "SHARD_BYTES", 100_000)  # force several shards
     gpu_round.export(tmp_path / "work", tmp_path / "out")
-    for name, kind in (("budget", "unet"), ("clipnew", "clip-image")):
+    for name, kind in (("budget", "unet"), ("clipnew", "clip-image"), ("dec", "decoder")):
         summary = json.loads((tmp_path / "out" / f"{name}_metrics.json").read_text())
         assert summary["kind"] == kind and summary["finished"] and summary["shards"] > 1
         gpu_round.assemble(tmp_path / "out", name, tmp_path / f"assembled_{name}", root=tmp_path)
@@ -157,6 +163,12 @@ def _gpu_round_exports_and_assembles(tmp_path, monkeypatch):
     got = load_file(str(tmp_path / "assembled_clipnew" / "model.safetensors"))
     want = load_file(str(tmp_path / "work" / "clipnew" / "clip" / "model.safetensors"))
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    got = load_file(str(tmp_path / "assembled_dec" / "diffusion_pytorch_model.safetensors"))
+    want = load_file(str(run / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    shipped = load_file(str(tmp_path / "vae" / "diffusion_pytorch_model.safetensors"))
+    assert all(torch.equal(got[k], shipped[k]) for k in got if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(got[k], shipped[k]) for k in got if k.startswith("decoder."))
 
 
 def test_every_unet_width_builds():

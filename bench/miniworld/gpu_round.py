@@ -9,6 +9,7 @@ a few steps, each a subcommand:
         --batch 256 --lr 8e-4 --time-budget 420 &      # several candidates may share the GPU
     python3 -m bench.miniworld.gpu_round clip --work /tmp/w --name clip-wide --size wide \
         --batch 512 --time-budget 400 &
+    python3 -m bench.miniworld.gpu_round decoder --work /tmp/w --name decoder --batch 128 --time-budget 400 &
     python3 -m bench.miniworld.gpu_round export --work /tmp/w --out "$OUT"
     # back here:
     python3 -m bench.miniworld.gpu_round assemble --shards DIR --name wide --out runs/unet-wide
@@ -19,14 +20,15 @@ session 6); it expects diffusers, open_clip_torch, ftfy, wcwidth and importlib_m
 in .whl/ (the device image lacks them; the device tool's README says how to download them).
 
 ``prepare`` renders the training sets in parallel (the same images as the CPU stages' caches;
-their SHA-256 are printed to compare). ``unet`` is the unet stage (train_unet.train) and ``clip``
-the clip-image stage (train_clip_image.train, on a copy of the shipped clip/), each in a work
-folder of its own. ``export`` writes, per candidate, the weights that changed as fp16
-safetensors shards of at most 15 MB (a UNet's EMA; an image tower's ``visual.*`` tensors, the
-text tower being locked) plus a JSON of its metrics (or, if it was stopped early, what its
-checkpoint holds). ``assemble`` rebuilds a StableDiffusionPipeline folder (with the shipped vae/
-and text side) or a clip/ folder (with the shipped text tower) for benchmarks here and, once
-chosen, for shipping.
+their SHA-256 are printed to compare). ``unet`` is the unet stage (train_unet.train), ``clip``
+the clip-image stage (train_clip_image.train, on a copy of the shipped clip/) and ``decoder``
+the decoder stage (train_decoder.train, continuing the shipped vae/), each in a work folder of
+its own. ``export`` writes, per candidate, the weights that changed as fp16 safetensors shards
+of at most 15 MB (a UNet's EMA; an image tower's ``visual.*`` tensors, the text tower being
+locked; the whole 1.2M-parameter VAE) plus a JSON of its metrics (or, if it was stopped early,
+what its checkpoint holds). ``assemble`` rebuilds a StableDiffusionPipeline folder (with the
+shipped vae/ and text side), a clip/ folder (with the shipped text tower) or a vae/ folder
+(refusing one whose encoder side changed) for benchmarks here and, once chosen, for shipping.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.miniworld import train_clip_image, train_unet
+from bench.miniworld import train_clip_image, train_decoder, train_unet
 from bench.miniworld.data import TRAINING_MIX, render_dataset
 from bench.paths import MINIWORLD_DIR
 
@@ -92,6 +94,17 @@ def train_clip_candidate(work: Path, name: str, size: str, batch: int, lr: float
     print(json.dumps({k: v for k, v in metrics.items() if k != "replaced_run"}))
 
 
+def train_decoder_candidate(work: Path, name: str, size: str | None, batch: int, lr: float | None,
+                            time_budget: float, device: str, threads: int) -> None:
+    """The decoder stage on a copy of the shipped vae/ (it continues the shipped decoder: the
+    stage's own start, checkpoints/vae.pt, does not travel)."""
+    run = _run_folder(work, name, threads)
+    shutil.copytree(MINIWORLD_DIR / "vae", run / "vae", dirs_exist_ok=True)
+    metrics = train_decoder.train(run / "vae", run / "checkpoints", run, batch=batch, lr=lr,
+                                  time_budget=time_budget, device=device, progress=False)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "replaced_run"}))
+
+
 def _write_shards(state: dict, out: Path, name: str) -> int:
     from safetensors.torch import save_file
     shards, current, size = [], {}, 0
@@ -126,6 +139,10 @@ def export(work: Path, out: Path) -> None:
             state, kind = payload["ema"], "unet"
             metrics_path = run / "pipeline" / "metrics.json"
             history = json.loads((run / "checkpoints" / "unet_history.json").read_text())
+        elif (run / "checkpoints" / "decoder.pt").is_file():
+            payload = torch.load(run / "checkpoints" / "decoder.pt", map_location="cpu", weights_only=True)
+            state, kind, history = payload["model"], "decoder", None
+            metrics_path = run / "vae" / "decoder_metrics.json"
         elif clip_ckpt.is_file():
             payload = torch.load(clip_ckpt, map_location="cpu", weights_only=True)
             state = {k: v for k, v in payload["model"].items() if k.startswith("visual.")}
@@ -150,10 +167,8 @@ def assemble(shards: Path, name: str, out: Path, root: Path = MINIWORLD_DIR) -> 
         raise SystemExit(f"{name}: the run stopped at step {summary['checkpoint_step']} before the end "
                          "of its schedule; continue it instead of shipping it")
     state = _read_shards(shards, name, summary["shards"])
-    if summary.get("kind", "unet") == "unet":
-        _assemble_pipeline(state, summary["metrics"], out, root)
-    else:
-        _assemble_clip(state, summary["metrics"], out, root)
+    assemblers = {"unet": _assemble_pipeline, "clip-image": _assemble_clip, "decoder": _assemble_decoder}
+    assemblers[summary["kind"]](state, summary["metrics"], out, root)
 
 
 def _assemble_pipeline(state: dict, metrics: dict, out: Path, root: Path) -> None:
@@ -184,6 +199,25 @@ def _assemble_clip(state: dict, metrics: dict, out: Path, root: Path) -> None:
     print(f"{out}: image tower {metrics['vision_cfg']}, {metrics['steps']} steps")
 
 
+def _assemble_decoder(state: dict, metrics: dict, out: Path, root: Path) -> None:
+    """A vae/ folder with the returned decoder; its encoder side must be the shipped one (else the
+    UNet's latents would no longer be what it decodes)."""
+    from diffusers import AutoencoderKL
+    from bench.miniworld.weights import strip_local_paths
+    vae = AutoencoderKL.from_pretrained(str(root / "vae"), torch_dtype=torch.float32)
+    shipped = vae.state_dict()
+    changed = [k for k in state if k.startswith(("encoder.", "quant_conv.")) and not torch.equal(state[k], shipped[k])]
+    if changed:
+        raise SystemExit(f"decoder round changed the encoder side ({changed[0]}, ...): not assembled")
+    vae.load_state_dict(state, strict=True)
+    shutil.copytree(root / "vae", out, dirs_exist_ok=True)  # keeps the VAE stage's metrics.json
+    vae.to(torch.float16).save_pretrained(str(out), safe_serialization=True)
+    strip_local_paths(out)
+    metrics["returned_as"] = "fp16 VAE shards from a GPU round (bench/miniworld/gpu_round.py)"
+    (out / "decoder_metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(f"{out}: decoder {metrics['steps']} steps, held-out PSNR {metrics['held_out_psnr_db_after']}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -191,11 +225,13 @@ def main(argv=None) -> int:
     a.add_argument("--work", type=Path, required=True)
     a.add_argument("--workers", type=int, default=os.cpu_count())
     for command, sizes, batch, lr in (("unet", train_unet.UNET_WIDTHS, train_unet.BATCH, train_unet.LR),
-                                      ("clip", train_clip_image.VISION_SIZES, train_clip_image.BATCH, None)):
+                                      ("clip", train_clip_image.VISION_SIZES, train_clip_image.BATCH, None),
+                                      ("decoder", None, train_decoder.BATCH, None)):
         t = sub.add_parser(command)
         t.add_argument("--work", type=Path, required=True)
         t.add_argument("--name", required=True)
-        t.add_argument("--size", choices=sorted(sizes), required=True)
+        if sizes:
+            t.add_argument("--size", choices=sorted(sizes), required=True)
         t.add_argument("--batch", type=int, default=batch)
         t.add_argument("--lr", type=float, default=lr, help="default: the stage's")
         t.add_argument("--time-budget", type=float, required=True)
@@ -211,9 +247,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.command == "prepare":
         prepare(args.work, args.workers)
-    elif args.command in ("unet", "clip"):
-        trainer = train_unet_candidate if args.command == "unet" else train_clip_candidate
-        trainer(args.work, args.name, args.size, args.batch, args.lr, args.time_budget, args.device, args.threads)
+    elif args.command in ("unet", "clip", "decoder"):
+        trainer = {"unet": train_unet_candidate, "clip": train_clip_candidate,
+                   "decoder": train_decoder_candidate}[args.command]
+        trainer(args.work, args.name, getattr(args, "size", None), args.batch, args.lr, args.time_budget,
+                args.device, args.threads)
     elif args.command == "export":
         export(args.work, args.out)
     else:

@@ -16,7 +16,8 @@ which drew uniformly (7.5% each), the selection split's VAE round trip kept only
 art and 69% of sketches recognisable to the style probe (hatching and block edges smeared;
 benchmarks/results/mini_sd_selection_base.json). Latents sampled from the posterior as in VAE
 training, 1,500 steps of batch 32,
-AdamW lr 2e-4 with cosine decay, loss = MSE + L1 on the horizontal and vertical image gradients (the "gradient
+AdamW lr 2e-4 with cosine decay (recipe 3 adds 50 warm-up steps and --device, --batch, --lr,
+--time-budget for a lent GPU; the shipped decoder is recipe 2's), loss = MSE + L1 on the horizontal and vertical image gradients (the "gradient
 difference loss" of Mathieu et al. 2016), which penalises blurred edges that MSE alone tolerates.
 Writes vae/ again (fp16, the scaling factor untouched) with vae/decoder_metrics.json (held-out
 PSNR per style before and after), and replaces pipeline/vae/ when a pipeline exists.
@@ -43,6 +44,7 @@ SEED = 2
 STEPS = 1500
 BATCH = 32
 LR = 2e-4
+WARMUP = 50  # recipe 3: with --time-budget the lr of the timed steps must not depend on the length
 GRADIENT_WEIGHT = 1.0
 STYLE_WEIGHTS = {"pixel art": 4.0, "sketch": 3.0}
 N_TRAIN = 40_000
@@ -74,21 +76,37 @@ def psnr_per_style(vae, n_per_style: int = N_VAL_PER_STYLE) -> dict:
     return out
 
 
+def _lr_at(step: int, steps: int, peak: float) -> float:
+    if step < WARMUP:
+        return peak * (step + 1) / WARMUP
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - WARMUP) / max(1, steps - WARMUP)))
+
+
 def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume: bool = False,
-          progress: bool = True, n_train: int = N_TRAIN) -> dict:
+          progress: bool = True, n_train: int = N_TRAIN, batch: int = BATCH, device: str = "cpu",
+          lr: float | None = None, time_budget: float | None = None) -> dict:
+    """Refine the decoder. ``device`` cuda trains on a GPU (batches drawn on the CPU as on a CPU
+    run); ``lr`` replaces the peak learning rate; ``time_budget`` fixes ``steps`` from the first
+    steps' speed (bench/miniworld/budget.py)."""
     from diffusers import AutoencoderKL
+    from bench.miniworld.budget import StepBudget
+    from bench.miniworld.device import to_device
     from bench.miniworld.train_unet import latent_moments, latents_cache_path
     from bench.miniworld.train_vae import to_vae_input
+    if time_budget is not None and resume:
+        from bench.errors import EraselabError
+        raise EraselabError("--time-budget fixes the length of a new run; it cannot be combined with --resume")
     out_dir, ckpt_dir, root = Path(out_dir), Path(ckpt_dir), Path(root)
+    dev = torch.device(device)
+    peak = lr if lr is not None else LR
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     vae = AutoencoderKL.from_pretrained(str(root / "vae"), torch_dtype=torch.float32)
     vae.requires_grad_(False)
     trained = decoder_parameters(vae)
     for p in trained:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(trained, lr=LR, weight_decay=0.0)
     ckpt = ckpt_dir / "decoder.pt"
-    start = load_checkpoint(ckpt, model=vae, opt=opt) if resume and ckpt.is_file() else 0
+    start = load_checkpoint(ckpt, model=vae) if resume and ckpt.is_file() else 0
     history_path = ckpt_dir / "decoder_history.json"
     if start and history_path.is_file():  # a resumed run: the first start measured these
         first = json.loads(history_path.read_text())
@@ -100,36 +118,51 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
         vae.to(torch.float16).to(torch.float32)
         before = psnr_per_style(vae.eval())
         history_path.write_text(json.dumps({"psnr_before": before, "started_from": started_from}))
+    vae.to(dev)  # the optimiser's state follows its parameters' device
+    opt = torch.optim.AdamW(trained, lr=peak, weight_decay=0.0)
+    if start:
+        load_checkpoint(ckpt, opt=opt)
     data = render_dataset(n_train, 0, cache_dir=ckpt_dir, progress=progress, **TRAINING_MIX)
     # The encoder is frozen: these are the UNet stage's latents, from the same cache file.
     lat_mean, lat_std = latent_moments(vae, data.images, latents_cache_path(ckpt_dir, n_train, vae), progress)
     sampling = image_weights(data.records, STYLE_WEIGHTS)
+    budget = StepBudget(time_budget, start) if time_budget is not None else None
     t0 = time.time()
     vae.train()
-    bar = tqdm(range(start, steps), desc="decoder", initial=start, total=steps, disable=not progress)
-    for step in bar:
+    bar = tqdm(desc="decoder", initial=start, total=steps, disable=not progress)
+    step = start
+    while step < steps:
         for group in opt.param_groups:
-            group["lr"] = LR * 0.5 * (1 + math.cos(math.pi * step / steps))
-        idx = torch.from_numpy(weighted_batch_indices(sampling, BATCH, "decoder", step, SEED))
+            group["lr"] = _lr_at(step, steps, peak)
+        idx = torch.from_numpy(weighted_batch_indices(sampling, batch, "decoder", step, SEED))
         gen = torch.Generator().manual_seed(mw.stable_seed("decoder-noise", SEED, step))
         z = lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)
-        target = to_vae_input(data.images[idx.numpy()])
-        recon = vae.decode(z).sample
+        target = to_device(to_vae_input(data.images[idx.numpy()]), dev)
+        recon = vae.decode(to_device(z, dev)).sample
         mse = torch.nn.functional.mse_loss(recon, target)
         gdl = gradient_difference(recon, target)
         loss = mse + GRADIENT_WEIGHT * gdl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        bar.set_postfix(mse=f"{mse.item():.4f}", gdl=f"{gdl.item():.4f}")
-        if (step + 1) % 250 == 0 or step + 1 == steps:
-            save_checkpoint(ckpt, step + 1, model=vae, opt=opt)
+        step += 1
+        bar.update(1)
+        if budget is not None:
+            steps = bar.total = budget.steps_after(step, steps)
+        if step % 250 == 0 or step == steps:  # a loss read waits for the GPU: only here
+            bar.set_postfix(mse=f"{mse.item():.4f}", gdl=f"{gdl.item():.4f}")
+            save_checkpoint(ckpt, step, model=vae, opt=opt)
+    bar.close()
+    vae.to("cpu")
     vae.eval()
     after = psnr_per_style(vae)
     previous = out_dir / "decoder_metrics.json"
     previous = json.loads(previous.read_text()) if previous.is_file() else None
     files = _write(vae, out_dir, root)
-    metrics = {"stage": "decoder", "recipe": 2, "steps": steps, "batch": BATCH, "lr": LR, "seed": SEED,
+    metrics = {"stage": "decoder", "recipe": 3, "steps": steps, "batch": batch, "lr": peak, "warmup": WARMUP,
+               "seed": SEED, "device": str(dev),
+               "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+               "steps_from_time_budget": budget.record if budget else None,
                "started_from": started_from, "style_weights": STYLE_WEIGHTS, "replaced_run": previous,
                "gradient_weight": GRADIENT_WEIGHT,
                "trained_parameters": sum(p.numel() for p in trained),
