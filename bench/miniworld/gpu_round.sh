@@ -6,7 +6,7 @@
 #   JOBS="clip:medium clip:wide"              image towers trained anew against the locked text tower
 #   JOBS="decoder:shipped"                    the decoder, continued from the shipped vae/
 #   BUDGET=seconds of training per candidate (default 400)
-#   DEVICE=cpu for a smoke run here (OUT=some/folder BUDGET=5 JOBS=clip:medium DEVICE=cpu)
+#   DEVICE=cpu for a smoke run here (OUT=dir BUDGET=5 TRAIN_TIMEOUT=1200 JOBS=clip:medium DEVICE=cpu)
 # At most 8 files come back: a wide UNet takes 2 shards + 1 JSON, a smaller one 1 + 1, an image
 # tower 1 + 1, the VAE 1 + 1, and log.txt 1. The device takes at most 64 MiB of working tree: the shipped
 # pipeline/unet weights (25 MB) are not needed there (clip/ and vae/ are), so move them aside
@@ -15,6 +15,7 @@ set -u
 JOBS=${JOBS:-unet:small unet:medium unet:wide}
 BUDGET=${BUDGET:-400}
 DEVICE=${DEVICE:-cuda}
+TRAIN_TIMEOUT=${TRAIN_TIMEOUT:-$((BUDGET + 75))}   # setup + budget + writing; a CPU smoke run needs more
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 LOG=$OUT/log.txt
@@ -31,7 +32,7 @@ for job in $JOBS; do
     clip) extra="--size $size --batch 512" ;;
     decoder) extra="--batch 128" ;;   # decoder:shipped (the size part is a label only)
   esac
-  timeout $((BUDGET + 75)) python3 -m bench.miniworld.gpu_round $kind --work /tmp/w --name $name \
+  timeout $TRAIN_TIMEOUT python3 -m bench.miniworld.gpu_round $kind --work /tmp/w --name $name \
       $extra --time-budget $BUDGET --device $DEVICE > /tmp/w/$name.log 2>&1 &
   pids="$pids $!"
 done

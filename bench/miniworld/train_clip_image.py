@@ -223,8 +223,8 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     for f in save_clip(model, tmp, config):  # written aside, then moved in by a rename
         f.replace(out_dir / f.name)
     tmp.rmdir()
-    metrics = {"stage": "clip-image", "recipe": 2, "steps": steps, "batch": batch, "lr": peak,
-               "warmup": warmup, "seed": SEED, "vision_cfg": config["vision_cfg"],
+    metrics = {"stage": "clip-image", "recipe": 2, "new_image_tower": fresh, "steps": steps, "batch": batch,
+               "lr": peak, "warmup": warmup, "seed": SEED, "vision_cfg": config["vision_cfg"],
                "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                "steps_from_time_budget": budget.record if budget else None,
                "started_from": started_from, "batch_shares": BATCH_SHARES,
