@@ -54,16 +54,19 @@ def add_parser(sub) -> None:
                    help="unet stage: sampling weights per concept/style ('focus_weights', as "
                         "benchmarks/mini_sd_selection.py writes)")
     t.add_argument("--device", default=None,
-                   help="unet, clip-image, decoder stages: train on this torch device (cuda on a lent GPU; default cpu)")
+                   help="unet, clip-image, decoder stages: train on this torch device (cuda on a "
+                        "lent GPU; default cpu)")
     t.add_argument("--size", default=None, choices=["small", "medium", "wide"],
                    help="unet stage: UNet width (default wide, the shipped recipe's); clip-image "
                         "stage: image tower size (small, the shipped tower, is fine-tuned; a larger "
                         "one is trained anew against the locked text tower)")
-    t.add_argument("--batch", type=_positive_int, default=None, help="clip, clip-image, decoder, unet stages: batch size (default: the stage's recipe)")
-    t.add_argument("--lr", type=_positive_float, default=None, help="unet, clip-image, decoder stages: peak learning rate")
+    t.add_argument("--batch", type=_positive_int, default=None,
+                   help="clip, clip-image, decoder, unet stages: batch size (default: the stage's recipe)")
+    t.add_argument("--lr", type=_positive_float, default=None,
+                   help="unet, clip-image, decoder stages: peak learning rate")
     t.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
-                   help="unet, clip-image, decoder stages: choose --steps from the speed of the first steps so that "
-                        "training takes about this long (the chosen count is recorded)")
+                   help="unet, clip-image, decoder stages: choose --steps from the speed of the "
+                        "first steps so that training takes about this long (the count is recorded)")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(handler=_train)
 
