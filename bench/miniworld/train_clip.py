@@ -26,6 +26,7 @@ from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint
 from bench.miniworld.clip_model import (CLIP_CONFIG, build_clip, images_to_tensor, save_clip,
                                         tokenize, zero_shot_predict)
 from bench.miniworld.data import TRAINING_MIX, batch_indices, render_dataset
+from bench.miniworld.schedule import warmup_cosine
 
 SEED = 0
 STEPS = 4000
@@ -67,13 +68,6 @@ def validation_set(n_per_label: int = 20):
     return np.stack(images), labels, styles
 
 
-def _lr_at(step: int, steps: int) -> float:
-    if step < WARMUP:
-        return LR * (step + 1) / WARMUP
-    progress = (step - WARMUP) / max(1, steps - WARMUP)
-    return LR * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def train(out_dir: Path, ckpt_dir: Path, root: Path | None = None, steps: int = STEPS, resume: bool = False,
           progress: bool = True, n_train: int = N_TRAIN, batch: int = BATCH,
           config: dict = CLIP_CONFIG) -> dict:
@@ -101,7 +95,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path | None = None, steps: int = 
     bar = tqdm(range(start, steps), desc="clip", initial=start, total=steps, disable=not progress)
     for step in bar:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps)
+            group["lr"] = warmup_cosine(step, steps, LR, WARMUP, floor=0.1)
         idx = batch_indices(len(data), batch, "clip", step, SEED)
         images = images_to_tensor(torch.from_numpy(data.images[idx]))
         flip = torch.from_numpy(np.random.default_rng(mw.stable_seed("flip", step)).random(batch) < 0.5)

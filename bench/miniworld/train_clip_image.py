@@ -25,7 +25,6 @@ stage afterwards.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint, start_f
 from bench.miniworld.clip_model import (CONFIG_FILE, images_to_tensor, load_clip, save_clip, tokenize,
                                         zero_shot_predict)
 from bench.miniworld.data import TRAINING_MIX, batch_indices, render_dataset
+from bench.miniworld.schedule import warmup_cosine
 
 SEED = 3
 STEPS = 2000
@@ -55,12 +55,6 @@ BATCH_SHARES = {"styled": 0.5, "nothing": 0.1}        # the rest: plain objects
 VISION_SIZES = {"small": {"width": 128, "layers": 6}, "medium": {"width": 192, "layers": 8},
                 "wide": {"width": 256, "layers": 8}}
 FRESH_LR, FRESH_WARMUP = 5e-4, 200
-
-
-def _lr_at(step: int, steps: int, peak: float = LR, warmup: int = WARMUP) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
 def _with_image_tower(model, config: dict, size: str | None):
@@ -146,11 +140,9 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     the CPU as on a CPU run); ``lr`` replaces the peak learning rate; ``time_budget`` fixes
     ``steps`` from the first steps' speed (bench/miniworld/budget.py)."""
     import open_clip
-    from bench.miniworld.budget import StepBudget
-    from bench.miniworld.device import to_device
-    if time_budget is not None and resume:
-        from bench.errors import EraselabError
-        raise EraselabError("--time-budget fixes the length of a new run; it cannot be combined with --resume")
+    from bench.miniworld.budget import StepBudget, refuse_with_resume
+    from bench.miniworld.device import device_name, to_device
+    refuse_with_resume(time_budget, resume)
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
@@ -183,7 +175,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
         load_checkpoint(ckpt, opt=opt)
     pools, sets = _training_pools(n_train, ckpt_dir, progress)
     loss_fn = open_clip.ClipLoss()
-    budget = StepBudget(time_budget, start) if time_budget is not None else None
+    budget = StepBudget(time_budget, start)
     t0 = time.time()
     model.train()
     model.transformer.eval()  # the locked tower has no dropout, but keep it in inference mode
@@ -191,7 +183,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     step, losses = start, []
     while step < steps:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, peak, warmup)
+            group["lr"] = warmup_cosine(step, steps, peak, warmup)
         pixels, captions = _batch(pools, sets, batch, step)
         images = images_to_tensor(torch.from_numpy(pixels))
         flip = torch.from_numpy(np.random.default_rng(mw.stable_seed("clip-image-flip", step)).random(batch) < 0.5)
@@ -206,8 +198,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
         losses.append(loss.detach())
         step += 1
         bar.update(1)
-        if budget is not None:
-            steps = bar.total = budget.steps_after(step, steps)
+        steps = bar.total = budget.steps_after(step, steps)
         if step % 250 == 0 or step == steps:  # a loss read waits for the GPU: only here
             bar.set_postfix(loss=f"{torch.stack(losses[-50:]).mean().item():.3f}")
             save_checkpoint(ckpt, step, model=model, opt=opt)
@@ -225,8 +216,8 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     tmp.rmdir()
     metrics = {"stage": "clip-image", "recipe": 2, "new_image_tower": fresh, "steps": steps, "batch": batch,
                "lr": peak, "warmup": warmup, "seed": SEED, "vision_cfg": config["vision_cfg"],
-               "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-               "steps_from_time_budget": budget.record if budget else None,
+               "device": str(dev), "device_name": device_name(dev),
+               "steps_from_time_budget": budget.record,
                "started_from": started_from, "batch_shares": BATCH_SHARES,
                "pool_sizes": {k: int(len(v[1])) for k, v in pools.items()},
                "replaced_run": previous,

@@ -26,7 +26,6 @@ PSNR per style before and after), and replaces pipeline/vae/ when a pipeline exi
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ from tqdm import tqdm
 from bench.miniworld import render as mw
 from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint, start_from_stage
 from bench.miniworld.data import TRAINING_MIX, image_weights, render_dataset, weighted_batch_indices
+from bench.miniworld.schedule import warmup_cosine
 from bench.miniworld.weights import strip_local_paths
 
 SEED = 2
@@ -76,12 +76,6 @@ def psnr_per_style(vae, n_per_style: int = N_VAL_PER_STYLE) -> dict:
     return out
 
 
-def _lr_at(step: int, steps: int, peak: float) -> float:
-    if step < WARMUP:
-        return peak * (step + 1) / WARMUP
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - WARMUP) / max(1, steps - WARMUP)))
-
-
 def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume: bool = False,
           progress: bool = True, n_train: int = N_TRAIN, batch: int = BATCH, device: str = "cpu",
           lr: float | None = None, time_budget: float | None = None) -> dict:
@@ -89,13 +83,11 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     run); ``lr`` replaces the peak learning rate; ``time_budget`` fixes ``steps`` from the first
     steps' speed (bench/miniworld/budget.py)."""
     from diffusers import AutoencoderKL
-    from bench.miniworld.budget import StepBudget
-    from bench.miniworld.device import to_device
+    from bench.miniworld.budget import StepBudget, refuse_with_resume
+    from bench.miniworld.device import device_name, to_device
     from bench.miniworld.train_unet import latent_moments, latents_cache_path
     from bench.miniworld.train_vae import to_vae_input
-    if time_budget is not None and resume:
-        from bench.errors import EraselabError
-        raise EraselabError("--time-budget fixes the length of a new run; it cannot be combined with --resume")
+    refuse_with_resume(time_budget, resume)
     out_dir, ckpt_dir, root = Path(out_dir), Path(ckpt_dir), Path(root)
     dev = torch.device(device)
     peak = lr if lr is not None else LR
@@ -126,14 +118,14 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     # The encoder is frozen: these are the UNet stage's latents, from the same cache file.
     lat_mean, lat_std = latent_moments(vae, data.images, latents_cache_path(ckpt_dir, n_train, vae), progress)
     sampling = image_weights(data.records, STYLE_WEIGHTS)
-    budget = StepBudget(time_budget, start) if time_budget is not None else None
+    budget = StepBudget(time_budget, start)
     t0 = time.time()
     vae.train()
     bar = tqdm(desc="decoder", initial=start, total=steps, disable=not progress)
     step = start
     while step < steps:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, peak)
+            group["lr"] = warmup_cosine(step, steps, peak, WARMUP)
         idx = torch.from_numpy(weighted_batch_indices(sampling, batch, "decoder", step, SEED))
         gen = torch.Generator().manual_seed(mw.stable_seed("decoder-noise", SEED, step))
         z = lat_mean[idx] + lat_std[idx] * torch.randn(lat_mean[idx].shape, generator=gen)
@@ -147,8 +139,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
         opt.step()
         step += 1
         bar.update(1)
-        if budget is not None:
-            steps = bar.total = budget.steps_after(step, steps)
+        steps = bar.total = budget.steps_after(step, steps)
         if step % 250 == 0 or step == steps:  # a loss read waits for the GPU: only here
             bar.set_postfix(mse=f"{mse.item():.4f}", gdl=f"{gdl.item():.4f}")
             save_checkpoint(ckpt, step, model=vae, opt=opt)
@@ -161,8 +152,8 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     files = _write(vae, out_dir, root)
     metrics = {"stage": "decoder", "recipe": 3, "steps": steps, "batch": batch, "lr": peak, "warmup": WARMUP,
                "seed": SEED, "device": str(dev),
-               "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-               "steps_from_time_budget": budget.record if budget else None,
+               "device_name": device_name(dev),
+               "steps_from_time_budget": budget.record,
                "started_from": started_from, "style_weights": STYLE_WEIGHTS, "replaced_run": previous,
                "gradient_weight": GRADIENT_WEIGHT,
                "trained_parameters": sum(p.numel() for p in trained),

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import time
 from pathlib import Path
 
@@ -43,11 +42,12 @@ import torch
 from tqdm import tqdm
 
 from bench.miniworld import render as mw
-from bench.miniworld.budget import StepBudget
+from bench.miniworld.budget import StepBudget, refuse_with_resume
 from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint
-from bench.miniworld.device import to_device
+from bench.miniworld.device import device_name, to_device
 from bench.miniworld.data import (TRAINING_MIX, batch_indices, image_weights, render_cache_key,
                                   render_dataset, weighted_batch_indices)
+from bench.miniworld.schedule import warmup_cosine
 from bench.miniworld.weights import strip_local_paths
 
 SEED = 2
@@ -135,13 +135,6 @@ def latents_cache_path(ckpt_dir: Path, n_train: int, vae) -> Path:
     return Path(ckpt_dir) / f"latents_{key}_enc{digest.hexdigest()[:10]}"
 
 
-def _lr_at(step: int, steps: int, peak: float = LR, warmup: int = WARMUP) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def read_focus(path: Path) -> dict[str, float]:
     """The ``focus_weights`` of a JSON file: known concept/style names -> positive weights."""
     from bench.errors import EraselabError
@@ -191,9 +184,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     so the run equals one started with that ``--steps`` (recorded in the metrics)."""
     from diffusers import AutoencoderKL, DDPMScheduler
     out_dir, ckpt_dir = Path(out_dir), Path(ckpt_dir)
-    if time_budget is not None and resume:
-        from bench.errors import EraselabError
-        raise EraselabError("--time-budget fixes the length of a new run; it cannot be combined with --resume")
+    refuse_with_resume(time_budget, resume)
     if size is not None:
         unet_config = unet_config_for(size)
     dev = torch.device(device)
@@ -227,10 +218,10 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     losses, pending = [], []
     bar = tqdm(desc="unet", initial=start, total=steps, disable=not progress)
     step = start
-    budget = StepBudget(time_budget, start) if time_budget is not None else None
+    budget = StepBudget(time_budget, start)
     while step < steps:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, peak, warmup)
+            group["lr"] = warmup_cosine(step, steps, peak, warmup, floor=0.1)
         idx = torch.from_numpy(batch_indices(len(data), batch, "unet", step, SEED) if sampling is None
                                else weighted_batch_indices(sampling, batch, "unet-focus", step, SEED))
         gen = torch.Generator().manual_seed(mw.stable_seed("unet-noise", SEED, step))
@@ -260,8 +251,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
         pending.append(loss.detach())
         step += 1
         bar.update(1)
-        if budget is not None:
-            steps = bar.total = budget.steps_after(step, steps)
+        steps = bar.total = budget.steps_after(step, steps)
         if len(pending) == 50 or step == steps or step % CHECKPOINT_EVERY == 0:
             losses.extend(torch.stack(pending).cpu().tolist())
             pending = []
@@ -282,9 +272,9 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
                             "(the UNet learned other latents); nothing written")
     files = assemble_pipeline(out_dir, ema.eval().to(cpu), final_vae, text_encoder.to(cpu), tokenizer)
     metrics = {"stage": "unet", "steps": steps, "size": size,
-               "steps_from_time_budget": budget.record if budget else None, "init_from": str(init_from) if init_from else None,
+               "steps_from_time_budget": budget.record, "init_from": str(init_from) if init_from else None,
                "base_metrics": base_metrics, "focus_weights": focus,
-               "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+               "device": str(dev), "device_name": device_name(dev),
                "batch": batch, "lr": peak, "warmup": warmup, "seed": SEED,
                "ema_decay": EMA_DECAY, "cfg_dropout": CFG_DROPOUT, "schedule": SCHEDULE,
                "unet_config": unet_config, "parameters": sum(p.numel() for p in ema.parameters()),

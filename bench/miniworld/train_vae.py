@@ -23,6 +23,7 @@ from tqdm import tqdm
 from bench.miniworld import render as mw
 from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint
 from bench.miniworld.data import TRAINING_MIX, batch_indices, render_dataset
+from bench.miniworld.schedule import warmup_cosine
 
 SEED = 1
 STEPS = 2000
@@ -74,7 +75,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path | None = None, steps: int = 
     vae.train()
     bar = tqdm(range(start, steps), desc="vae", initial=start, total=steps, disable=not progress)
     for step in bar:
-        lr = LR * 0.5 * (1 + math.cos(math.pi * step / steps))
+        lr = warmup_cosine(step, steps, LR)
         for group in opt.param_groups:
             group["lr"] = lr
         idx = batch_indices(len(data), BATCH, "vae", step, SEED)
