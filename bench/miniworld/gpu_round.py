@@ -149,7 +149,7 @@ def export(work: Path, out: Path) -> None:
             kind, metrics_path, history = "clip-image", run / "clip" / "image_finetune_metrics.json", None
         else:
             continue
-        # A finished run's metrics are newer than its last checkpoint only if it wrote them.
+        # A stage writes its metrics last: their presence means the run reached its end.
         finished = metrics_path.is_file()
         summary = {"name": run.name, "kind": kind, "checkpoint_step": int(payload["step"]),
                    "shards": _write_shards(state, out, run.name), "finished": finished,
