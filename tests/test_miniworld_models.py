@@ -119,6 +119,13 @@ def _image_tower_step_keeps_the_text_tower(tmp_path, ck, train_clip_image):
     before = load_file(str(tmp_path / "clip" / "model.safetensors"))
     m = train_clip_image.train(tmp_path / "clip", ck, tmp_path, steps=1, n_train=32, batch=8, progress=False)
     assert set(m["val_zero_shot_after"]) == set(m["val_zero_shot_before"])
+    assert m["distill_weight"] == train_clip_image.DISTILL_WEIGHT and m["style_pairs"] == 19
+    pools, sets, twins = train_clip_image._training_pools(32, ck, progress=False)
+    pixels, captions, twin_pixels = train_clip_image._batch(pools, sets, twins, 8, step=0)
+    assert len(pixels) == len(captions) == 8 and len(twin_pixels) == 4  # the styled half, first
+    styled_ids = pools["styled"][1]
+    assert any(np.array_equal(pixels[0], sets[2].images[i]) and np.array_equal(twin_pixels[0], twins[i])
+               for i in styled_ids)
     after = load_file(str(tmp_path / "clip" / "model.safetensors"))
     assert set(after) == set(before)
     for name, tensor in before.items():

@@ -158,3 +158,32 @@ def test_speed_floor():
     for i in range(n):
         render(names[i % len(names)], STYLES[i % len(STYLES)], i)
     assert n / (time.process_time() - start) >= 200
+
+
+def test_same_scene_in_every_style_pairs_renders():
+    """One seed, two styles: the same scene (attributes, boxes) drawn differently; without the
+    flag the style decides the scene too, as every cached training set was rendered."""
+    plain = render("snoopy", "plain", 7, same_scene_in_every_style=True)
+    neon = render("snoopy", "neon", 7, same_scene_in_every_style=True)
+    assert plain.attributes == neon.attributes and plain.boxes == neon.boxes
+    assert not np.array_equal(plain.image, neon.image)
+    default = render("snoopy", "neon", 7)
+    assert np.array_equal(default.image, render("snoopy", "neon", 7, same_scene_in_every_style=False).image)
+    assert not np.array_equal(default.image, neon.image)
+
+
+def test_style_pairs_are_twins(tmp_path):
+    """render_style_pairs: styled renders (never plain) and plain twins of the same scenes,
+    the same from the cache and in any number of workers."""
+    from bench.miniworld.data import render_style_pairs, style_pair
+    styled, twins = render_style_pairs(12, 3, cache_dir=tmp_path, progress=False)
+    assert styled.images.shape == twins.shape == (12, 64, 64, 3)
+    assert all(r["style"] != "plain" for r in styled.records)
+    for i in range(3):
+        concept, style, scene = style_pair(3, i)
+        assert styled.records[i]["concept"] == concept and styled.records[i]["style"] == style
+        assert np.array_equal(twins[i], render(concept, "plain", scene, same_scene_in_every_style=True).image)
+    again, again_twins = render_style_pairs(12, 3, cache_dir=tmp_path, progress=False)
+    parallel, parallel_twins = render_style_pairs(12, 3, progress=False, workers=2)
+    assert np.array_equal(again.images, styled.images) and np.array_equal(again_twins, twins)
+    assert np.array_equal(parallel.images, styled.images) and parallel.records == styled.records

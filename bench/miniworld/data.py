@@ -74,6 +74,16 @@ def _render_chunk(job: tuple) -> tuple[np.ndarray, list[dict]]:
     return np.stack(images), records
 
 
+def _map_chunks(render_chunk, jobs: list, workers: int, progress: bool, desc: str):
+    """``render_chunk`` over ``jobs``, in order, in ``workers`` processes when > 1: each image
+    depends on its own seed only, so any split renders the same set. Yields lazily when serial."""
+    if workers > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        with ProcessPoolExecutor(workers) as pool:
+            return list(tqdm(pool.map(render_chunk, jobs), total=len(jobs), desc=desc, disable=not progress))
+    return (render_chunk(job) for job in tqdm(jobs, desc=desc, disable=not progress, mininterval=2))
+
+
 def render_dataset(n: int, seed: int, cache_dir: Path | None = None, progress: bool = True,
                    workers: int = 1, **sample_kwargs) -> RenderedSet:
     """Render ``n`` training samples (``render.random_sample``), or load them from the cache.
@@ -88,14 +98,8 @@ def render_dataset(n: int, seed: int, cache_dir: Path | None = None, progress: b
     images = np.empty((n, 64, 64, 3), dtype=np.uint8)
     records = []
     chunks = [range(start, min(n, start + RENDER_CHUNK)) for start in range(0, n, RENDER_CHUNK)]
-    if workers > 1:  # each image depends on its own seed only: any split renders the same set
-        from concurrent.futures import ProcessPoolExecutor
-        with ProcessPoolExecutor(workers) as pool:
-            done = pool.map(_render_chunk, [(seed, c.start, c.stop, sample_kwargs) for c in chunks])
-            parts = list(tqdm(done, total=len(chunks), desc="render", disable=not progress))
-    else:
-        parts = (_render_chunk((seed, c.start, c.stop, sample_kwargs))
-                 for c in tqdm(chunks, desc="render", disable=not progress, mininterval=2))
+    parts = _map_chunks(_render_chunk, [(seed, c.start, c.stop, sample_kwargs) for c in chunks],
+                        workers, progress, "render")
     for chunk, (chunk_images, chunk_records) in zip(chunks, parts):
         images[chunk.start:chunk.stop] = chunk_images
         records.extend(chunk_records)
@@ -106,6 +110,56 @@ def render_dataset(n: int, seed: int, cache_dir: Path | None = None, progress: b
         tmp.replace(images_path)
         records_path.write_text(json.dumps(records))
     return RenderedSet(images, records)
+
+
+def style_pair(seed: int, i: int) -> tuple[str, str, int]:
+    """(concept, style other than plain, scene seed) of the i-th style pair of a set: concepts in
+    ``random_sample``'s mix (instances 1.5x), styles uniform."""
+    names = list(mw.OBJECTS) + list(mw.INSTANCES)
+    weights = np.array([1.0] * len(mw.OBJECTS) + [1.5] * len(mw.INSTANCES))
+    rng = np.random.default_rng(mw.stable_seed("style pair", seed, i))
+    concept = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+    style = mw.STYLES[1 + int(rng.integers(len(mw.STYLES) - 1))]
+    return concept, style, mw.stable_seed("style pair", seed, i, "scene")
+
+
+def _render_pair_chunk(job: tuple) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    seed, start, stop = job
+    styled, plain, records = [], [], []
+    for i in range(start, stop):
+        concept, style, scene = style_pair(seed, i)
+        sample = mw.render(concept, style, scene, same_scene_in_every_style=True)
+        styled.append(sample.image)
+        plain.append(mw.render(concept, "plain", scene, same_scene_in_every_style=True).image)
+        records.append({"concept": concept, "style": style, "caption": sample.caption,
+                        "attributes": sample.attributes, "boxes": [list(b) for b in sample.boxes]})
+    return np.stack(styled), np.stack(plain), records
+
+
+def render_style_pairs(n: int, seed: int, cache_dir: Path | None = None, progress: bool = True,
+                       workers: int = 1) -> tuple[RenderedSet, np.ndarray]:
+    """``n`` styled renders (an object or instance, a style other than plain) and, for each, the
+    same scene rendered plain: (the styled set, the plain twins' pixels). Cached like
+    ``render_dataset``."""
+    key = render_cache_key(n, seed, style_pairs=True)
+    paths = [Path(cache_dir or ".") / f"{key}.{part}" for part in ("styled.npy", "plain.npy", "json")]
+    if cache_dir is not None and all(path.is_file() for path in paths):
+        return (RenderedSet(np.load(paths[0], allow_pickle=False), json.loads(paths[2].read_text())),
+                np.load(paths[1], allow_pickle=False))
+    chunks = [(seed, start, min(n, start + RENDER_CHUNK)) for start in range(0, n, RENDER_CHUNK)]
+    parts = _map_chunks(_render_pair_chunk, chunks, workers, progress, "render pairs")
+    parts = list(parts)
+    styled = np.concatenate([p[0] for p in parts])
+    plain = np.concatenate([p[1] for p in parts])
+    records = [r for p in parts for r in p[2]]
+    if cache_dir is not None:
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        for path, array in zip(paths, (styled, plain)):
+            tmp = path.with_name(path.name + ".tmp.npy")
+            np.save(tmp, array, allow_pickle=False)
+            tmp.replace(path)
+        paths[2].write_text(json.dumps(records))
+    return RenderedSet(styled, records), plain
 
 
 def batch_indices(n: int, batch_size: int, stage: str, step: int, seed: int) -> np.ndarray:

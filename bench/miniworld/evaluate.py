@@ -289,7 +289,9 @@ def _before_after(stages: dict) -> list[str]:
         if not m:
             continue
         before, after = m[before_key], m[after_key]
-        origin = f" (started from {m['started_from']})" if m.get("started_from") else ""
+        parts = ([f"recipe {m['recipe']}"] if m.get("recipe") else []) + \
+            ([f"started from {m['started_from']}"] if m.get("started_from") else [])
+        origin = f" ({', '.join(parts)})" if parts else ""
         rows += ["", f"{stage}: {what}, before -> after{origin}:", "", "| | " + " | ".join(before) + " |",
                  "|---" * (len(before) + 1) + "|",
                  "| before | " + " | ".join(str(before[k]) for k in before) + " |",

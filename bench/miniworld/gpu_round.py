@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from bench.miniworld import train_clip_image, train_decoder, train_unet
-from bench.miniworld.data import TRAINING_MIX, render_dataset
+from bench.miniworld.data import TRAINING_MIX, render_dataset, render_style_pairs
 from bench.paths import MINIWORLD_DIR
 
 SHARD_BYTES = 15_000_000  # files coming back from the device may not exceed 16 MiB
@@ -63,6 +63,10 @@ def prepare(work: Path, workers: int) -> None:
         data = render_dataset(n, seed, cache_dir=work / "renders", progress=False, workers=workers, **options)
         digest = hashlib.sha256(np.ascontiguousarray(data.images).tobytes()).hexdigest()
         print(json.dumps({"renders": n, "seed": seed, "options": options, "images_sha256": digest}))
+    n, seed = train_clip_image.style_pair_count(train_clip_image.N_TRAIN), train_clip_image.EXTRA_SEED
+    styled, _ = render_style_pairs(n, seed, cache_dir=work / "renders", progress=False, workers=workers)
+    digest = hashlib.sha256(np.ascontiguousarray(styled.images).tobytes()).hexdigest()
+    print(json.dumps({"style pairs": n, "seed": seed, "styled_sha256": digest}))
 
 
 def _run_folder(work: Path, name: str, threads: int) -> Path:

@@ -213,12 +213,16 @@ def _nothing(canvas: Image.Image, mask: Image.Image, rng) -> dict:
     return {"kind": kind}
 
 
-def render(concept: str, style: str = "plain", seed: int = 0, size: int = 64) -> Sample:
-    """One picture of `concept` (object, instance or NOTHING) in `style`; deterministic."""
+def render(concept: str, style: str = "plain", seed: int = 0, size: int = 64,
+           same_scene_in_every_style: bool = False) -> Sample:
+    """One picture of `concept` (object, instance or NOTHING) in `style`; deterministic. With
+    ``same_scene_in_every_style`` the scene (background, look, size, pose, place) depends on
+    (concept, seed) alone, so one seed rendered in two styles shows the same scene twice: the
+    pairs that the clip-image stage distils across. (The style is drawn after the scene.)"""
     _check(concept, style)
     if not isinstance(size, int) or size < 16:
         raise EraselabError(f"mini-world image size must be an integer >= 16, got {size!r}")
-    rng = np.random.default_rng(stable_seed(concept, style, seed))
+    rng = np.random.default_rng(stable_seed(concept, "any style" if same_scene_in_every_style else style, seed))
     n = 2 * size
     background = _pick(rng, BACKGROUNDS)
     canvas = Image.fromarray(_background(background, n, rng))
