@@ -80,6 +80,7 @@ def test_miniworld_render_bad_n_is_usage_error(tmp_path):
     (["clip", "--size", "wide"], "--size applies to the clip-image, unet stage only, not to 'clip'"),
     (["vae", "--batch", "8"], "--batch applies to the clip, clip-image, decoder, unet stage only, not to 'vae'"),
     (["unet", "--resume", "--time-budget", "60"], "cannot be combined with --resume"),
+    (["vae", "--refine-shipped"], "--refine-shipped applies to the decoder stage only, not to 'vae'"),
 ])
 def test_miniworld_train_device_errors_are_one_line(tmp_path, args, message):
     code, _, err = run_cli("miniworld", "train", *args, "--out", str(tmp_path / "mw"))

@@ -240,6 +240,11 @@ def _decoder_step_keeps_the_encoder(tmp_path, ck, train_decoder, AutoencoderKL):
         assert torch.equal(in_pipeline[name], after[name]), name
     assert any(not torch.equal(after[n], t) for n, t in before.items() if n.startswith("decoder."))
     assert (tmp_path / "vae" / "metrics.json").is_file()  # the VAE stage's record stays
+    assert m["started_from"].startswith("vae.pt")  # the VAE stage's checkpoint, so no compounding
+    again = train_decoder.train(tmp_path / "vae", ck, tmp_path, steps=1, n_train=32, progress=False,
+                                refine_shipped=True)
+    assert again["started_from"] == "vae/ as found (--refine-shipped)" and again["recipe"] == 4
+    assert again["replaced_run"]["started_from"] == m["started_from"]
     for config in list((tmp_path / "pipeline").rglob("config.json")) + [tmp_path / "vae" / "config.json"]:
         assert "_name_or_path" not in json.loads(config.read_text()), config  # no local paths shipped
 

@@ -67,6 +67,9 @@ def add_parser(sub) -> None:
     t.add_argument("--time-budget", type=_positive_float, default=None, metavar="SECONDS",
                    help="unet, clip-image, decoder stages: choose --steps from the speed of the "
                         "first steps so that training takes about this long (the count is recorded)")
+    t.add_argument("--refine-shipped", action="store_true",
+                   help="decoder stage: continue the shipped decoder (vae/ as found) instead of "
+                        "restarting from the VAE stage's checkpoint")
     t.add_argument("--no-progress", action="store_true")
     t.set_defaults(handler=_train)
 
@@ -126,7 +129,8 @@ def _train(args) -> int:
         metrics = training.run_stage(stage, resume=args.resume, steps=args.steps, out=args.out,
                                      progress=not args.no_progress, init_from=args.init_from,
                                      device=args.device, focus=args.focus, size=args.size,
-                                     batch=args.batch, lr=args.lr, time_budget=args.time_budget)
+                                     batch=args.batch, lr=args.lr, time_budget=args.time_budget,
+                                     refine_shipped=args.refine_shipped or None)
         print(f"{stage}: {json.dumps(metrics)}")
     return 0
 
