@@ -240,7 +240,7 @@ def _decoder_step_keeps_the_encoder(tmp_path, ck, train_decoder, AutoencoderKL):
         assert torch.equal(in_pipeline[name], after[name]), name
     assert any(not torch.equal(after[n], t) for n, t in before.items() if n.startswith("decoder."))
     assert (tmp_path / "vae" / "metrics.json").is_file()  # the VAE stage's record stays
-    assert m["started_from"].startswith("vae.pt")  # the VAE stage's checkpoint, so no compounding
+    assert "--refine-shipped" not in m["started_from"] and m["recipe"] == 3
     again = train_decoder.train(tmp_path / "vae", ck, tmp_path, steps=1, n_train=32, progress=False,
                                 refine_shipped=True)
     assert again["started_from"] == "vae/ as found (--refine-shipped)" and again["recipe"] == 4

@@ -24,7 +24,9 @@ shipped decoder instead of restarting: on top of recipe 2's decoder, 1,400 steps
 CPU thread) took pixel art's held-out PSNR from 26.1 to 27.6 dB and the selection split's round
 trip from 19% to 94% recognisable pixel art (generations 12% -> 50%;
 benchmarks/results/mini_sd_selection_cpu_decoder3.json against ..._wide_clip3.json, the same
-evaluators). The chain of runs is in vae/decoder_metrics.json ("replaced_run").
+evaluators; the card: 17% -> 58%). A further 600 steps of it changed nothing there (pixel art
+generations 50% -> 50%, ..._cpu_decoder4.json) and were not shipped. The chain of runs is in
+vae/decoder_metrics.json ("replaced_run").
 Writes vae/ again (fp16, the scaling factor untouched) with vae/decoder_metrics.json (held-out
 PSNR per style before and after), and replaces pipeline/vae/ when a pipeline exists.
 """
