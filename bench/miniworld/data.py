@@ -84,6 +84,13 @@ def _map_chunks(render_chunk, jobs: list, workers: int, progress: bool, desc: st
     return (render_chunk(job) for job in tqdm(jobs, desc=desc, disable=not progress, mininterval=2))
 
 
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Written beside ``path`` and renamed into place: a crash never leaves half an array."""
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array, allow_pickle=False)
+    tmp.replace(path)
+
+
 def render_dataset(n: int, seed: int, cache_dir: Path | None = None, progress: bool = True,
                    workers: int = 1, **sample_kwargs) -> RenderedSet:
     """Render ``n`` training samples (``render.random_sample``), or load them from the cache.
@@ -105,9 +112,7 @@ def render_dataset(n: int, seed: int, cache_dir: Path | None = None, progress: b
         records.extend(chunk_records)
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
-        tmp = Path(cache_dir) / f"{key}.tmp.npy"
-        np.save(tmp, images, allow_pickle=False)
-        tmp.replace(images_path)
+        save_npy(images_path, images)
         records_path.write_text(json.dumps(records))
     return RenderedSet(images, records)
 
@@ -147,17 +152,14 @@ def render_style_pairs(n: int, seed: int, cache_dir: Path | None = None, progres
         return (RenderedSet(np.load(paths[0], allow_pickle=False), json.loads(paths[2].read_text())),
                 np.load(paths[1], allow_pickle=False))
     chunks = [(seed, start, min(n, start + RENDER_CHUNK)) for start in range(0, n, RENDER_CHUNK)]
-    parts = _map_chunks(_render_pair_chunk, chunks, workers, progress, "render pairs")
-    parts = list(parts)
+    parts = list(_map_chunks(_render_pair_chunk, chunks, workers, progress, "render pairs"))
     styled = np.concatenate([p[0] for p in parts])
     plain = np.concatenate([p[1] for p in parts])
     records = [r for p in parts for r in p[2]]
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         for path, array in zip(paths, (styled, plain)):
-            tmp = path.with_name(path.name + ".tmp.npy")
-            np.save(tmp, array, allow_pickle=False)
-            tmp.replace(path)
+            save_npy(path, array)
         paths[2].write_text(json.dumps(records))
     return RenderedSet(styled, records), plain
 

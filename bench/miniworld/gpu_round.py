@@ -100,12 +100,13 @@ def train_clip_candidate(work: Path, name: str, size: str, batch: int, lr: float
 
 def train_decoder_candidate(work: Path, name: str, size: str | None, batch: int, lr: float | None,
                             time_budget: float, device: str, threads: int) -> None:
-    """The decoder stage on a copy of the shipped vae/ (it continues the shipped decoder: the
-    stage's own start, checkpoints/vae.pt, does not travel)."""
+    """The decoder stage on a copy of the shipped vae/, continuing the shipped decoder (recipe 4,
+    ``refine_shipped``)."""
     run = _run_folder(work, name, threads)
     shutil.copytree(MINIWORLD_DIR / "vae", run / "vae", dirs_exist_ok=True)
     metrics = train_decoder.train(run / "vae", run / "checkpoints", run, batch=batch, lr=lr,
-                                  time_budget=time_budget, device=device, progress=False)
+                                  time_budget=time_budget, device=device, progress=False,
+                                  refine_shipped=True)
     print(json.dumps({k: v for k, v in metrics.items() if k != "replaced_run"}))
 
 

@@ -46,7 +46,7 @@ from bench.miniworld.budget import StepBudget, refuse_with_resume
 from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint
 from bench.miniworld.device import device_name, to_device
 from bench.miniworld.data import (TRAINING_MIX, batch_indices, image_weights, render_cache_key,
-                                  render_dataset, weighted_batch_indices)
+                                  render_dataset, save_npy, weighted_batch_indices)
 from bench.miniworld.schedule import warmup_cosine
 from bench.miniworld.weights import strip_local_paths
 
@@ -115,8 +115,8 @@ def latent_moments(vae, images: np.ndarray, cache: Path, progress: bool) -> tupl
         means.append(post.mean.cpu())
         stds.append(post.std.cpu())
     mean, std = torch.cat(means), torch.cat(stds)
-    np.save(mean_path, mean.numpy())
-    np.save(std_path, std.numpy())
+    save_npy(mean_path, mean.numpy())
+    save_npy(std_path, std.numpy())
     return mean, std
 
 
