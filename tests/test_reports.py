@@ -331,3 +331,11 @@ def test_summary_cannot_judge_a_concept_the_original_never_shows(tmp_path, monke
     assert main(["report", str(run), "--out", str(tmp_path / "rep"), "--format", "html"]) == 0
     html = (tmp_path / "rep" / "index.html").read_text()
     assert "cannot be judged" in html and "did NOT erase" not in html
+
+
+def test_every_method_of_a_large_comparison_has_its_own_colour_and_marker():
+    from methods import METHODS
+    from reports.figures import style
+    n = max(len(METHODS.names()) + 1, 40)  # every registered method plus the original, and more
+    looks = [(style(i)["color"], style(i)["marker"]) for i in range(n)]
+    assert len(set(looks)) == n
