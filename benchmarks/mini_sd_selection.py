@@ -46,11 +46,16 @@ def selection_renders(catalog, n: int) -> dict:
     return out
 
 
-def vae_roundtrip(vae, images: np.ndarray) -> list:
+def to_pil(batch: torch.Tensor) -> list:
+    """PIL images of a decoded (N, 3, H, W) batch in [-1, 1] (clamped)."""
     from PIL import Image
-    from bench.miniworld.train_vae import roundtrip
     return [Image.fromarray(((a.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8))
-            for a in roundtrip(vae, images)]
+            for a in batch.float().clamp(-1, 1)]
+
+
+def vae_roundtrip(vae, images: np.ndarray) -> list:
+    from bench.miniworld.train_vae import roundtrip
+    return to_pil(roundtrip(vae, images))
 
 
 def measure(model: str, n: int, progress: bool = True) -> dict:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mini_sd_selection import NAMESPACE, selection_renders  # noqa: E402
+from mini_sd_selection import NAMESPACE, selection_renders, to_pil  # noqa: E402
 from results_io import RESULTS_DIR, machine, model_label, write_result  # noqa: E402
 
 GUIDANCES = (1.0, 2.0, 3.0, 6.0, 9.0)
@@ -40,19 +40,13 @@ def _verdicts(probe, concept, images, prompts) -> dict:
             "predicted": dict(collections.Counter(r["style_pred"] for r in rows).most_common())}
 
 
-def _to_pil(batch: torch.Tensor) -> list:
-    from PIL import Image
-    return [Image.fromarray(((a.permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8))
-            for a in batch.clamp(-1, 1)]
-
-
 @torch.no_grad()
 def posterior_roundtrips(vae, images: np.ndarray) -> dict:
     """Decoded posterior mean, one sample, and a sample with twice the std (fixed noise seed)."""
     from bench.miniworld.train_vae import to_vae_input
     post = vae.encode(to_vae_input(images)).latent_dist
     noise = torch.randn(post.mean.shape, generator=torch.Generator().manual_seed(0))
-    return {name: _to_pil(vae.decode(post.mean + k * post.std * noise).sample)
+    return {name: to_pil(vae.decode(post.mean + k * post.std * noise).sample)
             for name, k in (("mean", 0.0), ("sample", 1.0), ("sample_2x_std", 2.0))}
 
 
