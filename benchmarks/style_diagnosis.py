@@ -3,15 +3,17 @@
 For one style (default pixel art, the concept that misses the model card's 60% bar), the style
 probe's verdicts on N selection-split prompts (benchmarks/mini_sd_selection.py) under:
 - the VAE's round trip of the renders with the posterior mean, one posterior sample and a
-  doubled-std sample (does the UNet's training target, a posterior sample, still show the style?);
+  doubled-std sample (does the UNet's training target, a posterior sample, still show the style?),
+  and the posterior mean flipped left-right in latent space, decoded and flipped back (what the
+  UNet stage trained on for half of each batch up to v1, when it mirrored latents, not images);
 - img2img from the renders at a few strengths (how much of the noise schedule the UNet can take
   over before the style goes: a small loss at low strength points at fine detail, a large one only
   near strength 1 at the layout);
 - text-to-image at a few guidance scales (how the style depends on classifier-free guidance).
 It measures; nothing here changes a model or the card's sampler (25 DDIM steps, guidance 6).
-Writes benchmarks/results/style_diagnosis_<style>.json.
+Writes benchmarks/results/style_diagnosis_<style>[_<label>].json.
 
-    python benchmarks/style_diagnosis.py [--style "pixel art"] [--n 48] [--model datasets/miniworld/v1/pipeline]
+    python benchmarks/style_diagnosis.py [--style "pixel art"] [--n 48] [--model datasets/miniworld/v1/pipeline] [--label L]
 """
 
 from __future__ import annotations
@@ -42,12 +44,15 @@ def _verdicts(probe, concept, images, prompts) -> dict:
 
 @torch.no_grad()
 def posterior_roundtrips(vae, images: np.ndarray) -> dict:
-    """Decoded posterior mean, one sample, and a sample with twice the std (fixed noise seed)."""
+    """Decoded posterior mean, one sample, a sample with twice the std (fixed noise seed), and the
+    mean flipped in latent space (its decoding flipped back, so only the encoder's asymmetry shows)."""
     from bench.miniworld.train_vae import to_vae_input
     post = vae.encode(to_vae_input(images)).latent_dist
     noise = torch.randn(post.mean.shape, generator=torch.Generator().manual_seed(0))
-    return {name: to_pil(vae.decode(post.mean + k * post.std * noise).sample)
-            for name, k in (("mean", 0.0), ("sample", 1.0), ("sample_2x_std", 2.0))}
+    out = {name: to_pil(vae.decode(post.mean + k * post.std * noise).sample)
+           for name, k in (("mean", 0.0), ("sample", 1.0), ("sample_2x_std", 2.0))}
+    out["mean_flipped_latent"] = to_pil(vae.decode(post.mean.flip(-1)).sample.flip(-1))
+    return out
 
 
 def measure(model: str, style: str, n: int, progress: bool = True) -> dict:
@@ -98,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--style", default="pixel art")
     p.add_argument("--n", type=int, default=48, help="selection-split prompts")
     p.add_argument("--model", default=str(MINIWORLD_DIR / "pipeline"))
+    p.add_argument("--label", default="", help="suffix of the result file (another model's run)")
     args = p.parse_args(argv)
     t0 = time.time()
     result = measure(args.model, args.style, args.n)
@@ -106,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                                                               "img2img_guidance": CARD_GUIDANCE},
               "machine": machine(), "torch_threads": torch.get_num_threads(),
               "seconds": round(time.time() - t0, 1), **result}
-    out = write_result(report, RESULTS_DIR / f"style_diagnosis_{args.style.replace(' ', '_')}.json")
+    stem = "_".join(filter(None, ("style_diagnosis", args.style.replace(" ", "_"), args.label)))
+    out = write_result(report, RESULTS_DIR / f"{stem}.json")
     print(f"{args.style}: t2i {({g: v['rate'] for g, v in result['text_to_image'].items()})}, "
           f"img2img {({s: v['rate'] for s, v in result['img2img'].items()})} -> {out}")
     return 0

@@ -103,6 +103,7 @@ def test_each_training_stage_runs_one_step(tmp_path, monkeypatch):
     pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "pipeline"), torch_dtype=torch.float32)
     assert pipe.unet.config.cross_attention_dim == 32
     assert json.loads((tmp_path / "pipeline" / "metrics.json").read_text())["steps"] == 1
+    _mirror_latents_encode_mirror_images(tmp_path, ck, train_unet, AutoencoderKL)
     _decoder_step_keeps_the_encoder(tmp_path, ck, train_decoder, AutoencoderKL)
     _warm_start_loads_the_trained_unet(tmp_path, train_unet)
     _time_budget_fixes_the_step_count(tmp_path, train_unet)
@@ -132,6 +133,21 @@ def _image_tower_step_keeps_the_text_tower(tmp_path, ck, train_clip_image):
         if not name.startswith("visual."):
             assert torch.equal(after[name], tensor), name
     assert any(not torch.equal(after[n], t) for n, t in before.items() if n.startswith("visual."))
+
+
+def _mirror_latents_encode_mirror_images(tmp_path, ck, train_unet, AutoencoderKL):
+    """The UNet's mirrored views are encodings of mirror images, not flipped latents (the encoder
+    is not flip-equivariant: a flipped latent decodes to another, blurrier picture)."""
+    from bench.miniworld.data import TRAINING_MIX, render_dataset
+    from bench.miniworld.train_vae import to_vae_input
+    vae = AutoencoderKL.from_pretrained(str(tmp_path / "vae")).eval()
+    data = render_dataset(32, 0, cache_dir=ck, progress=False, **TRAINING_MIX)
+    mean, std = train_unet.views_moments(vae, data.images, train_unet.latents_cache_path(ck, 32, vae), False)
+    assert mean.shape == std.shape == (2, 32, 4, 16, 16)
+    with torch.no_grad():
+        want = vae.encode(to_vae_input(np.ascontiguousarray(data.images[:4, :, ::-1]))).latent_dist.mean
+    assert torch.allclose(mean[1, :4], want, atol=1e-5)
+    assert not torch.allclose(mean[1, :4], mean[0, :4].flip(-1), atol=1e-3)
 
 
 def _time_budget_fixes_the_step_count(tmp_path, train_unet):
@@ -337,12 +353,15 @@ def test_refining_stages_start_from_the_earlier_stage(tmp_path):
 
 
 def test_model_card_counts_every_warm_started_round(tmp_path):
-    """A fine-tuned UNet's training record lists its bases' steps and seconds, histories dropped."""
-    from bench.miniworld.evaluate import _stage_metrics, _steps_and_seconds
-    scratch = {"steps": 9200, "train_seconds_total": 100.0, "history": [1]}
-    first = {"steps": 2400, "train_seconds_total": 40.0, "history": [2], "base_metrics": scratch}
+    """A fine-tuned UNet's training record lists its bases' steps, seconds and devices (a device
+    once while it repeats), histories dropped."""
+    from bench.miniworld.evaluate import _rounds, _stage_metrics
+    scratch = {"steps": 9200, "train_seconds_total": 100.0, "history": [1], "device": "cuda",
+               "device_name": "NVIDIA H200"}
+    first = {"steps": 2400, "train_seconds_total": 40.0, "history": [2], "base_metrics": scratch, "device": "cpu"}
     path = tmp_path / "metrics.json"
-    path.write_text(json.dumps({"steps": 1800, "train_seconds_total": 30.0, "history": [3], "base_metrics": first}))
+    path.write_text(json.dumps({"steps": 1800, "train_seconds_total": 30.0, "history": [3], "base_metrics": first,
+                                "device": "cpu"}))
     m = _stage_metrics(path)
     assert "history" not in m and "history" not in m["base_metrics"]["base_metrics"]
-    assert _steps_and_seconds(m) == ("9200 + 2400 + 1800", "100.0 + 40.0 + 30.0")
+    assert _rounds(m) == ("9200 + 2400 + 1800", "100.0 + 40.0 + 30.0", "NVIDIA H200 + cpu")

@@ -194,16 +194,18 @@ def _stage_metrics(path: Path) -> dict | None:
     return metrics
 
 
-def _steps_and_seconds(m: dict) -> tuple[str, str]:
-    """A stage's steps and training seconds; warm-started runs list their bases first
-    ("9200 + 2400")."""
+def _rounds(m: dict) -> tuple[str, str, str]:
+    """A stage's steps, training seconds and devices; warm-started runs list their bases first
+    ("9200 + 2400", "NVIDIA H200 + cpu")."""
     steps = str(m.get("steps", m.get("epochs", "")))
     seconds = str(m.get("train_seconds_total", m.get("train_seconds_this_run", m.get("seconds", ""))))
+    device = str(m.get("device_name", m.get("device", "cpu")))
     base = m.get("base_metrics")
     if isinstance(base, dict):
-        base_steps, base_seconds = _steps_and_seconds(base)
+        base_steps, base_seconds, base_device = _rounds(base)
         steps, seconds = f"{base_steps} + {steps}", f"{base_seconds} + {seconds}"
-    return steps, seconds
+        device = base_device if base_device.split(" + ")[-1] == device else f"{base_device} + {device}"
+    return steps, seconds, device
 
 
 def _verdict(value, bar) -> str:
@@ -271,8 +273,7 @@ def model_card(report: dict) -> str:
             out.append(f"| {stage} | not trained yet | | | | |")
             continue
         files = ", ".join(f"{k} {v / 1e6:.1f} MB" for k, v in (m.get("file_bytes") or {}).items())
-        steps, seconds = _steps_and_seconds(m)
-        device = m.get("device_name", m.get("device", "cpu"))
+        steps, seconds, device = _rounds(m)
         out.append(f"| {stage} | {m.get('parameters', m.get('trained_parameters', ''))} | "
                    f"{steps} | {seconds} | {device} | {files} |")
     out += _before_after(report["stages"])

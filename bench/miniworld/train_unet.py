@@ -6,10 +6,11 @@ Needs the clip/ and vae/ stages. The mini CLIP's text tower is converted to a tr
 CLIPTextModel (bench/miniworld/convert.py) and frozen, as SD 1.x freezes CLIP ViT-L/14. The
 UNet learns epsilon-prediction on VAE latents (16x16x4) of the 40k training renders under SD's
 DDPM schedule (1000 steps, scaled-linear betas 0.00085..0.012), with fresh captions every step
-and 10% of captions dropped to "" for classifier-free guidance. AdamW lr 8e-4 (500 warm-up
-steps, cosine to 10%), batch 256, 2,900 steps, EMA 0.999 (the EMA weights are shipped), the
-"wide" UNet (12.6M parameters): 7.4 minutes on a lent H200 (0.15 s/step, shared with two other
-runs; benchmarks/results/gpu_round_s6/), many hours on 2 CPU cores. The earlier shipped recipe,
+and 10% of captions dropped to "" for classifier-free guidance; half of each batch is the
+latents of the renders' mirror images (encoded from pixels, see ``views_moments``). AdamW lr
+8e-4 (500 warm-up steps, cosine to 10%), batch 256, 2,900 steps, EMA 0.999 (the EMA weights are
+shipped), the "wide" UNet (12.6M parameters): 7.4 minutes on a lent H200 (0.15 s/step, shared
+with two other runs; benchmarks/results/gpu_round_s6/), many hours on 2 CPU cores. The earlier shipped recipe,
 the "small" UNet (3.2M) at batch 64 on the CPU for 9,200 + 2,400 steps (4 h), plateaued at 66%
 on the selection split where the wide one reached 91% (benchmarks/results/mini_sd_selection_*.json).
 Checkpoints every 200 steps; ``--resume`` continues bit-for-bit (batches, noise and dropout derive
@@ -103,21 +104,40 @@ def encode_captions(text_encoder, tokenizer, captions: list[str]) -> torch.Tenso
 
 
 @torch.no_grad()
-def latent_moments(vae, images: np.ndarray, cache: Path, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior mean and std of every training render, computed once and cached as .npy."""
-    mean_path, std_path = cache.with_suffix(".mean.npy"), cache.with_suffix(".std.npy")
+def latent_moments(vae, images: np.ndarray, cache: Path, progress: bool,
+                   mirrored: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of every training render (``mirrored``: of its left-right mirror
+    image, flipped in pixel space before encoding), computed once and cached as .npy."""
+    kind = ".mirror" if mirrored else ""
+    mean_path, std_path = cache.with_suffix(f"{kind}.mean.npy"), cache.with_suffix(f"{kind}.std.npy")
     if mean_path.is_file() and std_path.is_file():
         return torch.from_numpy(np.load(mean_path)), torch.from_numpy(np.load(std_path))
     from bench.miniworld.train_vae import to_vae_input
     means, stds = [], []
-    for start in tqdm(range(0, len(images), 256), desc="encode latents", disable=not progress):
-        post = vae.encode(to_vae_input(images[start:start + 256]).to(vae.device)).latent_dist
+    for start in tqdm(range(0, len(images), 256), desc=f"encode latents{kind.replace('.', ' ')}",
+                      disable=not progress):
+        part = images[start:start + 256]
+        post = vae.encode(to_vae_input(np.ascontiguousarray(part[:, :, ::-1]) if mirrored else part)
+                          .to(vae.device)).latent_dist
         means.append(post.mean.cpu())
         stds.append(post.std.cpu())
     mean, std = torch.cat(means), torch.cat(stds)
     save_npy(mean_path, mean.numpy())
     save_npy(std_path, std.numpy())
     return mean, std
+
+
+def views_moments(vae, images: np.ndarray, cache: Path, progress: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(2, N, C, h, w) posterior means and stds: [0] the renders, [1] their mirror images.
+
+    Why not flip the latent instead: the encoder is not flip-equivariant, and a flipped latent
+    decodes to another picture. For pixel art (4x4 blocks on the latent grid) the mirrored
+    latents of the selection split decoded to recognisable pixel art 29% of the time against 85%
+    unflipped (48 renders, the shipped VAE), so a UNet trained on flipped latents half the time
+    learned the blurred blocks too (v1: about 55% pixel art in generations)."""
+    plain = latent_moments(vae, images, cache, progress)
+    mirror = latent_moments(vae, images, cache, progress, mirrored=True)
+    return torch.stack([plain[0], mirror[0]]), torch.stack([plain[1], mirror[1]])
 
 
 def latents_cache_path(ckpt_dir: Path, n_train: int, vae) -> Path:
@@ -210,7 +230,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     peak, warmup = (FINETUNE_LR, FINETUNE_WARMUP) if init_from is not None else (LR, WARMUP)
     peak = lr if lr is not None else peak
     base_metrics = _base_metrics(init_from)  # read now: out_dir may be the folder it came from
-    lat_mean, lat_std = latent_moments(vae, data.images, latents_cache_path(ckpt_dir, n_train, vae), progress)
+    lat_mean, lat_std = views_moments(vae, data.images, latents_cache_path(ckpt_dir, n_train, vae), progress)
     noise_scheduler = DDPMScheduler(**SCHEDULE)
     # History seconds are cumulative over resumed runs (a resumed run starts from the last entry).
     t0 = time.time() - (history[-1]["seconds"] if history else 0.0)
@@ -225,10 +245,10 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
         idx = torch.from_numpy(batch_indices(len(data), batch, "unet", step, SEED) if sampling is None
                                else weighted_batch_indices(sampling, batch, "unet-focus", step, SEED))
         gen = torch.Generator().manual_seed(mw.stable_seed("unet-noise", SEED, step))
-        eps_latent = torch.randn(lat_mean[idx].shape, generator=gen)
-        latents = (lat_mean[idx] + lat_std[idx] * eps_latent) * scaling
-        flip = torch.rand(batch, generator=gen) < 0.5
-        latents[flip] = latents[flip].flip(-1)  # renders are left-right symmetric in meaning
+        eps_latent = torch.randn((len(idx), *lat_mean.shape[2:]), generator=gen)
+        # Renders are left-right symmetric in meaning: half the batch is the mirror images' latents.
+        mirror = (torch.rand(batch, generator=gen) < 0.5).long()
+        latents = (lat_mean[mirror, idx] + lat_std[mirror, idx] * eps_latent) * scaling
         noise = torch.randn(latents.shape, generator=gen)
         timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch,), generator=gen)
         # Everything random is drawn above on the CPU: a GPU run sees the same batches and noise.
