@@ -131,10 +131,11 @@ def views_moments(vae, images: np.ndarray, cache: Path, progress: bool) -> tuple
     """(2, N, C, h, w) posterior means and stds: [0] the renders, [1] their mirror images.
 
     Why not flip the latent instead: the encoder is not flip-equivariant, and a flipped latent
-    decodes to another picture. For pixel art (4x4 blocks on the latent grid) the mirrored
-    latents of the selection split decoded to recognisable pixel art 29% of the time against 85%
-    unflipped (48 renders, the shipped VAE), so a UNet trained on flipped latents half the time
-    learned the blurred blocks too (v1: about 55% pixel art in generations)."""
+    decodes to another picture. For pixel art (4x4 blocks on the latent grid) the flipped
+    latents of the selection split decoded to recognisable pixel art 27% of the time against 85%
+    unflipped (n=48, the shipped VAE: benchmarks/results/style_diagnosis_pixel_art_mirror.json),
+    so a UNet trained on flipped latents half the time learned blurred blocks too (v1: about 55%
+    pixel art in generations)."""
     plain = latent_moments(vae, images, cache, progress)
     mirror = latent_moments(vae, images, cache, progress, mirrored=True)
     return torch.stack([plain[0], mirror[0]]), torch.stack([plain[1], mirror[1]])
