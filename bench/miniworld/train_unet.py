@@ -10,8 +10,10 @@ and 10% of captions dropped to "" for classifier-free guidance; half of each bat
 latents of the renders' mirror images (encoded from pixels, see ``views_moments``). AdamW lr
 8e-4 (500 warm-up steps, cosine to 10%), batch 256, 2,900 steps, EMA 0.999 (the EMA weights are
 shipped), the "wide" UNet (12.6M parameters): 7.4 minutes on a lent H200 (0.15 s/step, shared
-with two other runs; benchmarks/results/gpu_round_s6/), many hours on 2 CPU cores. The earlier shipped recipe,
-the "small" UNet (3.2M) at batch 64 on the CPU for 9,200 + 2,400 steps (4 h), plateaued at 66%
+with two other runs; benchmarks/results/gpu_round_s6/), many hours on 2 CPU cores. v1 ships that
+UNet (trained on flipped latents) fine-tuned for 2,100 CPU steps on the mirror images
+(benchmarks/results/unet_cpu_mirror_run.json: pixel art 53% -> 75% on the selection split).
+The earlier shipped recipe, the "small" UNet (3.2M) at batch 64 on the CPU for 9,200 + 2,400 steps (4 h), plateaued at 66%
 on the selection split where the wide one reached 91% (benchmarks/results/mini_sd_selection_*.json).
 Checkpoints every 200 steps; ``--resume`` continues bit-for-bit (batches, noise and dropout derive
 from the step).
