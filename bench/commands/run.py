@@ -73,9 +73,11 @@ def run(args) -> int:
 
 def _print_table(run_dir: Path) -> None:
     import pandas as pd
+    from bench.metrics import POOLED_SCOPE
     agg = pd.read_parquet(run_dir / "aggregates.parquet")
+    agg = agg[(agg["scope"] == POOLED_SCOPE) & (agg["metric"] == "detected")].copy()
     agg["method"] = agg["method"] + agg["variant"].map(lambda v: f"[{v}]" if v else "")
-    table = agg.pivot_table(index="method", columns="prompt_set", values="detected_rate", aggfunc="mean")
-    print("detection rate (mean over concepts) by prompt set:")
+    table = agg.pivot_table(index="method", columns="prompt_set", values="value", aggfunc="mean")
+    print("detection rate (pooled over concepts) by prompt set:")
     print(table.round(3).to_string())
     sys.stdout.flush()
