@@ -112,14 +112,24 @@ def _validate(model, data_yaml, workdir: Path):
                          name="card", exist_ok=True)
 
 
-def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path) -> dict:
-    """Generate from each catalog concept's prompts and judge with the detector or style probe."""
+CARD_SAMPLER = {"scheduler": "default", "steps": 25, "guidance": 6.0}
+
+
+def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path | None, sampler: dict | None = None) -> dict:
+    """Generate from each catalog concept's prompts and judge with the detector or style probe.
+
+    ``sampler`` (scheduler, steps, guidance; default CARD_SAMPLER) lets a benchmark measure the
+    same bars under another sampler; the card itself always uses CARD_SAMPLER."""
     from bench.catalog import load_catalog
     from bench.generate import generate, image_seed
     from bench.pipeline_io import load_pipeline
     from detectors import SCORERS
     catalog = load_catalog("miniworld")
+    sampler = {**CARD_SAMPLER, **(sampler or {})}
     pipe = load_pipeline(str(root / "pipeline"), progress=False)  # eval has its own bars
+    if sampler["scheduler"] != "default":
+        from bench.runner.models import set_scheduler
+        set_scheduler(pipe, sampler["scheduler"])
     detector = SCORERS.get("miniworld-yolo")(miniworld_root=str(root))
     probe = SCORERS.get("miniworld-style-probe")(probe_dir=str(root / "probe"), clip_root=str(root))
     per_concept, sheet_rows = {}, []
@@ -127,13 +137,14 @@ def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path) -> dict:
         prompts = concept.prompts()
         jobs = [(prompts[i % len(prompts)], image_seed(f"card:{concept.name}:{i}", i, seed))
                 for seed in CARD_SEEDS for i in range(n_per_concept // len(CARD_SEEDS))]
-        images = generate(pipe, [p for p, _ in jobs], [s for _, s in jobs], steps=25, guidance=6.0,
-                          batch_size=32)
+        images = generate(pipe, [p for p, _ in jobs], [s for _, s in jobs], steps=sampler["steps"],
+                          guidance=sampler["guidance"], batch_size=32)
         scorer = probe if concept.is_style else detector
         rows = scorer.score(images, [p for p, _ in jobs], [concept] * len(images))
         per_concept[concept.name] = _ci([bool(r["detected"]) for r in rows])
         sheet_rows.append((concept.name, images[:8]))
-    _write_sheet(sheet_rows, sheet_path)
+    if sheet_path is not None:
+        _write_sheet(sheet_rows, sheet_path)
     means = [v["mean"] for v in per_concept.values()]
     return {"mean_detection": round(float(np.mean(means)), 4), "min_detection": round(float(np.min(means)), 4),
             "per_concept": per_concept, "bars": {"mean": BARS["sd_mean_detection"],

@@ -29,7 +29,12 @@ MODEL_KEYS = {"id", "path"}
 METHOD_KEYS = {"name", "variant", "overrides"}
 SET_KEYS = {"prompts", "samples", "extra"}
 SAMPLER_KEYS = {"scheduler", "steps", "guidance", "resolution", "batch_size"}
-SCHEDULERS = ("default", "pndm", "ddim", "dpm", "euler", "euler-a", "lms")
+# A suite's sampler.scheduler names one of these diffusers classes (or "default": the model's own).
+SCHEDULER_CLASSES = {"pndm": "PNDMScheduler", "ddim": "DDIMScheduler",
+                     "dpm": "DPMSolverMultistepScheduler", "unipc": "UniPCMultistepScheduler",
+                     "euler": "EulerDiscreteScheduler", "euler-a": "EulerAncestralDiscreteScheduler",
+                     "lms": "LMSDiscreteScheduler"}
+SCHEDULERS = ("default", *SCHEDULER_CLASSES)
 MINIWORLD = "miniworld"  # model path meaning the shipped mini-world pipeline
 PROMPT_SETS = ("target", "related", "unrelated")
 
