@@ -4,8 +4,13 @@ Every number comes from fresh renders or fresh generations whose seeds were neve
 training (seed namespaces 'card-*'), at least 64 images per concept over 2 seeds, with bootstrap
 95% intervals. Sections whose weights are not trained yet are reported as such, never guessed.
 Writes datasets/miniworld/v1/MODEL_CARD.md, eval.json and card_sheet.png (generated images).
+The card's training record comes from each stage's metrics.json: steps, seconds and devices of
+every round behind the shipped weights, and the notes those rounds recorded (why a round was
+kept, what it replaced). ``rewrite_card`` rebuilds MODEL_CARD.md from eval.json alone, without
+measuring again, after a change to the card's text.
 
     eraselab miniworld eval [--json] [--n-per-concept 64]
+    python -m bench.miniworld.evaluate --rewrite-card      # MODEL_CARD.md from eval.json
 """
 
 from __future__ import annotations
@@ -288,7 +293,63 @@ def model_card(report: dict) -> str:
         out.append(f"| {stage} | {m.get('parameters', m.get('trained_parameters', ''))} | "
                    f"{steps} | {seconds} | {device} | {files} |")
     out += _before_after(report["stages"])
+    out += _rounds_record(report["stages"])
     return "\n".join(out) + "\n"
+
+
+# Free-text fields a stage's metrics.json may carry about its own round.
+NOTE_KEYS = ("history_note", "returned_as", "selection", "outcome", "record_corrected")
+
+
+def _round_summary(m: dict) -> str:
+    """One round of a stage in a line: recipe, steps, device, starting point, its notes."""
+    parts = [f"recipe {m['recipe']}"] if m.get("recipe") else []
+    steps = m.get("steps", m.get("epochs"))
+    if steps is not None:
+        parts.append(f"{steps} steps")
+    parts.append(f"on {m.get('device_name', m.get('device', 'cpu'))}")
+    if m.get("started_from"):
+        parts.append(f"started from {m['started_from']}")
+    after = m.get("val_zero_shot_after") or m.get("held_out_psnr_db_after")
+    if isinstance(after, dict) and "pixel art" in after:
+        unit = "validation zero-shot" if "val_zero_shot_after" in m else "held-out PSNR (dB)"
+        parts.append(f"{unit} after: pixel art {after['pixel art']}")
+    notes = [str(m[k]) for k in NOTE_KEYS if m.get(k)]
+    return ", ".join(parts) + (f"; {'; '.join(notes)}" if notes else "")
+
+
+def _rounds_record(stages: dict) -> list[str]:
+    """Every round behind each stage's shipped weights, newest first: the rounds it was trained
+    on top of (``base_metrics``) and the runs whose output it replaced (``replaced_run``)."""
+    lines = []
+    for stage, m in stages.items():
+        if not m:
+            continue
+        entries, depth, node = [], 0, m
+        while isinstance(node, dict):
+            entries.append(("  " * depth) + f"- {stage}: " + _round_summary(node) if depth == 0 else
+                           ("  " * depth) + "- on top of: " + _round_summary(node))
+            node, depth = node.get("base_metrics"), depth + 1
+        node, depth = m.get("replaced_run"), 1
+        while isinstance(node, dict):
+            entries.append(("  " * depth) + "- replaced an earlier run: " + _round_summary(node))
+            node, depth = node.get("replaced_run"), depth + 1
+        if len(entries) > 1 or any(m.get(k) for k in NOTE_KEYS):
+            lines += entries
+    if not lines:
+        return []
+    return ["", "Rounds behind the shipped weights (from each stage's metrics.json; CHANGELOG.md tells "
+                "the story, bench/miniworld/train_*.py the current recipes):", ""] + lines
+
+
+def rewrite_card(root: Path = MINIWORLD_DIR) -> Path:
+    """Rebuild MODEL_CARD.md from the recorded eval.json (no measuring); returns its path."""
+    path = Path(root) / "MODEL_CARD.md"
+    report = json.loads((Path(root) / "eval.json").read_text())
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(model_card(report))
+    tmp.replace(path)
+    return path
 
 
 def _before_after(stages: dict) -> list[str]:
@@ -309,3 +370,11 @@ def _before_after(stages: dict) -> list[str]:
                  "| before | " + " | ".join(str(before[k]) for k in before) + " |",
                  "| after | " + " | ".join(str(after.get(k)) for k in before) + " |"]
     return rows
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] != ["--rewrite-card"]:
+        raise SystemExit("usage: python -m bench.miniworld.evaluate --rewrite-card "
+                         "(measuring is `eraselab miniworld eval`)")
+    print(rewrite_card())
