@@ -60,7 +60,7 @@ def tokenize(pipe, prompts: list[str]) -> torch.Tensor:
 
 
 def encode_ids(text_encoder, ids: torch.Tensor) -> torch.Tensor:
-    # No attention mask: SD conditions on every position, pads included (see OFFLINE-NOTES).
+    # No attention mask: SD conditions on every position, pads included (docs/protocol.md, "The mini world").
     return text_encoder(ids)[0]
 
 

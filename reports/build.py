@@ -22,15 +22,21 @@ from pathlib import Path
 from bench.errors import EraselabError, UsageError
 
 FORMATS = ("html", "md", "tex")
-METHOD_NOTE = (
-    "How verdicts are decided: every edited image has a same-seed twin from the original model, so "
-    "effects are paired differences (edited minus twin). A method erased a concept when exact McNemar's "
-    "test of its target detections against the twins' is significant after Benjamini-Hochberg "
-    "false-discovery control at q = 0.05 over every test of the run, and the 95% hierarchical bootstrap "
-    "interval of the change (erasure seeds resampled first, then images) lies below zero. Significant "
-    "but with an interval that reaches zero: the edits made differ, but not reliably across erasure "
-    "seeds. Continuous scores use the Wilcoxon signed-rank test. See docs/protocol.md.")
 MARKER = ".eraselab-report"  # marks a folder this module may replace on a rerun
+
+
+def method_note(aggregates) -> str:
+    """How the report's verdicts are decided, with the size of this run's family of tests."""
+    family = int(aggregates["p"].notna().sum())
+    return (
+        "How verdicts are decided: every edited image has a same-seed twin from the original model, so "
+        "effects are paired differences (edited minus twin). A method erased a concept when exact "
+        "McNemar's test of its target detections against the twins' is significant after Benjamini-"
+        f"Hochberg false-discovery control at q = 0.05 over the run's {family} tests, and the 95% "
+        "hierarchical bootstrap interval of the change (erasure seeds resampled first, then images) lies "
+        "below zero. Significant but with an interval that reaches zero: the edits made differ, but not "
+        "reliably across erasure seeds. CLIP scores use the Wilcoxon signed-rank test, KID a z-test "
+        "against zero. See docs/protocol.md.")
 
 
 def build_report(run_path, out=None, formats=FORMATS, compare=None) -> Path:
@@ -151,7 +157,7 @@ def _write(run, comparison, baseline_path, folder: Path, formats) -> str:
                      f"{len(summary.concepts)} concept(s) \u00b7 from {run.path}"),
         "headline": headline(summary),
         "smoke": (["the runner was invoked with --smoke"] if run.manifest.smoke else []) + summary.smoke,
-        "problems": run.problems, "method_note": METHOD_NOTE,
+        "problems": run.problems, "method_note": method_note(run.aggregates),
         "tables": [(t, table_files.get(t.name, {})) for t in tables], "figures": figures, "grids": grids,
         "compare": cmp, "provenance": _provenance(run),
     }
