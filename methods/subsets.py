@@ -7,7 +7,7 @@ the same parameters whichever method reads it, so a study can move one subset ac
   full            every UNet parameter
   xattn           every cross-attention projection: ``attn2.{to_q,to_k,to_v,to_out.0}``
   xattn-kv        the cross-attention keys and values only: ``attn2.{to_k,to_v}``
-  attn            every attention projection, self (``attn1``) and cross (``attn2``)
+  attn            every attention projection, self (``attn1``) and cross (``attn2``) alike
   non-xattn       every Linear and Conv2d outside cross-attention, except the time embedding and
                   the output layers (``time_embedding``, ``conv_norm_out``, ``conv_out``): ESD-u's set
 
@@ -23,13 +23,17 @@ Words of the text encoder (a CLIP text transformer), all starting with ``te-``:
   te-layer<N>-mlp     layer N's MLP;  ``te-layer<N>-attn``: layer N's self-attention
 
 so fewshot-te's default ``te-mlp+te-final-attn`` is every MLP plus the last self-attention.
-Each method accepts the words of the component it trains (``component`` below). Names from
-before this vocabulary still work for the methods that used them (``attn2``, ``kv``; fewshot-te's
-``all``, ``mlp``, ``attn``, ``mlp+attn``, ``mlp+final-attn``, ``layers=[i,...]`` and
-``KIND:layers=[i,...]``) and log a one-line note naming the word to use instead.
+
+A method trains its config's ``params`` when it has one, else its class's ``subset``, in the words
+of its ``component`` (``ErasureMethod.trainable`` in methods/base.py): esd-x ``xattn``,
+esd-x-strict ``xattn-kv``, esd-u ``non-xattn``, uce ``xattn-kv`` (the weights), salun ``full``,
+advunlearn ``te-non-embeddings``; ga, fmn and ca take any UNet subset as ``--variant`` and
+fewshot-te any text-encoder one. Names from before this vocabulary still work (UNet: ``attn2``,
+``kv``; text encoder: ``all``, ``mlp``, ``attn``, ``mlp+attn``, ``mlp+final-attn``,
+``layers=[i,...]``, ``KIND:layers=[i,...]``) and log a one-line note naming the words to write.
 
     from methods.subsets import select
-    select(pipe, "xattn-kv", "unet", where="ca")        # ['unet.down_blocks.0...attn2.to_k.weight', ...]
+    select(pipe, "xattn-kv", "unet", method="ca")   # ['unet.down_blocks.0...attn2.to_k.weight', ...]
     select(pipe, "te-layer0-mlp+te-final-attn", "text_encoder")
 
 Names come out in the component's own parameter order (``named_parameters``), whatever the order
