@@ -192,7 +192,8 @@ def _seed_spread(est) -> str:
 
 def mapping_table(analyses: list[dict]) -> Table:
     """What each erased concept became: top label before/after and whether it is the parent."""
-    columns = [Column("concept", "Concept"), Column("method", "Method"), Column("parent", "Recorded parent"),
+    columns = [Column("concept", "Concept"), Column("method", "Method"),
+               Column("space", "Label space"), Column("parent", "Recorded parent"),
                Column("before_top", "Top label before"), Column("before_share", "Share before", "pct"),
                Column("after_top", "Top label after"), Column("after_share", "Share after", "pct"),
                Column("to_parent", "Maps to parent"),
@@ -201,6 +202,7 @@ def mapping_table(analyses: list[dict]) -> Table:
     for a in analyses:
         rows.append({
             "concept": Cell(a["concept"]), "method": Cell(a["label"]),
+            "space": Cell(a.get("space", "\u2014")),
             "parent": Cell(a.get("parent") or "\u2014"),
             "before_top": Cell(a.get("before_top_label", "\u2014")),
             "before_share": Cell(float(a.get("before_top_share", math.nan))),
@@ -214,6 +216,9 @@ def mapping_table(analyses: list[dict]) -> Table:
         caption=("Zero-shot CLIP label of the images of target prompts, before erasure (original model) and "
                  "after (the erasing method): the most frequent label and its share of images, and whether "
                  "it is the catalog's recorded parent (the paper's \u201cSnoopy \u2192 dog\u201d claim). "
+                 "Label space: the labels an image is classified among \u2014 a style's images among the "
+                 "catalog's styles and \u201cplain\u201d (styles), every other concept's among the non-style "
+                 "labels and \u201cnothing\u201d (objects). "
                  "Self share drop: how much of the images stopped being labelled as the concept itself."),
         columns=columns, rows=rows, group="concept")
     mark_best(table)

@@ -336,13 +336,15 @@ def sampling_scheduler():
 
 
 def assemble_pipeline(out_dir: Path, unet, vae, text_encoder, tokenizer) -> list[Path]:
-    """Save a StableDiffusionPipeline folder (fp16 weights) that from_pretrained loads offline."""
+    """Save a StableDiffusionPipeline folder (fp16 weights) that from_pretrained loads offline,
+    in float32 unless asked otherwise."""
     from diffusers import StableDiffusionPipeline
+
+    from bench.pipeline_io import save_half_pipeline
     pipe = StableDiffusionPipeline(vae=copy.deepcopy(vae), text_encoder=copy.deepcopy(text_encoder),
                                    tokenizer=tokenizer, unet=copy.deepcopy(unet),
                                    scheduler=sampling_scheduler(), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
-    pipe.to(torch.float16)
-    pipe.save_pretrained(str(out_dir), safe_serialization=True)
+    save_half_pipeline(pipe, out_dir)
     strip_local_paths(out_dir)
     return [p for p in Path(out_dir).rglob("*") if p.is_file()]
