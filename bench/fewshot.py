@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from bench.errors import EraselabError
-from bench.paths import DATASETS_DIR
+from bench.core.errors import EraselabError
+from bench.core.paths import DATASETS_DIR
 
 
 def _read_image(path: Path):

@@ -17,7 +17,7 @@ import json
 import warnings
 from pathlib import Path
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 
 def default_model() -> Path:

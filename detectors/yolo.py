@@ -15,7 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from detectors import SCORERS
 from detectors.base import Scorer, concept_label
 
@@ -42,7 +42,7 @@ def load_yolo(weights: str, device: str = "cpu"):
 
 def mini_detector_path(root: str | None = None) -> Path:
     from bench.miniworld.weights import verified_path
-    from bench.paths import MINIWORLD_DIR
+    from bench.core.paths import MINIWORLD_DIR
     return verified_path(MINI_DETECTOR, Path(root) if root else MINIWORLD_DIR)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 
 def parse_set_args(pairs: list[str] | None) -> dict[str, str]:

@@ -48,7 +48,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 UNET, TEXT_ENCODER = "unet", "text_encoder"
 COMPONENT_NAMES = {UNET: "UNet", TEXT_ENCODER: "text-encoder"}

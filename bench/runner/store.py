@@ -25,7 +25,7 @@ import os
 import uuid
 from pathlib import Path
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 TMP_MARK = ".tmp-"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 
 def read_yaml_mapping(path: Path) -> dict:
