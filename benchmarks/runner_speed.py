@@ -6,7 +6,10 @@ Measures (not a test):
 1. generation throughput of the runner (images per second of its generate stage: sampling plus
    PNG writes) against a bare diffusers loop over the same prompts, seeds, steps, guidance and
    batches; the goal is >= 95%;
-2. the share of the runner's wall time spent inside the UNet (forward calls, timed);
+2. the share of the runner's wall time spent inside the UNet (forward calls, timed), the UNet's
+   GFLOP per evaluation, the bare loop's achieved GFLOP/s against this machine's fp32 GEMM peak,
+   and the runner against the one-prompt-per-call loop of peers' scripts
+   (benchmarks/generation_limit.py);
 3. wall time of ``eraselab run mini-default`` from an empty run folder, and of its no-op rerun.
 All of these need the shipped mini world (datasets/miniworld/v1); while it is missing the script
 says so and measures on the tiny pipeline (``--smoke``), whose numbers only check the overhead.
@@ -120,6 +123,22 @@ def main() -> int:
         result["runner_vs_bare"] = round(t_bare / t_runner, 4)
         result["throughput_note"] = ("same batches (the original model's), alternating bare "
                                      "pipe() and the runner's generate() + PNG writes")
+
+        # the machine's limit and the peers' per-prompt loop, in the same process
+        from benchmarks import generation_limit as lim
+        gflop = lim.unet_gflop_per_eval(pipe)
+        peak = lim.gemm_peak_gflops()
+        evals_per_image = s["steps"] * (2 if s["guidance"] > 1 else 1)  # classifier-free guidance
+        achieved = n * evals_per_image * gflop / t_bare
+        first = [im for b in original for im in b.images][:16]
+        t_loop = lim.per_prompt_seconds(pipe, [im.prompt for im in first], [im.seed for im in first],
+                                        s["steps"], s["guidance"], size)
+        result.update({
+            "unet_gflop_per_eval": round(gflop, 4), "unet_evals_per_image": evals_per_image,
+            "gemm_peak_gflops": round(peak, 1), "bare_unet_gflops": round(achieved, 1),
+            "bare_vs_gemm_peak": round(achieved / peak, 3),
+            "per_prompt_images_per_s": round(len(first) / t_loop, 3),
+            "runner_vs_per_prompt": round((n / t_runner) / (len(first) / t_loop), 2)})
 
     # 3: the CLI from an empty folder, then the no-op rerun
     with tempfile.TemporaryDirectory() as tmp:
