@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 import yaml
 
-from bench.errors import EraselabError
+from bench.errors import EraselabError, quoted
+from bench.yamlio import safe_load_text
 from methods import METHODS
 from methods.base import ErasureMethod
 from methods.common import (denoising_loss, enable_grads, encode_ids, fill, images_to_latents,
@@ -42,19 +43,19 @@ def parse_selection(spec: str) -> tuple[str, tuple[int, ...] | None]:
     for part in (p.strip() for p in spec.split(":")):
         if part.startswith("layers="):
             try:
-                value = yaml.safe_load(part[len("layers="):])
+                value = safe_load_text(part[len("layers="):])
             except yaml.YAMLError:
                 value = None
             if isinstance(value, int) and not isinstance(value, bool):
                 value = [value]
             if not isinstance(value, list) or not value or not all(
                     isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value):
-                raise EraselabError(f"fewshot-te: bad layer list in {spec!r}; write layers=[0,1]")
+                raise EraselabError(f"fewshot-te: bad layer list in {quoted(spec)}; write layers=[0,1]")
             layers = tuple(sorted(set(value)))
         elif part in KINDS and kind is None:
             kind = part
         else:
-            raise EraselabError(f"fewshot-te: unknown parameter selection {spec!r}; expected one of "
+            raise EraselabError(f"fewshot-te: unknown parameter selection {quoted(spec)}; expected one of "
                                 f"{', '.join(KINDS)}, layers=[i,...], or KIND:layers=[i,...]")
     return kind or "all", layers
 
