@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from bench.errors import EraselabError
+from bench.errors import EraselabError, shorten
 from detectors import SCORERS
 from detectors.base import Scorer
 
@@ -38,6 +38,14 @@ def load_timm(model: str = PAPER_MODEL, pretrained: bool = True, checkpoint_path
     except OSError as exc:  # weights not cached and no network
         raise EraselabError(f"could not load timm weights for {model!r} ({str(exc).splitlines()[0]}); "
                             f"fetch them once on a networked machine or pass checkpoint_path") from None
+    except Exception as exc:  # noqa: BLE001 - a refused pickle, a corrupt or mismatched checkpoint
+        if not checkpoint_path:
+            raise
+        import pickle
+        why = ("a pickle that names code outside plain tensors: refused, nothing from it was run"
+               if isinstance(exc, pickle.UnpicklingError) and "global" in str(exc).lower()
+               else f"{type(exc).__name__}: {shorten(str(exc).strip().splitlines()[0] if str(exc).strip() else '')}")
+        raise EraselabError(f"{checkpoint_path}: not loadable ImageNet classifier weights ({why})") from None
     net.eval().to(device)
     transform = create_transform(**resolve_data_config({}, model=net))
     return net, transform
