@@ -151,6 +151,39 @@ def load_run(path: str | Path, *, check_images: bool = True) -> Run:
     return run
 
 
+def finished_manifest(run_dir) -> dict:
+    """A run folder's manifest.json, which the runner writes last: its absence means the run is
+    unfinished (or the folder is no run). One-line errors."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EraselabError(f"{run_dir}: run directory not found")
+    path = run_dir / "manifest.json"
+    if not path.is_file():
+        raise EraselabError(f"{run_dir}: not a finished run (no manifest.json; `eraselab run` writes "
+                            f"it last): finish the run first")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EraselabError(f"{path}: not JSON ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise EraselabError(f"{path}: expected a JSON object")
+    return manifest
+
+
+def check_comparable(run_a, run_b) -> None:
+    """Both runs finished, of one suite, both smoke or both not: else a one-line error (comparing
+    runs of different suites would report every group as missing or new, and exit 0)."""
+    ma, mb = finished_manifest(run_a), finished_manifest(run_b)
+    name_a = Run(Path(run_a), None, ma).suite_name
+    name_b = Run(Path(run_b), None, mb).suite_name
+    if name_a != name_b:
+        raise EraselabError(f"{run_b}: a run of suite {name_b!r}, but {run_a} is of suite {name_a!r}; "
+                            f"compare two runs of one suite")
+    if bool(ma.get("smoke")) != bool(mb.get("smoke")):
+        smoke, full = (run_a, run_b) if ma.get("smoke") else (run_b, run_a)
+        raise EraselabError(f"{smoke}: a --smoke run, {full} is not; compare runs of one kind")
+
+
 def _load_catalog(run: Run):
     """The suite's catalog: a name, or a path relative to the run, the suite file or the cwd."""
     from bench.catalog import load_catalog

@@ -40,6 +40,15 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
+    from bench.runner.store import os_error
+
+    try:
+        return _run(args)
+    except OSError as exc:  # a full disk, a read-only or unwritable --out: one line
+        raise os_error(exc.filename or args.out, exc, "I/O failed") from None
+
+
+def _run(args) -> int:
     from pathlib import Path
 
     import torch
