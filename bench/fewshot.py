@@ -87,7 +87,13 @@ def read_captions(path: Path, names: set[str]) -> dict[str, str]:
     return captions
 
 
-def images_from_folder(folder, k: int, seed: int) -> list:
+def check_image_folder(folder) -> int:
+    """Read every image of a few-shot folder (and its captions file) now, before any model is
+    loaded: a bad file is then a one-line error in a second. Returns the number of images."""
+    return len(images_from_folder(folder, k=10**9, seed=0, notes=False))
+
+
+def images_from_folder(folder, k: int, seed: int, notes: bool = True) -> list:
     folder = Path(folder)
     if not folder.is_dir():
         raise EraselabError(f"{folder}: image folder not found")
@@ -99,7 +105,7 @@ def images_from_folder(folder, k: int, seed: int) -> list:
     if (folder / CAPTIONS_FILE).is_file():
         captions = read_captions(folder / CAPTIONS_FILE, {p.name for p in files})
         unlisted = [p.name for p in files if p.name not in captions]
-        if unlisted:
+        if unlisted and notes:
             print(f"eraselab: note: {len(unlisted)} images in {folder} have no line in "
                   f"{CAPTIONS_FILE} and are used without a caption (first: {unlisted[0]})",
                   file=sys.stderr)

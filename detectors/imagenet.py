@@ -34,6 +34,8 @@ def load_timm(model: str = PAPER_MODEL, pretrained: bool = True, checkpoint_path
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise EraselabError(f"timm has no model {model!r}") from None
+        if checkpoint_path:
+            raise _checkpoint_error(checkpoint_path, exc) from None
         raise
     except OSError as exc:  # weights not cached and no network
         raise EraselabError(f"could not load timm weights for {model!r} ({str(exc).splitlines()[0]}); "
@@ -41,14 +43,23 @@ def load_timm(model: str = PAPER_MODEL, pretrained: bool = True, checkpoint_path
     except Exception as exc:  # noqa: BLE001 - a refused pickle, a corrupt or mismatched checkpoint
         if not checkpoint_path:
             raise
-        import pickle
-        why = ("a pickle that names code outside plain tensors: refused, nothing from it was run"
-               if isinstance(exc, pickle.UnpicklingError) and "global" in str(exc).lower()
-               else f"{type(exc).__name__}: {shorten(str(exc).strip().splitlines()[0] if str(exc).strip() else '')}")
-        raise EraselabError(f"{checkpoint_path}: not loadable ImageNet classifier weights ({why})") from None
+        raise _checkpoint_error(checkpoint_path, exc) from None
     net.eval().to(device)
     transform = create_transform(**resolve_data_config({}, model=net))
     return net, transform
+
+
+def _checkpoint_error(path: str, exc: BaseException) -> EraselabError:
+    """One line for a checkpoint timm could not read; a pickle naming code is refused by torch's
+    restricted unpickler (timm loads with weights_only=True), so nothing from it ran."""
+    import pickle
+    text = f"{exc} {exc.__cause__ or ''}".lower()
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text and "global" in text:
+        why = "a pickle that names code outside plain tensors: refused, nothing from it was run"
+    else:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        why = f"{type(exc).__name__}: {shorten(first)}"
+    return EraselabError(f"{path}: not loadable ImageNet classifier weights ({why})")
 
 
 @SCORERS.register("imagenet-classifier")

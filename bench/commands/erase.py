@@ -66,6 +66,9 @@ def _run(args) -> int:
     resolve_method_config(method_cls, "sd", args.variant, overrides)
     if args.images and not method_cls.needs_images:
         raise EraselabError(f"{args.method}: uses no few-shot images; drop --images")
+    if args.images:
+        from bench.fewshot import check_image_folder
+        check_image_folder(args.images)  # every image readable, before the model loads
     catalog = load_catalog(args.catalog)
     concepts = [catalog[name] for name in args.concept]
     check_out_dir(args.out)

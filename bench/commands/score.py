@@ -127,7 +127,6 @@ def run(args) -> int:
     folder = Path(args.images_dir)
     if not folder.is_dir():
         raise EraselabError(f"{folder}: images folder not found")
-    _note_unlisted(folder, rows)
     catalog = load_catalog(args.catalog)
     concepts = [catalog[r["concept"]] if r["concept"] else None for r in rows]
     if args.scorers:
@@ -167,6 +166,7 @@ def run(args) -> int:
             values = ", ".join(f"{k} {_fmt(v)}" for k, v in result.items()
                                if k not in ("scope", "scorer") and not k.endswith((".version", ".backend")))
             print(f"{result['scorer']} (edited vs originals, whole folder): {values}")
+    _note_unlisted(folder, rows)  # after the scores: an error, if any, stays the only line
     return 0
 
 
