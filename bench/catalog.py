@@ -90,6 +90,8 @@ class Catalog:
 
 def resolve_catalog_path(name_or_path: str | Path) -> Path:
     """A catalog name (``miniworld``) resolves under datasets/catalogs/; else it is a path."""
+    if not isinstance(name_or_path, (str, Path)) or not str(name_or_path).strip():
+        raise EraselabError(f"catalog: expected a catalog name or a YAML path, got {quoted(name_or_path)}")
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         return candidate

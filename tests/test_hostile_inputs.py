@@ -513,3 +513,78 @@ def test_failed_model_load_leaves_no_run_folder(tmp_path, capsys):
     code, _, err = cli(capsys, "run", suite, "--out", out, "--no-progress", "--device", "cpu")
     assert_one_line_error(code, err, str(broken))
     assert not out.exists()
+
+
+# -- property-based fuzzing (hypothesis): seeded, 50 examples each, a few seconds in all -------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+FUZZ = settings(max_examples=50, deadline=2000, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
+YAML_TEXT = st.lists(st.sampled_from(list(":-[]{}&*!|>'\"#,?%@ \n\t") + ["a", "b", "x", "0", "1", ".",
+                                                                         "~", "&a ", "*a", "<<: "]),
+                     max_size=80).map("".join)
+CATALOG_KEYS = ["name", "version", "concepts", "type", "parent", "related", "templates", "detector",
+                "images", "label", "folder", "include", "suite", "methods", "models", "catalog",
+                "prompt_sets", "sampler", "seeds", "scorers"]
+VALUES = st.recursive(st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=True)
+                      | st.text(max_size=8) | st.sampled_from(["object", "instance", "{}", "a {}", "miniworld"]),
+                      lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(st.sampled_from(CATALOG_KEYS) | st.text(max_size=5), inner, max_size=4),
+                      max_leaves=25)
+
+
+def _one_line_problems(problems) -> None:
+    assert isinstance(problems, list) and all(isinstance(p, str) for p in problems)
+    for problem in problems:
+        assert "\n" not in problem and len(problem) <= 2100
+
+
+def _validate_text(text: str) -> list[str]:
+    import tempfile
+
+    from bench.commands.validate import problems_of
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "fuzz.yaml"
+        path.write_text(text, encoding="utf-8")
+        return problems_of(path)
+
+
+@FUZZ
+@given(YAML_TEXT)
+def test_fuzz_yaml_text_is_valid_or_one_line_problems(text):
+    import yaml
+
+    from bench.yamlio import safe_load_text
+    try:
+        safe_load_text(text)
+    except yaml.YAMLError:
+        pass
+    _one_line_problems(_validate_text(text))
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(CATALOG_KEYS), VALUES, max_size=6))
+def test_fuzz_catalog_and_suite_mappings_give_one_line_problems(mapping):
+    import yaml
+    _one_line_problems(_validate_text(yaml.safe_dump(mapping)))
+
+
+SET_KEYS = ["lam", "erase_scale", "preserve", "guide", "embedding", "steps", "lr", "k", "params", "x"]
+SET_VALUES = st.sampled_from(["", "1", "-1", "0.5", "nan", "inf", "[a, b]", "[", "null", "true", "&a [*a]",
+                              "{a: 1}", "mlp:layers=[0]", "layers=[9]", "1e-4", "x" * 300])
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(SET_KEYS) | st.text(max_size=4),
+                          SET_VALUES | st.text(max_size=12), st.booleans()), max_size=4),
+       st.sampled_from(["uce", "fewshot-te"]))
+def test_fuzz_set_parser_gives_a_config_or_one_line(pairs, method):
+    from methods import METHODS
+    from methods.base import resolve_method_config
+    from methods.config import parse_set_args
+    args = [f"{k}={v}" if sep else f"{k}{v}" for k, v, sep in pairs]
+    try:
+        resolve_method_config(METHODS.get(method), "sd", None, parse_set_args(args))
+    except EraselabError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) <= 2100
