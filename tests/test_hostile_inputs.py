@@ -123,7 +123,9 @@ def finished_run(tmp_path_factory):
     """A finished smoke run of a suite that names its catalog by path and scores mapping."""
     folder = tmp_path_factory.mktemp("hostile-run")
     catalog = folder / "my-catalog.yaml"
-    shutil.copyfile(REPO / "datasets" / "catalogs" / "miniworld.yaml", catalog)
+    # a name no catalog under datasets/catalogs/ has: only its path finds it
+    catalog.write_text((REPO / "datasets" / "catalogs" / "miniworld.yaml").read_text()
+                       .replace("name: miniworld", "name: my-world", 1))
     shutil.copyfile(REPO / "datasets" / "catalogs" / "_templates.yaml", folder / "_templates.yaml")
     suite = folder / "hostile.yaml"
     suite.write_text(SUITE.format(catalog=catalog))
@@ -427,6 +429,27 @@ def test_render_then_erase_with_its_captions_file(tmp_path, capsys):
     (folder / "captions.jsonl").write_text('{"file": "gone.png", "caption": "x"}\n')
     with pytest.raises(EraselabError, match="gone.png.*not in the folder"):
         images_from_folder(folder, k=4, seed=0)
+
+
+def test_readme_render_then_erase_pair(tmp_path, capsys):
+    """`miniworld render ... --out D` then `erase --method fewshot-te --images D`: it erases."""
+    folder = rendered_folder(tmp_path / "D", "snoopy", 4)
+    out = tmp_path / "E"
+    code, stdout, err = cli(capsys, "erase", "--method", "fewshot-te", "--concept", "snoopy", "--seed", "0",
+                            "--images", folder, "--out", out, "--set", "steps=1", "--no-progress",
+                            "--device", "cpu")
+    assert code == 0, err
+    assert "erased snoopy" in stdout and (out / "delta.safetensors").is_file()
+
+
+def test_style_probe_files_that_are_pickles(tmp_path):
+    from detectors.style_probe import StyleProbe
+    marker = tmp_path / "marker"
+    shutil.copytree(SHIPPED / "probe", tmp_path / "probe")
+    malicious_torch_file(tmp_path / "probe" / "probe.safetensors", marker)
+    with pytest.raises(EraselabError, match="probe.safetensors: unreadable safetensors file"):
+        StyleProbe.load(tmp_path / "probe")
+    assert not marker.exists()
 
 
 def test_score_notes_images_missing_from_the_prompts_file(tmp_path, capsys, smoke_clip):
