@@ -7,10 +7,15 @@ folder is read as is; anything else is treated as a hub id and read from the loc
 folder that has only pickled ``.bin``/``.pt`` weights is refused, never unpickled. Any failure is
 one line naming what could not be read. ``default_model()``
 is the shipped mini-world pipeline (bench/miniworld/weights.py), checksum-verified.
+
+``save_half_pipeline(pipe, out_dir)`` writes a folder with fp16 weights (half the disk) whose
+configs still load in float32 when the caller names no dtype, so that the plain diffusers call
+``StableDiffusionPipeline.from_pretrained(out_dir)(prompts)`` works on a CPU.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -20,6 +25,35 @@ from bench.errors import EraselabError, shorten
 def default_model() -> Path:
     from bench.miniworld.weights import verified_dir
     return verified_dir("pipeline")
+
+
+# Config keys holding the dtype transformers loads a model in when asked for none ("auto" in 5.x):
+# ``dtype`` in transformers 5.x configs, ``torch_dtype`` in 4.x ones.
+DTYPE_KEYS = ("dtype", "torch_dtype")
+
+
+def mark_float32_default(folder) -> list[Path]:
+    """Make every ``config.json`` under ``folder`` that names a dtype name float32; returns the
+    configs changed. diffusers loads its models in float32 whatever the weights' dtype, and
+    transformers 5.x loads in the config's dtype, so without this an fp16 text encoder would meet
+    a float32 UNet ("mat1 and mat2 must have the same dtype")."""
+    changed = []
+    for config in sorted(Path(folder).rglob("config.json")):
+        data = json.loads(config.read_text())
+        keys = [k for k in DTYPE_KEYS if data.get(k) not in (None, "float32")]
+        if keys:
+            data.update({k: "float32" for k in keys})
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+            changed.append(config)
+    return changed
+
+
+def save_half_pipeline(pipe, out_dir) -> None:
+    """Save ``pipe`` (moved to fp16 in place) so that a plain ``from_pretrained`` gives float32."""
+    import torch
+    pipe.to(torch.float16)
+    pipe.save_pretrained(str(out_dir), safe_serialization=True)
+    mark_float32_default(out_dir)
 
 
 def load_pipeline(path_or_id, device: str = "cpu", dtype=None, progress: bool = True):
@@ -36,8 +70,9 @@ def load_pipeline(path_or_id, device: str = "cpu", dtype=None, progress: bool = 
     local = Path(source)
     if local.exists() and not (local / "model_index.json").is_file():
         raise EraselabError(f"{local}: not a diffusers pipeline folder (no model_index.json)")
-    # An explicit dtype always: transformers 5.x loads a text encoder in its saved dtype ("auto")
-    # while diffusers loads the UNet in float32, and the shipped fp16 folder would mix the two.
+    # An explicit dtype always: transformers 5.x loads a text encoder in its config's dtype
+    # ("auto") while diffusers loads the UNet in float32, and a folder saved in fp16 without
+    # ``mark_float32_default`` would mix the two.
     kwargs = dict(safety_checker=None, requires_safety_checker=False, use_safetensors=True,
                   torch_dtype=dtype if dtype is not None else torch.float32)
     import diffusers.utils.logging as dlog

@@ -2,15 +2,24 @@
 
 Components register in code with a decorator::
 
-    METHODS = Registry("method")
+    SCORERS = Registry("scorer")
 
-    @METHODS.register("fewshot-te")
-    class FewShotTextEncoder: ...
+    @SCORERS.register("my-scorer", summary="what it measures")
+    class MyScorer: ...
 
 Heavy components (torch, diffusers) are declared lazily as ``"module:attr"`` strings, so
-``eraselab ls methods`` lists them without importing anything::
+``eraselab ls detectors`` lists them without importing anything::
 
-    METHODS.register_lazy("esd-x", "methods.esd:EsdX", summary="ESD, cross-attention")
+    SCORERS.register_lazy("yolo", "detectors.yolo:YoloDetector", summary="ultralytics YOLO")
+
+A lazy declaration is fulfilled, not duplicated, when its module registers the same object
+(``@SCORERS.register("yolo")`` on ``detectors.yolo:YoloDetector``), or when the object asks for
+its own entry with ``fulfil(obj)`` (a base class's ``__init_subclass__`` can do that, so that its
+subclasses need no decorator and the lazy table stays the one place their names are written:
+methods/__init__.py does this).
+The summary is written once: a decorator's explicit summary that differs from the declaration's
+is an error, never silently dropped. ``Registry(kind, bind=f)`` calls ``f(name, obj)`` once an
+entry's object is known (to check it, or to tell it its name).
 
 A duplicate name is rejected; an unknown name is answered with "did you mean ...".
 """
@@ -38,32 +47,57 @@ class Entry:
 
 
 class Registry:
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, bind: Callable[[str, Any], None] | None = None):
         self.kind = kind
         self._entries: dict[str, Entry] = {}
+        self._bind = bind
 
     # -- registration -------------------------------------------------------------------
-    def _add(self, name: str, target, summary: str, tags: dict) -> None:
+    def _attach(self, entry: Entry, obj) -> None:
+        if self._bind is not None:
+            self._bind(entry.name, obj)
+        entry.target = obj
+
+    def _add(self, name: str, target, summary: str | None, tags: dict) -> None:
         if not name or name != name.strip():
             raise ValueError(f"{self.kind} name {name!r} is empty or padded")
         existing = self._entries.get(name)
         if existing is not None:
             # A lazy declaration being fulfilled by the module it points to is not a duplicate.
-            if isinstance(existing.target, str) and not isinstance(target, str) \
-                    and _qualname(target) == existing.target:
-                existing.target = target
+            if not isinstance(target, str) and (existing.target is target or (
+                    isinstance(existing.target, str) and _qualname(target) == existing.target)):
+                if summary and existing.summary and summary != existing.summary:
+                    raise ValueError(f"{self.kind} {name!r}: two summaries, {existing.summary!r} "
+                                     f"(declared) and {summary!r} (registered); write one")
+                existing.summary = existing.summary or summary or _first_doc_line(target)
+                if existing.target is not target:
+                    self._attach(existing, target)
                 return
             raise ValueError(f"duplicate {self.kind} name {name!r}")
-        self._entries[name] = Entry(name, target, summary, dict(tags))
+        entry = Entry(name, target, summary or "", dict(tags))
+        if not isinstance(target, str):
+            entry.summary = entry.summary or _first_doc_line(target)
+            self._attach(entry, target)
+        self._entries[name] = entry
 
-    def register(self, name: str, summary: str = "", **tags) -> Callable:
+    def register(self, name: str, summary: str | None = None, **tags) -> Callable:
         """Decorator: register a class or function under ``name``."""
 
         def decorate(obj):
-            self._add(name, obj, summary or _first_doc_line(obj), tags)
+            self._add(name, obj, summary, tags)
             return obj
 
         return decorate
+
+    def fulfil(self, obj) -> str | None:
+        """Attach ``obj`` to the lazy declaration naming it (``"module:qualname"``); returns that
+        name, or None when no declaration names it."""
+        target = _qualname(obj)
+        for entry in self._entries.values():
+            if entry.target == target:
+                self._attach(entry, obj)
+                return entry.name
+        return None
 
     def register_lazy(self, name: str, target: str, summary: str = "", **tags) -> None:
         """Declare ``name`` as ``"module:attr"``; the module is imported on first `get`."""
@@ -96,9 +130,10 @@ class Registry:
         entry = self.entry(name)
         if isinstance(entry.target, str):
             module_name, attr = entry.target.split(":", 1)
-            module = importlib.import_module(module_name)
+            module = importlib.import_module(module_name)  # may fulfil the entry itself
             obj = getattr(module, attr)
-            entry.target = obj
+            if entry.target is not obj:
+                self._attach(entry, obj)
         return entry.target
 
 

@@ -1,6 +1,6 @@
 """Does an image depend on the batch it was generated in? Measured on the default model.
 
-    python benchmarks/batch_invariance.py [--images 16] [--batch-sizes 1,5,16] [--device cpu]
+    python -m benchmarks.batch_invariance [--images 16] [--batch-sizes 1,5,16] [--device cpu]
 
 The runner leaves the batch size out of an image's content address (bench/runner/plan.py), which
 is right only if the same (prompt, seed) gives the same image at any batch size. This generates
@@ -12,14 +12,8 @@ the tiny pipeline is tests/test_runner.py::test_images_do_not_depend_on_the_batc
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from results_io import RESULTS_DIR, machine, model_label, write_result  # noqa: E402
+from benchmarks.results_io import RESULTS_DIR, machine, model_label, write_result
 
 
 def main(argv=None) -> int:

@@ -1,8 +1,8 @@
 """Erasure speed: seconds per concept for each method (median of 3 seeded runs), and the ratio
 esd-x / fewshot-te that the seed paper reports as 60-900x on Stable Diffusion.
 
-    python benchmarks/erase_speed.py [--concepts snoopy] [--methods fewshot-te,esd-x] [--repeats 3]
-    python benchmarks/erase_speed.py --concepts "snoopy,church,van gogh" --methods all   # issue 4
+    python -m benchmarks.erase_speed [--concepts snoopy] [--methods fewshot-te,esd-x] [--repeats 3]
+    python -m benchmarks.erase_speed --concepts "snoopy,church,van gogh" --methods all   # the mini-methods table
 
 Runs on the shipped mini-world pipeline when it is installed, else on the tiny test pipeline
 (bench/tiny.py; the result then says so: tiny-model timings only show overheads and relative cost).
@@ -15,14 +15,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from results_io import RESULTS_DIR, machine, model_label, write_result  # noqa: E402
+from benchmarks.results_io import RESULTS_DIR, machine, model_label, write_result
 
 DEFAULT_METHODS = "fewshot-te,esd-x"
 

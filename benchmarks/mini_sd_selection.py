@@ -12,7 +12,7 @@ Writes benchmarks/results/mini_sd_selection_<label>.json with ``focus_weights`` 
 rate per concept (1 for a concept always detected, 2 for one never detected): the sampling
 weights `eraselab miniworld train unet --focus FILE` reads.
 
-    python benchmarks/mini_sd_selection.py --label base [--n 16] [--model datasets/miniworld/v1/pipeline]
+    python -m benchmarks.mini_sd_selection --label base [--n 16] [--model datasets/miniworld/v1/pipeline]
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from results_io import RESULTS_DIR, machine, model_label, write_result  # noqa: E402
+from benchmarks.results_io import RESULTS_DIR, machine, model_label, write_result
 
 NAMESPACE = "mini-sd-select"
 

@@ -1,6 +1,6 @@
 """Where and how the benchmark scripts record their results (benchmarks/results/*.json).
 
-    from results_io import RESULTS_DIR, machine, model_label, write_result
+    from benchmarks.results_io import RESULTS_DIR, machine, model_label, write_result
     write_result({"benchmark": "erase_speed", ...}, RESULTS_DIR / "erase_speed.json")
 """
 

@@ -1,6 +1,6 @@
 """Runner speed: generation throughput vs a bare diffusers loop, UNet share, suite wall times.
 
-    python benchmarks/runner_speed.py            # writes benchmarks/results/runner_speed.json
+    python -m benchmarks.runner_speed          # writes benchmarks/results/runner_speed.json
 
 Measures (not a test):
 1. generation throughput of the runner (images per second of its generate stage: sampling plus
@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "benchmarks" / "results" / "runner_speed.json"
+from benchmarks.results_io import REPO_ROOT as ROOT, RESULTS_DIR
+
+OUT = RESULTS_DIR / "runner_speed.json"
 
 
 def have_mini_world() -> bool:

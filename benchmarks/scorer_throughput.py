@@ -1,6 +1,6 @@
 """Throughput of the per-image scorers on a batch of 256 64x64 images (not a test).
 
-    python benchmarks/scorer_throughput.py            # writes benchmarks/results/scorer_throughput.json
+    python -m benchmarks.scorer_throughput          # writes benchmarks/results/scorer_throughput.json
 
 Uses the trained mini-world models when installed, else tiny random stand-ins of the same
 architecture family (recorded in the output as "backend"), so it runs offline on any machine.
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,11 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from results_io import RESULTS_DIR, machine, write_result  # noqa: E402
+from benchmarks.results_io import RESULTS_DIR, machine, write_result
 
 # The mini CLIP's real size (bench/miniworld/clip_model.py), with random weights.
 STAND_IN_CLIP = {"embed_dim": 128, "quick_gelu": True,

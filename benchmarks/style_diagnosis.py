@@ -1,11 +1,11 @@
 """Where a style's generations lose the style: a diagnosis on the selection split, never the card.
 
-For one style (default pixel art, the concept that misses the model card's 60% bar), the style
+For one style (default pixel art, the mini SD's weakest concept on the model card), the style
 probe's verdicts on N selection-split prompts (benchmarks/mini_sd_selection.py) under:
 - the VAE's round trip of the renders with the posterior mean, one posterior sample and a
   doubled-std sample (does the UNet's training target, a posterior sample, still show the style?),
-  and the posterior mean flipped left-right in latent space, decoded and flipped back (what the
-  UNet stage trained on for half of each batch up to v1, when it mirrored latents, not images);
+  and the posterior mean flipped left-right in latent space, decoded and flipped back (whether a
+  flipped latent still decodes to the style, i.e. whether latent flips are a safe augmentation);
 - img2img from the renders at a few strengths (how much of the noise schedule the UNet can take
   over before the style goes: a small loss at low strength points at fine detail, a large one only
   near strength 1 at the layout);
@@ -13,7 +13,7 @@ probe's verdicts on N selection-split prompts (benchmarks/mini_sd_selection.py) 
 It measures; nothing here changes a model or the card's sampler (25 DDIM steps, guidance 6).
 Writes benchmarks/results/style_diagnosis_<style>[_<label>].json.
 
-    python benchmarks/style_diagnosis.py [--style "pixel art"] [--n 48] [--model datasets/miniworld/v1/pipeline] [--label L]
+    python -m benchmarks.style_diagnosis [--style "pixel art"] [--n 48] [--model datasets/miniworld/v1/pipeline] [--label L]
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ import argparse
 import collections
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mini_sd_selection import NAMESPACE, selection_renders, to_pil  # noqa: E402
-from results_io import RESULTS_DIR, machine, model_label, write_result  # noqa: E402
+from benchmarks.mini_sd_selection import NAMESPACE, selection_renders, to_pil
+from benchmarks.results_io import RESULTS_DIR, machine, model_label, write_result
 
 GUIDANCES = (1.0, 2.0, 3.0, 6.0, 9.0)
 STRENGTHS = (0.3, 0.6, 0.8)

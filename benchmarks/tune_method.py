@@ -1,17 +1,15 @@
-"""Choose a method's mini-world hyperparameters on a held-apart tuning split (issue 4).
+"""Choose a method's mini-world hyperparameters on a held-apart tuning split.
 
-    python benchmarks/tune_method.py --method fewshot-te --grid steps=8,40 --grid lr=1e-5,1e-4,1e-3
-    python benchmarks/tune_method.py --method esd-x --grid steps=25,100 --grid lr=1e-5,1e-4,1e-3
+    python -m benchmarks.tune_method --method fewshot-te --grid steps=8,40 --grid lr=1e-5,1e-4,1e-3
+    python -m benchmarks.tune_method --method esd-x --grid steps=25,100 --grid lr=1e-5,1e-4,1e-3
 
 The authors' recipes were set for Stable Diffusion (fewshot-te's for CLIP ViT-L/14); the mini
 world's models are far smaller, so its defaults (methods/defaults.py) must be chosen again, and
 never on what the benchmark evaluates. The tuning split is held apart three ways:
 
 - concepts: notre dame (instance), apple (object), neon (style); none of them is in the
-  issue-4 table (snoopy, church, van gogh) or in mini-default. (Session 2 used tench and pixel
-  art; on the session-3 mini SD the original model draws them in 1/16 of the tuning images, so
-  erasing them cannot be measured. Apple and neon, 78% and 70% on the model card, replaced them
-  before the session-4 sweeps, chosen on the original model alone; fewshot-te was swept again.)
+  mini-methods table (snoopy, church, van gogh) or in mini-default, and the original model
+  draws each of them often enough that erasing it can be measured;
 - prompts: the training captions' bare phrasing ("a drawing of notre dame"), which no catalog
   evaluation template uses ("a photo of {}" and the like, datasets/catalogs/_templates.yaml);
 - image seeds: derived from "tune:" ids, disjoint from the runner's and the model card's.
@@ -34,15 +32,10 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from results_io import RESULTS_DIR, machine, model_label, write_result  # noqa: E402
+from benchmarks.results_io import RESULTS_DIR, machine, model_label, write_result
 
 TUNING_CONCEPTS = ("notre dame", "apple", "neon")
 # Bare training-caption phrasing (bench/miniworld/render.py _BARE_PREFIXES): no evaluation template.

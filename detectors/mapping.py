@@ -1,8 +1,11 @@
 """The mapping analysis: what an erased concept turned into, before vs after erasure.
 
-Input: the per-image rows of the ``mapping`` scorer (``mapped_to``, ``mapping_dist``) for the
-``target`` prompts of each erased concept, from the original model ("before") and the edited
-one ("after"). Output, per concept and phase:
+Input: the per-image rows of the ``mapping`` scorer (``mapped_to``, ``mapping_dist`` and
+``mapping_space``) for the ``target`` prompts of each erased concept, from the original model
+("before") and the edited one ("after"). Output, per concept, ``space`` -- the label space its
+rows were classified in ("styles" for a style, "objects" otherwise, see
+``detectors.zero_shot.label_space``; ``ALL_LABELS`` for rows that name none: the mapping scorer's
+version 1 classified every image over every label; "mixed" if the rows disagree) -- and per phase:
 
 * ``top_label`` -- the label most images were mapped to, and ``top_share`` -- the share of
   images mapped to it (hard counts; ties broken by the mean probability, then by name);
@@ -21,6 +24,9 @@ from __future__ import annotations
 import math
 from collections import Counter
 from typing import Iterable
+
+ALL_LABELS = "all labels"  # the space of rows without ``mapping_space`` (mapping scorer v1)
+MIXED = "mixed"
 
 
 def summarize_mapping(mapped_to: list[str], dists: list[dict[str, float]] | None = None) -> dict:
@@ -54,9 +60,21 @@ def relation(label: str, concept) -> dict:
             "is_related": label in concept.related}
 
 
+def row_space(row: dict) -> str:
+    space = row.get("mapping_space")
+    # a parquet null reads as None or NaN: any non-string means "not recorded"
+    return space if isinstance(space, str) and space else ALL_LABELS
+
+
+def rows_space(rows: Iterable[dict]) -> str:
+    """The one label space of ``rows`` (``ALL_LABELS`` when they name none, ``MIXED`` if several)."""
+    spaces = {row_space(r) for r in rows}
+    return spaces.pop() if len(spaces) == 1 else MIXED
+
+
 def analyse_concept(concept, before: list[dict], after: list[dict]) -> dict:
     """Before/after summaries of one concept; ``before``/``after`` are mapping rows."""
-    out = {"concept": concept.name, "parent": concept.parent}
+    out = {"concept": concept.name, "parent": concept.parent, "space": rows_space(before + after)}
     for phase, rows in (("before", before), ("after", after)):
         if not rows:
             continue

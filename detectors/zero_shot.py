@@ -11,9 +11,20 @@ The mini-world model card measures its CLIP with these same prompts.
 * ``clip-zero-shot`` is a *detector*: ``detected`` = the top label is the concept's own label
   (styles compete only with styles, everything else with everything but styles). The paper's
   catalog judges instances, logos and styles this way.
-* ``mapping`` reports what each image became: ``mapped_to``, ``mapped_p`` and the whole
-  distribution ``mapping_dist`` over every label (catalog + extra labels + nothing). The per-concept
-  before/after analysis of these rows is ``detectors.mapping.mapping_analysis``.
+* ``mapping`` reports what each image became: ``mapped_to``, ``mapped_p``, the whole
+  distribution ``mapping_dist`` over the labels of the image's label space, and that space's name
+  ``mapping_space``. The per-concept before/after analysis of these rows is
+  ``detectors.mapping.mapping_analysis``.
+
+Label spaces (``label_space``: the one place that maps a concept type to its space):
+
+* ``"objects"`` for objects, instances, logos and images of no catalog concept: every non-style
+  catalog label, the extra labels and ``"nothing"``;
+* ``"styles"`` for styles: every catalog style and ``"plain"`` (no style). A style label is the
+  mean of its own prompts and of each non-style concept's first prompt "in the style of" it, and
+  ``"plain"`` the mean of those first prompts unstyled, so the objects drawn average out and the
+  style is what tells the labels apart. (Over object labels a van gogh picture of an apple is
+  "apple", which says nothing about what erasing van gogh did.)
 """
 
 from __future__ import annotations
@@ -27,6 +38,13 @@ from detectors.clip_score import ClipBackedScorer
 NOTHING = "nothing"
 NOTHING_PROMPTS = ("an empty picture", "a picture of nothing", "noise")
 DEFAULT_TEMPLATE = "a photo of a {}"
+OBJECTS_SPACE, STYLES_SPACE = "objects", "styles"
+PLAIN = "plain"  # the styles space's "no style" label
+
+
+def label_space(concept) -> str:
+    """The label space images of ``concept`` are classified in (None: no catalog concept)."""
+    return STYLES_SPACE if concept is not None and concept.is_style else OBJECTS_SPACE
 
 
 def zero_shot_prompts(catalog, extra_labels=(), template: str = DEFAULT_TEMPLATE,
@@ -44,6 +62,22 @@ def zero_shot_prompts(catalog, extra_labels=(), template: str = DEFAULT_TEMPLATE
     if nothing:
         out[NOTHING] = list(catalog.nothing_prompts or NOTHING_PROMPTS)
     return out
+
+
+def space_prompts(catalog, space: str, extra_labels=(), template: str = DEFAULT_TEMPLATE,
+                  nothing: bool = True) -> dict[str, list[str]]:
+    """label -> its prompts for one label space (see the module docstring), in a fixed order."""
+    if space == OBJECTS_SPACE:
+        styles = {c.name for c in catalog.of_type("style")}
+        return {label: prompts for label, prompts in
+                zero_shot_prompts(catalog, extra_labels, template, nothing).items() if label not in styles}
+    if space == STYLES_SPACE:
+        plain = [c.prompts()[0] for c in catalog.concepts.values() if not c.is_style]
+        out = {c.name: c.prompts() + [f"{p} in the style of {c.name}" for p in plain]
+               for c in catalog.of_type("style")}
+        out[PLAIN] = plain
+        return out
+    raise ValueError(f"unknown label space {space!r}; expected {OBJECTS_SPACE!r} or {STYLES_SPACE!r}")
 
 
 class ZeroShotBase(ClipBackedScorer):
@@ -94,7 +128,7 @@ class ClipZeroShot(ZeroShotBase):
         probs_sty = self._probabilities(emb, styles) if self.style_labels else None
         rows = []
         for i, concept in enumerate(concepts):
-            is_style = concept is not None and concept.is_style and probs_sty is not None
+            is_style = label_space(concept) == STYLES_SPACE and probs_sty is not None
             labels, probs = (styles, probs_sty[i]) if is_style else (objects, probs_obj[i])
             top = int(probs.argmax())
             target = concept_label(concept, self.name) if concept is not None else None
@@ -107,18 +141,40 @@ class ClipZeroShot(ZeroShotBase):
 
 @SCORERS.register("mapping")
 class Mapping(ZeroShotBase):
-    """What each image became: CLIP zero-shot distribution over every catalog label."""
+    """What each image became: CLIP zero-shot distribution over its label space's labels."""
 
     name = "mapping"
-    version = "1"
-    columns = ("mapped_to", "mapped_p", "mapping_dist")
+    version = "2"
+    columns = ("mapped_to", "mapped_p", "mapping_dist", "mapping_space")
+
+    @cached_property
+    def space_label_prompts(self) -> dict[str, dict[str, list[str]]]:
+        """space -> label -> prompts (``space_prompts``)."""
+        return {space: space_prompts(self.catalog, space, self.extra_labels, self.template, self.nothing)
+                for space in (OBJECTS_SPACE, STYLES_SPACE)}
+
+    def _space_probabilities(self, image_emb, space: str):
+        prompts = self.space_label_prompts[space]
+        labels = list(prompts)
+        if space not in self._text_of_space:  # a style label averages ~20 prompts: encode once
+            self._text_of_space[space] = self.clip.label_embeddings([prompts[l] for l in labels])
+        text = self._text_of_space[space]
+        return labels, (self.clip.logit_scale() * image_emb @ text.T).softmax(dim=-1)
+
+    @cached_property
+    def _text_of_space(self) -> dict:
+        return {}
 
     def _score(self, images, prompts, concepts):
-        labels = list(self.label_prompts)
-        probs = self._probabilities(self.clip.encode_images(images), labels)
-        rows = []
-        for row in probs.tolist():
-            top = max(range(len(labels)), key=row.__getitem__)
-            rows.append({"mapped_to": labels[top], "mapped_p": float(row[top]),
-                         "mapping_dist": {l: float(p) for l, p in zip(labels, row)}})
+        spaces = [label_space(c) for c in concepts]
+        emb = self.clip.encode_images(images)
+        rows: list = [None] * len(images)
+        for space in dict.fromkeys(spaces):  # each space once, for its images only
+            idx = [i for i, s in enumerate(spaces) if s == space]
+            labels, probs = self._space_probabilities(emb[idx], space)
+            for i, row in zip(idx, probs.tolist()):
+                top = max(range(len(labels)), key=row.__getitem__)
+                rows[i] = {"mapped_to": labels[top], "mapped_p": float(row[top]),
+                           "mapping_dist": {l: float(p) for l, p in zip(labels, row)},
+                           "mapping_space": space}
         return rows

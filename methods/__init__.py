@@ -1,19 +1,36 @@
 """Erasure methods, registered by name in ``METHODS`` (see methods/base.py for the interface).
 
-Each method module registers its classes with ``@METHODS.register(name)``; the lazy declarations
-below let ``eraselab ls methods`` list them without importing torch.
+``TABLE`` below is the one place a built-in method's name, class and one-line summary are
+written: ``eraselab ls methods`` lists it without importing torch, and a class it names learns its
+name when its module is imported (``ErasureMethod.__init_subclass__`` -> ``METHODS.fulfil``), so
+the class carries neither a decorator nor a ``name``. A method defined elsewhere (a plugin, a
+test) registers with ``@METHODS.register("my-method", summary="...")`` instead.
 """
 
 from bench.registry import Registry
 
-METHODS = Registry("method")
 
-_LAZY = [
+def _bind(name: str, cls) -> None:
+    """Check a registered object is an ErasureMethod class, and give it its name."""
+    from methods.base import ErasureMethod
+
+    if not (isinstance(cls, type) and issubclass(cls, ErasureMethod)):
+        raise TypeError(f"method {name!r}: {cls!r} is not an ErasureMethod subclass")
+    own = cls.__dict__.get("name")
+    if own and own != name:
+        raise ValueError(f"method {name!r}: {cls.__qualname__} is already method {own!r}")
+    cls.name = name
+
+
+METHODS = Registry("method", bind=_bind)
+
+# (name, "module:Class", summary): summaries say what the method edits, in methods/subsets.py words
+TABLE = (
     ("fewshot-te", "methods.fewshot_te:FewShotTE", "few-shot gradient ascent on the text encoder (seed paper)"),
-    ("esd-x", "methods.esd:EsdX", "ESD, cross-attention (every attn2 Linear)"),
-    ("esd-x-strict", "methods.esd:EsdXStrict", "ESD, attn2 to_k/to_v only"),
-    ("esd-u", "methods.esd:EsdU", "ESD, everything but cross-attention"),
-    ("uce", "methods.uce:Uce", "Unified Concept Editing, closed form on attn2 to_k/to_v"),
+    ("esd-x", "methods.esd:EsdX", "ESD, cross-attention (xattn)"),
+    ("esd-x-strict", "methods.esd:EsdXStrict", "ESD, cross-attention keys and values (xattn-kv)"),
+    ("esd-u", "methods.esd:EsdU", "ESD, everything but cross-attention (non-xattn)"),
+    ("uce", "methods.uce:Uce", "Unified Concept Editing, closed form on xattn-kv"),
     ("ca", "methods.ca:ConceptAblation", "Concept Ablation (model-based, anchor concept)"),
     ("fmn", "methods.fmn:ForgetMeNot", "Forget-Me-Not attention re-steering"),
     ("ga", "methods.ga:GradientAscent", "gradient ascent on the UNet (full / xattn)"),
@@ -22,7 +39,8 @@ _LAZY = [
     ("negative-prompt", "methods.inference:NegativePrompt", "inference-time: the concept as negative prompt"),
     ("sld", "methods.inference:Sld", "inference-time: Safe Latent Diffusion guidance (presets)"),
     ("original", "methods.inference:Original", "no edit: the unchanged model (the reference line)"),
-]
+)
 
-for _name, _target, _summary in _LAZY:
+for _name, _target, _summary in TABLE:
     METHODS.register_lazy(_name, _target, summary=_summary)
+del _name, _target, _summary

@@ -1,7 +1,7 @@
 """advunlearn: adversarial unlearning of the text encoder (Zhang et al. 2024).
 
-Trains the text encoder's transformer layers and final layer norm (embeddings frozen; the UNet
-is the frozen eps*). Each iteration:
+Trains the text encoder's transformer layers and final layer norm (``te-non-embeddings``: the
+embeddings stay frozen; the UNet is the frozen eps*). Each iteration:
   * z_t as in ESD: k ~ U{0..S-1} guided DDIM steps on the concept by the frozen model;
   * inner attack (after ``warmup_steps`` iterations): a one-token soft embedding prefixed to the
     concept ("<adv> {c}") is optimised ``attack_steps`` times (Adam, ``attack_lr``) to pull the
@@ -24,11 +24,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods import METHODS
 from methods.base import ErasureMethod
 from methods.common import (batch_indices, ddim_sample, enable_grads, encode_ids, fill, neighbours,
-                            optimise, select, tokenize, training_scheduler, training_templates,
-                            unet_out)
+                            optimise, tokenize, training_scheduler, training_templates, unet_out)
 
 ADV_PLACEHOLDER = "*"  # one token in CLIP's BPE; its embedding is replaced by the soft token
 
@@ -69,16 +67,13 @@ class SoftToken:
         self.handle.remove()
 
 
-@METHODS.register("advunlearn", summary="adversarial text-encoder unlearning")
 class AdvUnlearn(ErasureMethod):
     """AdvUnlearn: text-encoder erasure hardened by a one-token soft-prompt attack."""
 
-    name = "advunlearn"
     Config = AdvUnlearnConfig
-
-    def trainable(self, pipe, config):
-        return select(pipe.text_encoder, "text_encoder",
-                      lambda n: ".layers." in f".{n}" or "final_layer_norm" in n)
+    component = "text_encoder"
+    subset = "te-non-embeddings"
+    quick_overrides = {"steps": 2, "warmup_steps": 1, "attack_steps": 2, "ddim_steps": 3}
 
     def apply(self, ctx):
         pipe, cfg, concept = ctx.pipe, ctx.config, ctx.concept

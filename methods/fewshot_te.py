@@ -3,87 +3,36 @@
 Gradient ascent on the textual-inversion denoising loss, through the text encoder only:
 ``L = - E_{t,eps} || target - eps*(z_t, t, tau_phi(prompt)) ||^2`` with k real images (latents
 fixed, encoded once), a random textual-inversion template per sample, t uniform, Adam. The UNet
-and VAE are frozen. Variants choose the trained text-encoder parameters:
+and VAE are frozen. Variants choose the trained text-encoder parameters, in the words of
+methods/subsets.py (one word, or several joined by ``+``):
 
-  all             every text-encoder parameter (what the authors' released runs trained: their
-                  freezing code had a ``require_grad`` typo until mid-2026)
-  mlp             every ``mlp.fc1``/``mlp.fc2``
-  attn            every ``self_attn.{q,k,v,out}_proj``
-  mlp+attn        both
-  mlp+final-attn  all MLPs plus the last layer's self-attention (the authors' intent; default)
-  layers=[i,...]  every parameter of those encoder layers; combine as ``mlp:layers=[0,1]``
+  te-all                every text-encoder parameter (what the authors' released runs trained:
+                        their freezing code had a ``require_grad`` typo until mid-2026)
+  te-mlp                every ``mlp.fc1``/``mlp.fc2``
+  te-attn               every ``self_attn.{q,k,v,out}_proj``
+  te-mlp+te-attn        both
+  te-mlp+te-final-attn  all MLPs plus the last layer's self-attention (the authors' intent; default)
+  te-layer<N>           every parameter of encoder layer N; ``te-layer<N>-mlp``, ``te-layer<N>-attn``
+                        its MLP or self-attention, e.g. ``te-layer0-mlp+te-layer1-mlp``
 
-    eraselab erase --method fewshot-te --variant all --concept snoopy --seed 0 --out out/snoopy
+The names used before (``all``, ``mlp``, ``attn``, ``mlp+attn``, ``mlp+final-attn``,
+``layers=[i,...]``, ``KIND:layers=[i,...]``) still select the same parameters, with a note.
+
+    eraselab erase --method fewshot-te --variant te-all --concept snoopy --seed 0 --out out/snoopy
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import torch
-import yaml
 
-from bench.errors import EraselabError, quoted
-from bench.yamlio import safe_load_text
-from methods import METHODS
 from methods.base import ErasureMethod
 from methods.common import (denoising_loss, enable_grads, encode_ids, fill, images_to_latents,
                             noise_latents, optimise, tokenize, training_scheduler,
                             training_templates)
-
-KINDS = ("all", "mlp", "attn", "mlp+attn", "mlp+final-attn")
-_LAYER_PARAM = re.compile(r"(?:^|\.)layers\.(\d+)\.(\w+)\.")
-
-
-def parse_selection(spec: str) -> tuple[str, tuple[int, ...] | None]:
-    """``"mlp:layers=[0,1]"`` -> ("mlp", (0, 1)); ``"layers=[2]"`` -> ("all", (2,))."""
-    kind, layers = None, None
-    for part in (p.strip() for p in spec.split(":")):
-        if part.startswith("layers="):
-            try:
-                value = safe_load_text(part[len("layers="):])
-            except yaml.YAMLError:
-                value = None
-            if isinstance(value, int) and not isinstance(value, bool):
-                value = [value]
-            if not isinstance(value, list) or not value or not all(
-                    isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value):
-                raise EraselabError(f"fewshot-te: bad layer list in {quoted(spec)}; write layers=[0,1]")
-            layers = tuple(sorted(set(value)))
-        elif part in KINDS and kind is None:
-            kind = part
-        else:
-            raise EraselabError(f"fewshot-te: unknown parameter selection {quoted(spec)}; expected one of "
-                                f"{', '.join(KINDS)}, layers=[i,...], or KIND:layers=[i,...]")
-    return kind or "all", layers
-
-
-def select_text_encoder(text_encoder, spec: str) -> list[str]:
-    """Qualified names (``text_encoder.<param>``) of the parameters variant ``spec`` trains."""
-    kind, layers = parse_selection(spec)
-    n_layers = text_encoder.config.num_hidden_layers
-    if layers and max(layers) >= n_layers:
-        raise EraselabError(f"fewshot-te: layer {max(layers)} in {spec!r} does not exist "
-                            f"(the text encoder has layers 0..{n_layers - 1})")
-    last = n_layers - 1
-    out = []
-    for name, _ in text_encoder.named_parameters():
-        m = _LAYER_PARAM.search(name)
-        layer, block = (int(m.group(1)), m.group(2)) if m else (None, None)
-        if layers is not None and layer not in layers:
-            continue
-        keep = {"all": True,
-                "mlp": block == "mlp",
-                "attn": block == "self_attn",
-                "mlp+attn": block in ("mlp", "self_attn"),
-                "mlp+final-attn": block == "mlp" or (block == "self_attn" and layer == last)}[kind]
-        if keep:
-            out.append(f"text_encoder.{name}")
-    if not out:
-        raise EraselabError(f"fewshot-te: selection {spec!r} matches no text-encoder parameter")
-    return out
+from methods.subsets import TEXT_ENCODER, check, words
 
 
 @dataclass
@@ -97,7 +46,7 @@ class FewShotTEConfig:
     beta2: float = 0.98
     adam_eps: float = 1e-6
     weight_decay: float = 1e-8
-    params: str = "mlp+final-attn"
+    params: str = "te-mlp+te-final-attn"  # a text-encoder subset (methods/subsets.py)
     checkpoint_every_epoch: bool = False  # offer the edit after every epoch (on_checkpoint)
 
     def check(self):
@@ -105,8 +54,7 @@ class FewShotTEConfig:
             return "lr, steps, batch_size and k must be positive"
         if not 0.0 <= self.hflip_p <= 1.0:
             return "hflip_p must be in [0, 1]"
-        parse_selection(self.params)
-        return None
+        return check(self.params, TEXT_ENCODER)
 
 
 def fewshot_objective(unet, text_encoder, scheduler, latents, ids, generator):
@@ -115,20 +63,17 @@ def fewshot_objective(unet, text_encoder, scheduler, latents, ids, generator):
     return -denoising_loss(unet, noisy, t, encode_ids(text_encoder, ids), target)
 
 
-@METHODS.register("fewshot-te", summary="few-shot gradient ascent on the text encoder (seed paper)")
 class FewShotTE(ErasureMethod):
     """Few-shot unlearning of the text encoder (the seed paper)."""
 
-    name = "fewshot-te"
     version = "1"
     Config = FewShotTEConfig
-    variants = KINDS + ("layers=[i,...]", "KIND:layers=[i,...]")
+    variants = tuple(words(TEXT_ENCODER))
     variant_field = "params"
-    open_variants = True
+    open_variants = True  # layer words and unions; the config checks the words
     needs_images = True
-
-    def trainable(self, pipe, config):
-        return select_text_encoder(pipe.text_encoder, config.params)
+    component = TEXT_ENCODER
+    quick_overrides = {"steps": 2}
 
     def apply(self, ctx):
         pipe, cfg = ctx.pipe, ctx.config

@@ -7,7 +7,8 @@ installed on every attn2 for the run (and removed afterwards; it computes exactl
 plain ``AttnProcessor`` does). Token positions: only the concept's own tokens; start-of-text,
 end-of-text and padding (SD 1.x pads with end-of-text) are EXCLUDED -- counting them would push
 attention off the prompt's summary tokens, which every prompt shares.
-Variants: ``full`` (the whole UNet) or ``attn2``. AdamW lr 2e-6, 35 steps, batch 1.
+Variants: any UNet subset of methods/subsets.py, ``full`` (the whole UNet, default) or ``xattn``
+(cross-attention; the old name ``attn2`` still works). AdamW lr 2e-6, 35 steps, batch 1.
 
     eraselab erase --method fmn --concept snoopy --seed 0 --out out/fmn-snoopy
 """
@@ -20,11 +21,10 @@ from dataclasses import dataclass
 import torch
 
 from bench.errors import EraselabError
-from methods import METHODS
 from methods.base import ErasureMethod
-from methods.common import (attn2_names, batch_indices, enable_grads, encode_ids, fill,
-                            images_to_latents, noise_latents, optimise, select, tokenize,
-                            training_scheduler, unet_out)
+from methods.common import (batch_indices, enable_grads, encode_ids, fill, images_to_latents,
+                            noise_latents, optimise, tokenize, training_scheduler, unet_out)
+from methods.subsets import UNET, check, words
 
 
 class CaptureAttnProcessor:
@@ -99,11 +99,12 @@ class FmnConfig:
     k: int = 4
     hflip_p: float = 0.0
     prompt: str = "a photo of {}"
-    params: str = "full"
+    params: str = "full"         # a UNet subset (methods/subsets.py)
 
     def check(self):
-        if self.params not in ("full", "attn2"):
-            return f"params must be 'full' or 'attn2', got {self.params!r}"
+        problem = check(self.params, UNET)
+        if problem:
+            return problem
         if self.prompt.count("{}") != 1:
             return "prompt must contain exactly one '{}'"
         if self.lr <= 0 or self.steps < 1 or self.batch_size < 1 or self.k < 1:
@@ -111,20 +112,15 @@ class FmnConfig:
         return None
 
 
-@METHODS.register("fmn", summary="Forget-Me-Not attention re-steering")
 class ForgetMeNot(ErasureMethod):
     """Forget-Me-Not: suppress the concept tokens' cross-attention."""
 
-    name = "fmn"
     Config = FmnConfig
-    variants = ("full", "attn2")
+    variants = tuple(words(UNET))
     variant_field = "params"
+    open_variants = True  # unions too; the config checks the words
     needs_images = True
-
-    def trainable(self, pipe, config):
-        if config.params == "attn2":
-            return attn2_names(pipe.unet)
-        return select(pipe.unet, "unet", lambda n: True)
+    quick_overrides = {"steps": 2}
 
     def apply(self, ctx):
         pipe, cfg = ctx.pipe, ctx.config

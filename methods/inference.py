@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 
 from bench.errors import EraselabError
-from methods import METHODS
 from methods.base import EmptyConfig, ErasureMethod
 
 # SLD presets (warm-up steps, guidance scale, threshold, momentum scale, momentum beta), as in
@@ -134,11 +133,9 @@ class NegativePromptConfig:
     text: str | None = None  # the negative text; None uses the concept's name
 
 
-@METHODS.register("negative-prompt", summary="inference-time: the concept as negative prompt")
 class NegativePrompt(ErasureMethod):
     """Classifier-free guidance with the concept as the negative prompt."""
 
-    name = "negative-prompt"
     Config = NegativePromptConfig
     inference_time = True
 
@@ -164,15 +161,14 @@ class SldConfig:
         return None
 
 
-@METHODS.register("sld", summary="inference-time: Safe Latent Diffusion guidance (presets)")
 class Sld(ErasureMethod):
     """Safe Latent Diffusion: guidance away from the concept (weak/medium/strong/max presets)."""
 
-    name = "sld"
     Config = SldConfig
     variants = tuple(SLD_PRESETS)
     variant_field = "preset"
     inference_time = True
+    quick_overrides = {"warmup_steps": 0}  # 2 sampling steps: the preset's warm-up would hide SLD
 
     def inference_spec(self, ctx):
         cfg = ctx.config
@@ -184,11 +180,9 @@ class Sld(ErasureMethod):
                 "text": cfg.text or ctx.concept.name, **params}
 
 
-@METHODS.register("original", summary="no edit: the unchanged model (the reference line)")
 class Original(ErasureMethod):
     """No edit: the unchanged model."""
 
-    name = "original"
     Config = EmptyConfig
 
     def apply(self, ctx):

@@ -18,11 +18,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods import METHODS
 from methods.base import ErasureMethod
 from methods.common import (batch_indices, denoising_loss, enable_grads, encode_prompts, fill,
                             images_to_latents, neighbours, noise_latents, optimise, retain_set,
-                            select, training_scheduler, training_templates, unet_out)
+                            training_scheduler, training_templates, unet_out)
 
 
 @dataclass
@@ -54,16 +53,13 @@ def saliency_mask(grads: list[torch.Tensor], ratio: float) -> list[torch.Tensor]
     return [(g.abs().float() >= threshold).to(g.dtype) for g in grads]
 
 
-@METHODS.register("salun", summary="Saliency Unlearning (masked UNet training)")
 class SalUn(ErasureMethod):
     """Saliency Unlearning: mask the most salient UNet weights, train only those."""
 
-    name = "salun"
     Config = SalUnConfig
     needs_images = True
-
-    def trainable(self, pipe, config):
-        return select(pipe.unet, "unet", lambda n: True)
+    subset = "full"  # the saliency mask then picks the weights that move
+    quick_overrides = {"steps": 2, "gen_steps": 2, "retain_images": 2}
 
     def apply(self, ctx):
         pipe, cfg = ctx.pipe, ctx.config

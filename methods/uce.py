@@ -23,9 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from methods import METHODS
 from methods.base import ErasureMethod, named_tensors
-from methods.common import attn2_names, encode_ids, tokenize
+from methods.common import encode_ids, tokenize
 
 
 def uce_closed_form(W0: torch.Tensor, erase: torch.Tensor, guide: torch.Tensor,
@@ -78,15 +77,15 @@ def prompt_vectors(pipe, prompts: list[str], mode: str) -> list[torch.Tensor]:
     return out
 
 
-@METHODS.register("uce", summary="Unified Concept Editing, closed form on attn2 to_k/to_v")
 class Uce(ErasureMethod):
     """Unified Concept Editing: closed-form update of attn2.to_k / attn2.to_v."""
 
-    name = "uce"
     Config = UceConfig
+    subset = "xattn-kv"
 
     def trainable(self, pipe, config):
-        return [n for n in attn2_names(pipe.unet, ("to_k", "to_v")) if n.endswith(".weight")]
+        # the closed form is for the projection matrices (SD's to_k / to_v have no bias)
+        return [n for n in super().trainable(pipe, config) if n.endswith(".weight")]
 
     @torch.no_grad()
     def apply(self, ctx):

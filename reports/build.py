@@ -25,6 +25,20 @@ FORMATS = ("html", "md", "tex")
 MARKER = ".eraselab-report"  # marks a folder this module may replace on a rerun
 
 
+def method_note(aggregates) -> str:
+    """How the report's verdicts are decided, with the size of this run's family of tests."""
+    family = int(aggregates["p"].notna().sum())
+    return (
+        "How verdicts are decided: every edited image has a same-seed twin from the original model, so "
+        "effects are paired differences (edited minus twin). A method erased a concept when exact "
+        "McNemar's test of its target detections against the twins' is significant after Benjamini-"
+        f"Hochberg false-discovery control at q = 0.05 over the run's {family} tests, and the 95% "
+        "hierarchical bootstrap interval of the change (erasure seeds resampled first, then images) lies "
+        "below zero. Significant but with an interval that reaches zero: the edits made differ, but not "
+        "reliably across erasure seeds. CLIP scores use the Wilcoxon signed-rank test, KID a z-test "
+        "against zero. See docs/protocol.md.")
+
+
 def build_report(run_path, out=None, formats=FORMATS, compare=None) -> Path:
     """Write the report of ``run_path``; returns its main file (index.html, else report.md/.tex)."""
     from reports.rundata import load_run
@@ -34,7 +48,10 @@ def build_report(run_path, out=None, formats=FORMATS, compare=None) -> Path:
     if unknown or not formats:
         raise UsageError(f"unknown report format {unknown[0] if unknown else ''!r}; choose from {','.join(FORMATS)}")
     run = load_run(run_path)
-    baseline = load_run(compare) if compare else None
+    comparison = None
+    if compare:
+        from bench.rundir import compare_runs
+        comparison = compare_runs(compare, run_path)
     out = Path(out) if out else run.path / "report"
     if out.exists() and not (out / MARKER).is_file() and (not out.is_dir() or any(out.iterdir())):
         raise EraselabError(f"{out}: exists and is not an eraselab report; choose another --out")
@@ -42,7 +59,7 @@ def build_report(run_path, out=None, formats=FORMATS, compare=None) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
     tmp.chmod(0o755)  # mkdtemp makes it private; a report is meant to be shared
     try:
-        main_name = _write(run, baseline, tmp, formats)
+        main_name = _write(run, comparison, Path(compare) if compare else None, tmp, formats)
         (tmp / MARKER).write_text(json.dumps({"run": str(run.path), "formats": list(formats)}) + "\n")
         _replace(tmp, out)
     except BaseException:
@@ -66,7 +83,7 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")[:40] or "concept"
 
 
-def _write(run, baseline, folder: Path, formats) -> str:
+def _write(run, comparison, baseline_path, folder: Path, formats) -> str:
     from reports import figures as figs
     from reports.compare import compare_table
     from reports.grid import grid_figure
@@ -82,10 +99,12 @@ def _write(run, baseline, folder: Path, formats) -> str:
     if analyses:
         tables.append(mapping_table(analyses))
     cmp = None
-    if baseline is not None:
-        table, regressions = compare_table(summary, summarize(baseline))
-        cmp = {"table": table, "regressions": regressions, "baseline": baseline.name,
-               "baseline_path": baseline.path}
+    if comparison is not None:
+        result, notes = comparison
+        table, regressions = compare_table(result, several_models=len({k[0] for k in summary.methods}) > 1)
+        table.notes[:0] = notes
+        cmp = {"table": table, "regressions": regressions, "baseline": baseline_path.name,
+               "baseline_path": baseline_path}
         tables_all = tables + [table]
     else:
         tables_all = tables
@@ -137,7 +156,8 @@ def _write(run, baseline, folder: Path, formats) -> str:
                      f"{len(run.results)} images \u00b7 {n_methods} erasing method(s) \u00b7 "
                      f"{len(summary.concepts)} concept(s) \u00b7 from {run.path}"),
         "headline": headline(summary),
-        "smoke": (["the runner was invoked with --smoke"] if run.manifest.get("smoke") else []) + summary.smoke, "problems": run.problems,
+        "smoke": (["the runner was invoked with --smoke"] if run.manifest.smoke else []) + summary.smoke,
+        "problems": run.problems, "method_note": method_note(run.aggregates),
         "tables": [(t, table_files.get(t.name, {})) for t in tables], "figures": figures, "grids": grids,
         "compare": cmp, "provenance": _provenance(run),
     }
@@ -158,8 +178,8 @@ def _write(run, baseline, folder: Path, formats) -> str:
 def _provenance(run) -> list[tuple[str, object]]:
     m = run.manifest
     items = [("run directory", str(run.path)), ("suite", run.suite),
-             ("git commit", str(m.get("git_commit", "unknown"))), ("hardware", m.get("hardware", "unknown")),
-             ("versions", m.get("versions", {})), ("stage seconds", run.stage_seconds())]
+             ("git commit", str(m.git_commit or "unknown")), ("hardware", m.hardware or "unknown"),
+             ("versions", m.versions), ("stage seconds", run.stage_seconds())]
     return [(k, v) for k, v in items if v not in (None, {}, "")]
 
 
@@ -169,6 +189,7 @@ def _markdown_document(ctx: dict) -> str:
     lines = [f"# {_md_escape(ctx['title'])}", "", _md_escape(ctx["subtitle"]), "", "## Summary", ""]
     lines += [f"> **Smoke test, not a reportable result:** {_md_escape(r)}." for r in ctx["smoke"]]
     lines += [f"- {'' if l.ok else '**FAILED:** '}{_md_escape(l.text)}" for l in ctx["headline"]]
+    lines += ["", f"*{_md_escape(ctx['method_note'])}*"]
     lines += ["", "## Tables", ""] + [to_markdown(t) for t, _ in ctx["tables"]]
     lines += ["## Figures", ""]
     for f in ctx["figures"] + ctx["grids"]:
@@ -176,7 +197,7 @@ def _markdown_document(ctx: dict) -> str:
     if ctx["compare"]:
         lines += ["## Comparison", ""]
         lines += [f"- **REGRESSION:** {_md_escape(r)}" for r in ctx["compare"]["regressions"]] or \
-            ["No regressions beyond both runs' 95% intervals."]
+            ["No regressions (no test significant after Benjamini-Hochberg at q = 0.05)."]
         lines += ["", to_markdown(ctx["compare"]["table"])]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -191,6 +212,7 @@ def _latex_document(ctx: dict) -> str:
     failed = r"\textbf{FAILED:} "
     lines += [rf"\item {'' if l.ok else failed}{tex_escape(l.text)}" for l in ctx["headline"]]
     lines += [r"\end{itemize}"] + [rf"\textbf{{Smoke test:}} {tex_escape(r)}." for r in ctx["smoke"]]
+    lines += ["", tex_escape(ctx["method_note"]), ""]
     lines += [to_latex(t) for t, _ in ctx["tables"]]
     if ctx["compare"]:
         lines.append(to_latex(ctx["compare"]["table"]))

@@ -93,6 +93,7 @@ def page(ctx: dict) -> str:
     for line in ctx["headline"]:
         out.append(f'<li class="{"ok" if line.ok else "failed"}">{e(line.text)}</li>')
     out.append("</ul>")
+    out.append(f'<p class="note">{e(ctx["method_note"])}</p>')
     if ctx.get("compare") and ctx["compare"]["regressions"]:
         out.append(f'<p class="regressions"><strong>{len(ctx["compare"]["regressions"])} regression(s) '
                    f'against {e(ctx["compare"]["baseline"])}</strong> (see <a href="#compare">Comparison</a>).</p>')
@@ -114,10 +115,10 @@ def page(ctx: dict) -> str:
         out.append(f'<p class="meta">This run ({e(ctx["run_name"])}) against the baseline '
                    f'{e(cmp["baseline"])} ({e(str(cmp["baseline_path"]))}).</p>')
         if cmp["regressions"]:
-            out.append('<div class="regressions"><strong>Regressions</strong> (beyond both 95% intervals):<ul>'
+            out.append('<div class="regressions"><strong>Regressions</strong> (Benjamini-Hochberg adjusted p &lt; 0.05):<ul>'
                        + "".join(f"<li>{e(r)}</li>" for r in cmp["regressions"]) + "</ul></div>")
         else:
-            out.append("<p>No regressions beyond both runs' 95% intervals.</p>")
+            out.append("<p>No regressions (no test significant after Benjamini-Hochberg at q = 0.05).</p>")
         out.append(f'<div class="scroll">{to_html(cmp["table"])}</div>')
 
     out.append('<h2 id="provenance">Provenance</h2><dl class="prov">')

@@ -6,7 +6,9 @@
 "Before" is the original model's images of the concept's target prompts, "after" the erasing
 method's; the summary itself is ``detectors.mapping.mapping_analysis`` (not re-implemented here).
 Each result also carries the label distributions the mapping figure draws: the mean of the
-per-image ``mapping_dist`` when the run recorded it, otherwise the share of ``mapped_to`` labels.
+per-image ``mapping_dist`` when the run recorded it, otherwise the share of ``mapped_to`` labels,
+and ``space``: the label space the rows were classified in (``mapping_space``: "styles" for a
+style concept, "objects" otherwise; "all labels" for runs scored before the column existed).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 
 from detectors.mapping import mapping_analysis
 from reports import rundata as rd
+
+MAPPING_SPACE = "mapping_space"  # the mapping scorer's column (detectors/zero_shot.py)
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ def analyse_run(run, summary) -> list[dict]:
     catalog = run.catalog if run.catalog is not None else _NoCatalog()
     df = run.results
     target = df[df[rd.PROMPT_SET] == "target"]
-    columns = [c for c in (rd.CONCEPT, rd.MAPPED_TO, rd.MAPPING_DIST) if c in target.columns]
+    columns = [c for c in (rd.CONCEPT, rd.MAPPED_TO, rd.MAPPING_DIST, MAPPING_SPACE) if c in target.columns]
     out = []
     for key in summary.methods:
         model, method, variant = key

@@ -1,14 +1,13 @@
-"""The report's numbers: one estimate (value, 95% interval, n) per metric and (method, concept).
+"""The report's numbers, read from the run's ``aggregates.parquet`` (bench/metrics.py writes it).
 
     from reports.metrics import summarize
     summary = summarize(run)            # run: reports.rundata.Run
-    summary.rows[0]["det_target"]       # Estimate(value=0.94, lo=0.88, hi=0.98, n=64)
+    summary.rows[0]["det_target"]       # Estimate(value=0.94, lo=0.88, hi=0.98, n=64, verdict=...)
 
-Everything but KID is recomputed from ``results.parquet`` with ``bench.stats.bootstrap_ci`` (the
-same seeded percentile bootstrap the runner uses), so a table cell can be checked against the
-rows directly. KID needs image features, so it comes from ``aggregates.parquet``; its interval
-is kid +- 1.96 kid_std (torchmetrics' spread over KID subsets, a normal approximation).
-Erasure seconds and parameters changed come from the manifest's ``edits``.
+The report recomputes nothing: every value, interval, paired difference, adjusted p-value and
+verdict is the aggregates table's, so a table cell, ``eraselab compare`` and the runner's CSV
+always agree. ``COLUMNS`` picks which (metric, prompt set) pairs the main table shows; what each
+metric is (label, format, good direction) is declared once in ``bench.metrics.METRICS``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bench.stats import bootstrap_ci, intervals_separated
+from bench import metrics as bm
 from reports import rundata as rd
 
 
@@ -26,6 +25,14 @@ class Estimate:
     lo: float = math.nan
     hi: float = math.nan
     n: int = 0
+    n_seeds: int = 0
+    seed_min: float = math.nan
+    seed_max: float = math.nan
+    delta: float = math.nan        # mean paired difference from the original's twins
+    delta_lo: float = math.nan
+    delta_hi: float = math.nan
+    p_adj: float = math.nan        # Benjamini-Hochberg adjusted p of that difference
+    verdict: str = ""              # bench.metrics.verdict of that difference
 
     @property
     def missing(self) -> bool:
@@ -35,73 +42,66 @@ class Estimate:
     def has_interval(self) -> bool:
         return not (math.isnan(self.lo) or math.isnan(self.hi))
 
-    def separated_from(self, other: "Estimate") -> bool:
-        """True when the two 95% intervals do not overlap (bench.stats.intervals_separated, the
-        rule `eraselab compare` uses too)."""
-        if self.missing or other.missing:
-            return False
-        return intervals_separated((self.lo, self.hi), (other.lo, other.hi))
-
-    def clearly_below(self, other: "Estimate") -> bool:
-        """Lower than ``other`` with separated intervals: how "erased" is decided."""
-        return self.separated_from(other) and self.value < other.value
+    @property
+    def single_seed(self) -> bool:
+        return self.n_seeds == 1
 
 
 MISSING = Estimate(math.nan)
 
 
 @dataclass(frozen=True)
-class Metric:
-    """One reported metric: where it comes from and which direction is good."""
+class Column:
+    """One column of the main table: a declared metric on one prompt set."""
 
     key: str
-    label: str          # short column header
-    better: str | None  # "lower", "higher" or None
-    kind: str           # "pct" | "float" | "seconds" | "count": how it is formatted
-    prompt_set: str | None = None
-    column: str | None = None
+    metric: str
+    prompt_set: str
+
+    @property
+    def declared(self) -> bm.Metric:
+        return bm.METRIC_BY_NAME[self.metric]
+
+    @property
+    def label(self) -> str:
+        suffix = f", {self.prompt_set}" if self.prompt_set and self.metric in ("detected", "clip_score") else ""
+        return self.declared.label + suffix
+
+    @property
+    def better(self) -> str | None:
+        return self.declared.direction(self.prompt_set)
+
+    @property
+    def kind(self) -> str:
+        return self.declared.fmt
 
 
-METRICS = (
-    Metric("det_target", "Detection, target", "lower", "pct", "target", rd.DETECTED),
-    Metric("det_related", "Detection, related", "higher", "pct", "related", rd.DETECTED),
-    Metric("det_unrelated", "Detection, unrelated", "higher", "pct", "unrelated", rd.DETECTED),
-    # No good direction on target prompts (as in bench/runner/compare.py): a lower score can mean
-    # erasure or a broken image, so it is never "best" nor a regression.
-    Metric("clip_target", "CLIP score, target", None, "float", "target", rd.CLIP_SCORE),
-    Metric("clip_unrelated", "CLIP score, unrelated", "higher", "float", "unrelated", rd.CLIP_SCORE),
-    # Same-seed similarity and KID are preservation measures, on unrelated prompts (PROTOCOL.md 1.3).
-    Metric("sim_unrelated", "Same-seed similarity", "higher", "float", "unrelated", rd.CLIP_IMAGE_COSINE),
-    Metric("kid_unrelated", "KID vs original", "lower", "float", "unrelated"),
-    Metric("seconds", "Erasure seconds", "lower", "seconds"),
-    Metric("params_changed", "Parameters changed", "lower", "count"),
+COLUMNS = (
+    Column("det_target", "detected", "target"),
+    Column("det_related", "detected", "related"),
+    Column("det_unrelated", "detected", "unrelated"),
+    Column("clip_target", "clip_score", "target"),
+    Column("clip_unrelated", "clip_score", "unrelated"),
+    Column("sim_unrelated", "clip_image_cosine", "unrelated"),
+    Column("kid_unrelated", "kid", "unrelated"),
+    Column("seconds", "seconds", bm.NO_PROMPT_SET),
+    Column("params_changed", "params_changed", bm.NO_PROMPT_SET),
 )
-METRIC_BY_KEY = {m.key: m for m in METRICS}
+METRICS = COLUMNS  # the main table's columns, in order
+COLUMN_BY_KEY = {c.key: c for c in COLUMNS}
 GROUP = (rd.MODEL, rd.METHOD, rd.VARIANT, rd.CONCEPT)
-
-
-def estimate(values) -> Estimate:
-    """Mean and bootstrap 95% interval of ``values`` (NaN dropped), with n."""
-    import numpy as np
-
-    x = np.asarray(list(values), dtype=float)
-    x = x[~np.isnan(x)]
-    if len(x) == 0:
-        return MISSING
-    value, lo, hi = bootstrap_ci(x)
-    return Estimate(value, lo, hi, int(len(x)))
 
 
 @dataclass
 class Summary:
     """Per (model, method, variant, concept) estimates, in display order (original first)."""
 
-    rows: list[dict]          # keys: model, method, variant, concept, label, and every metric key
+    rows: list[dict]          # keys: model, method, variant, concept, label, and every column key
     concepts: list[str]       # erased concepts, in first-seen order
     methods: list[tuple]      # (model, method, variant), original first
     labels: dict              # (model, method, variant) -> display label
     pooled: dict              # (model, method, variant) -> {"det_target": Estimate, "det_unrelated": ...}
-    smoke: list[str]          # why the run is only a smoke test (PROTOCOL.md 1.4), empty if not
+    smoke: list[str]          # why the run is only a smoke test (bench.metrics.size_problems)
 
     def row(self, concept: str, method_key: tuple) -> dict | None:
         for r in self.rows:
@@ -121,86 +121,55 @@ def method_label(model: str, method: str, variant: str, several_models: bool) ->
     return f"{model}: {label}" if several_models else label
 
 
+def _estimate(rec: dict | None) -> Estimate:
+    if rec is None:
+        return MISSING
+    f = lambda k: float(rec[k]) if rec.get(k) is not None else math.nan  # noqa: E731
+    return Estimate(f("value"), f("lo"), f("hi"), int(rec.get("n") or 0), int(rec.get("n_seeds") or 0),
+                    f("seed_min"), f("seed_max"), f("delta"), f("delta_lo"), f("delta_hi"), f("p_adj"),
+                    str(rec.get("verdict") or ""))
+
+
 def summarize(run) -> Summary:
     df = run.results
+    agg = run.aggregates
     concepts = list(dict.fromkeys(df[rd.CONCEPT].astype(str)))
     keys = list(dict.fromkeys(zip(df[rd.MODEL].astype(str), df[rd.METHOD].astype(str), df[rd.VARIANT])))
     # The original model first: it is the reference every other row is read against.
     keys.sort(key=lambda k: (k[1] != rd.ORIGINAL,))
     several_models = len({k[0] for k in keys}) > 1
     labels = {k: method_label(*k, several_models) for k in keys}
-    edits = run.edits()
 
+    index = {}
+    for rec in agg.to_dict("records"):
+        index[(rec["scope"], str(rec["model"]), str(rec["method"]), str(rec["variant"]), str(rec["concept"]),
+               str(rec["prompt_set"]), rec["metric"])] = rec
     rows = []
     for (model, method, variant, concept), group in df.groupby(list(GROUP), sort=False):
-        row = {"model": str(model), "method": str(method), "variant": str(variant), "concept": str(concept),
-               "label": labels[(str(model), str(method), str(variant))]}
-        for metric in METRICS:
-            if metric.column is not None:
-                subset = group[group[rd.PROMPT_SET] == metric.prompt_set]
-                row[metric.key] = estimate(subset[metric.column].astype(float))
-        row["kid_unrelated"] = _kid(run.aggregates, model, method, variant, concept)
-        row["seconds"], row["params_changed"] = _edit_costs(edits, group, method, variant, concept)
+        ident = (str(model), str(method), str(variant), str(concept))
+        row = {"model": ident[0], "method": ident[1], "variant": ident[2], "concept": ident[3],
+               "label": labels[ident[:3]]}
+        for col in COLUMNS:
+            row[col.key] = _estimate(index.get((bm.CONCEPT_SCOPE, *ident, col.prompt_set, col.metric)))
         row["n_images"] = int(len(group))
-        row["seeds"] = int(group[rd.SEED].nunique())
+        row["seeds"] = int(group[rd.SUITE_SEED].nunique())
         rows.append(row)
     order = {k: i for i, k in enumerate(keys)}
     corder = {c: i for i, c in enumerate(concepts)}
     rows.sort(key=lambda r: (corder[r["concept"]], order[(r["model"], r["method"], r["variant"])]))
 
-    pooled = {}
-    for key in keys:
-        sel = df[(df[rd.MODEL].astype(str) == key[0]) & (df[rd.METHOD].astype(str) == key[1])
-                 & (df[rd.VARIANT] == key[2])]
-        pooled[key] = {f"det_{ps}": estimate(sel.loc[sel[rd.PROMPT_SET] == ps, rd.DETECTED].astype(float))
-                       for ps in rd.PROMPT_SETS}
+    pooled = {key: {f"det_{ps}": _estimate(index.get((bm.POOLED_SCOPE, *key, "", ps, "detected")))
+                    for ps in rd.PROMPT_SETS} for key in keys}
     return Summary(rows=rows, concepts=concepts, methods=keys, labels=labels, pooled=pooled,
-                   smoke=_smoke_reasons(df))
+                   smoke=smoke_reasons(agg))
 
 
-def _kid(aggregates, model, method, variant, concept) -> Estimate:
-    if aggregates is None or "kid" not in aggregates.columns:
-        return MISSING
-    a = aggregates
-    sel = a[(a["model"].astype(str) == str(model)) & (a["method"].astype(str) == str(method))
-            & (a["variant"] == str(variant)) & (a["concept"].astype(str) == str(concept))
-            & (a["prompt_set"] == "unrelated")]
-    if sel.empty or sel["kid"].isna().all():
-        return MISSING
-    kid = float(sel["kid"].iloc[0])
-    std = float(sel["kid_std"].iloc[0]) if "kid_std" in sel and not math.isnan(sel["kid_std"].iloc[0]) else math.nan
-    n = int(sel["n"].iloc[0]) if "n" in sel else 0
-    return Estimate(kid, kid - 1.96 * std, kid + 1.96 * std, n)
-
-
-def _edit_costs(edits: dict, group, method, variant, concept) -> tuple[Estimate, Estimate]:
-    """Seconds and parameters changed of the edit(s) behind these rows (none for the original)."""
-    ids = [str(e) for e in group[rd.EDIT_ID].dropna().unique() if str(e)] if rd.EDIT_ID in group else []
-    found = [edits[i] for i in ids if i in edits]
-    if not found:  # an older manifest without edit ids on the rows: match on what the edit was
-        found = [e for e in edits.values() if str(e.get("method")) == str(method)
-                 and str(e.get("variant") or "") == str(variant) and str(e.get("concept")) == str(concept)]
-    if not found:
-        return MISSING, MISSING
-    out = []
-    for key in ("seconds", "params_changed"):
-        values = [float(e[key]) for e in found if e.get(key) is not None]
-        # One edit is one measurement: no interval. Several (repeats) get the bootstrap interval.
-        out.append(estimate(values) if len(values) > 1 else
-                   Estimate(values[0], n=1) if values else MISSING)
-    return out[0], out[1]
-
-
-def _smoke_reasons(df) -> list[str]:
-    """PROTOCOL.md 1.4: a reported number needs >= 64 images per (concept, prompt set), >= 2 seeds."""
-    reasons = []
-    counts = df.groupby(list(GROUP) + [rd.PROMPT_SET]).size()
-    if len(counts) and counts.min() < 64:
-        reasons.append(f"as few as {int(counts.min())} images per (method, concept, prompt set); "
-                       f"a reported number needs at least 64")
-    if rd.SUITE_SEED in df.columns:  # image seeds always differ; repeats of the run are suite seeds
-        seeds = df.groupby(list(GROUP) + [rd.PROMPT_SET])[rd.SUITE_SEED].nunique()
-        if len(seeds) and seeds.min() < 2:
-            reasons.append(f"only {int(seeds.min())} suite seed(s) in some group; a reported number "
-                           f"needs at least 2")
-    return reasons
+def smoke_reasons(agg) -> list[str]:
+    """Why this run's groups are too small to report (bench.metrics.size_problems)."""
+    # clip_score is on every image, so its n is the group's image count
+    sel = agg[(agg["scope"] == bm.CONCEPT_SCOPE) & (agg["metric"] == "clip_score")]
+    if sel.empty:
+        return []
+    sizes = {(f"{r.model}/{r.method}/{r.variant}/{r.concept}", r.prompt_set): int(r.n)
+             for r in sel.itertuples()}
+    return bm.size_problems(sizes, int(sel["n_seeds"].min()))

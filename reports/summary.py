@@ -4,16 +4,19 @@
     for line in headline(summary): print(line.text)
     # "fewshot-te cut snoopy detection from 94% to 12% in 2.1 s; unrelated detection 90% -> 88%."
 
-A method erased a concept when its detection rate on target prompts lies below the lower end of
-the original model's 95% interval; otherwise the sentence says plainly that it did not.
+A method erased a concept when the paired change of its target detection from the original's
+same-seed twins is significant after Benjamini-Hochberg and its interval lies below zero
+(``bench.metrics.verdict``); otherwise the sentence says plainly that it did not, and why.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.metrics import BETTER_SEED_DEPENDENT
+from bench.metrics import erased as is_erased
 from reports.rundata import ORIGINAL
-from reports.tables import fmt_number
+from reports.tables import Cell, fmt_interval, fmt_number
 
 
 @dataclass(frozen=True)
@@ -49,17 +52,19 @@ def headline(summary) -> list[Line]:
         keep = ""
         if not (base["det_unrelated"].missing or row["det_unrelated"].missing):
             keep = f"; unrelated detection {_pct(base['det_unrelated'])} \u2192 {_pct(row['det_unrelated'])}"
-        if after.clearly_below(before):
+        change = (f"change {fmt_number(after.delta, 'signed_pct')} "
+                  f"{fmt_interval(Cell(after.delta, after.delta_lo, after.delta_hi), 'signed_pct')}, "
+                  f"adjusted p {fmt_number(after.p_adj, 'p')}")
+        seeds = " (single erasure seed)" if after.single_seed else ""
+        if is_erased(after.verdict):
             text = (f"{row['label']} cut {row['concept']} detection from {_pct(before)} to {_pct(after)}"
-                    f"{' in ' + secs if secs else ''}{keep}.")
+                    f" ({change}){' in ' + secs if secs else ''}{keep}{seeds}.")
             lines.append(Line(text, True, row["concept"], row["label"]))
         else:
-            text = (f"{row['label']} did NOT erase {row['concept']}: detection {_pct(after)} "
-                    f"({_pct_range(after)}) vs {_pct(before)} ({_pct_range(before)}) for the original "
-                    f"model, 95% intervals that overlap{'; the edit took ' + secs if secs else ''}.")
+            why = ("significant for these edits, but not across erasure seeds"
+                   if after.verdict == BETTER_SEED_DEPENDENT else "not a significant decrease")
+            text = (f"{row['label']} did NOT erase {row['concept']}: detection {_pct(after)} vs "
+                    f"{_pct(before)} for the original model ({change}: {why})"
+                    f"{'; the edit took ' + secs if secs else ''}{seeds}.")
             lines.append(Line(text, False, row["concept"], row["label"]))
     return lines
-
-
-def _pct_range(est) -> str:
-    return f"{100 * est.lo:.0f}\u2013{100 * est.hi:.0f}%"

@@ -26,6 +26,7 @@ BEHAVIOUR = {
     "noop":       {"target": 0.92, "related": 0.85, "unrelated": 0.90, "self": 0.85, "parent": 0.10,
                    "seconds": 0.01, "params": 0},
 }
+KID = {"fewshot-te": 0.004, "esd": 0.02, "noop": 0.0}
 PARENT = "english springer"
 OTHER = "tench"
 
@@ -47,6 +48,9 @@ def make_run(folder, concepts=("snoopy", "apple logo"), methods=tuple(BEHAVIOUR)
     import numpy as np
     import pandas as pd
     from PIL import Image, ImageDraw
+
+    from bench.manifest import EditRecord, RunManifest
+    from bench.metrics import aggregate
 
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
@@ -106,26 +110,27 @@ def make_run(folder, concepts=("snoopy", "apple logo"), methods=tuple(BEHAVIOUR)
                         })
     df = pd.DataFrame(rows)
     df.to_parquet(folder / "results.parquet", index=False)
-    agg = []
-    for (model, method, variant, concept, ps), g in df.groupby(["model", "method", "variant", "concept",
-                                                               "prompt_set"]):
-        kid = math.nan if method == "original" else {"fewshot-te": 0.004, "esd": 0.02, "noop": 0.0}[method]
-        agg.append({"model": model, "method": method, "variant": variant, "concept": concept,
-                    "prompt_set": ps, "n": len(g), "detected_rate": g["detected"].astype(float).mean(),
-                    "clip_score": g["clip_score"].mean(), "kid": kid,
-                    "kid_std": math.nan if math.isnan(kid) else 0.002})
-    pd.DataFrame(agg).to_parquet(folder / "aggregates.parquet", index=False)
-    pd.DataFrame(agg).to_csv(folder / "aggregates.csv", index=False)
     (folder / "catalog.yaml").write_text(catalog_yaml(list(concepts)), encoding="utf-8")
-    edits = {f"{m}-{c}": {"method": m, "variant": "", "concept": c, "seconds": BEHAVIOUR[m]["seconds"],
-                          "peak_memory_mb": 900.0, "params_changed": BEHAVIOUR[m]["params"],
-                          "delta_bytes": 2 * BEHAVIOUR[m]["params"]}
+    edits = {f"{m}-{c}": EditRecord(method=m, concept=c, model="mini-sd", seed=seed,
+                                    seconds=BEHAVIOUR[m]["seconds"], peak_memory_mb=900.0,
+                                    params_changed=BEHAVIOUR[m]["params"],
+                                    delta_bytes=2 * BEHAVIOUR[m]["params"])
              for m in methods if m != "original" for c in concepts}
-    manifest = {"suite": {"name": f"{run_name}-suite", "catalog": "catalog.yaml", "samples": samples},
-                "versions": {"python": sys.version.split()[0], "eraselab": "0.1.0"},
-                "git_commit": "0000000", "hardware": "synthetic (no model)",
-                "seconds": {"erase": 414.1, "generate": 1.0, "score": 1.0}, "edits": edits}
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    # The KID parts the runner would write: fixed per method, no images behind them.
+    kid = pd.DataFrame([{"model": "mini-sd", "method": m, "variant": "", "concept": c, "prompt_set": ps,
+                         "kid_clip": KID[m], "kid_clip_std": 0.002, "n_edited": samples * 2}
+                        for m in methods if m != "original" for c in concepts
+                        for ps in ("related", "unrelated")])
+    agg = aggregate(df, kid, edits)
+    agg.to_parquet(folder / "aggregates.parquet", index=False)
+    agg.to_csv(folder / "aggregates.csv", index=False)
+    manifest = RunManifest(run=run_name, suite="synthetic-suite", catalog="catalog.yaml",
+                           resolved_suite={"name": "synthetic-suite", "catalog": "catalog.yaml",
+                                           "samples": samples},
+                           versions={"python": sys.version.split()[0], "eraselab": "0.1.0"},
+                           git_commit="0000000", hardware={"device": "synthetic (no model)"},
+                           seconds_per_stage={"erase": 414.1, "generate": 1.0, "score": 1.0}, edits=edits)
+    (folder / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
     return folder
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from bench.metrics import BETTER, BETTER_SEED_DEPENDENT
+from bench.metrics import erased as is_erased
 from reports.metrics import METRICS, Estimate, Summary
 from reports.rundata import ORIGINAL
 
@@ -77,6 +79,8 @@ def fmt_number(value, kind: str) -> str:
         return f"{v:.3f}"
     if kind == "signed_float":
         return f"{round(v, 3) + 0.0:+.3f}"  # + 0.0 turns -0.0 into 0.0: no "-0.000"
+    if kind == "p":
+        return "<0.001" if v < 0.001 else f"{v:.2g}"
     if kind == "seconds":
         return f"{v:.2g} s" if v < 10 else f"{v:.0f} s"
     if kind == "count":
@@ -123,44 +127,73 @@ def mark_best(table: Table, candidate=lambda row, key: True) -> None:
                 c.best = math.isclose(float(c.value), best, rel_tol=1e-9, abs_tol=1e-12)
 
 
+def target_verdict(row: dict) -> str:
+    """The main table's and the summary's wording of one row's target-detection verdict."""
+    est = row["det_target"]
+    if row["method"] == ORIGINAL or not est.verdict:
+        return ""
+    word = {BETTER: "erased", BETTER_SEED_DEPENDENT: "erased in these edits, not across seeds"}.get(
+        est.verdict, "NOT erased")
+    return word + (" (single erasure seed)" if est.single_seed else "")
+
+
 def main_table(summary: Summary) -> Table:
-    """Per concept x method: erasure, preservation and cost, each with its 95% interval."""
+    """Per concept x method: erasure (with the paired change and its verdict), preservation and
+    cost, each with its 95% interval."""
     columns = [Column("concept", "Concept"), Column("method", "Method")]
     columns += [Column(m.key, m.label, m.kind, m.better) for m in METRICS]
+    columns[3:3] = [Column("det_change", "Change in target detection", "signed_pct", "lower"),
+                    Column("det_p", "Adjusted p", "p"), Column("verdict", "Verdict"),
+                    Column("det_seeds", "Target detection per erasure seed", "text")]
     rows = []
     for r in summary.rows:
-        base = summary.original(r["concept"], r["model"])
-        # Erased: target detection clearly below the original's (the summary's test too).
-        erased = (r["method"] != ORIGINAL and base is not None
-                  and r["det_target"].clearly_below(base["det_target"]))
+        est = r["det_target"]
+        erased = r["method"] != ORIGINAL and is_erased(est.verdict)
         row = {"concept": Cell(r["concept"]), "method": Cell(r["label"]), "_method": r["method"],
-               "_erased": erased}
+               "_erased": erased,
+               "det_change": Cell(est.delta, est.delta_lo, est.delta_hi),
+               "det_p": Cell(est.p_adj), "verdict": Cell(target_verdict(r)),
+               "det_seeds": Cell(_seed_spread(est))}
         for m in METRICS:
             row[m.key] = Cell.of(r[m.key])
         rows.append(row)
     # Drop columns no row has a value for (e.g. KID when the runner wrote no aggregates).
-    empty = {m.key for m in METRICS if all(row[m.key].missing for row in rows)}
+    keys = [c.key for c in columns[2:]]
+    empty = {k for k in keys if all(row[k].missing or row[k].value == "" for row in rows)}
     table = Table(
         name="main", title="Erasure, preservation and cost",
-        caption=("Per erased concept and method: detection rate on target prompts (lower is better), on "
-                 "related and unrelated prompts (higher is better), CLIP score (on target prompts without a better "
-                 "direction: lower can mean erased or broken), same-seed CLIP image "
-                 "similarity and KID against the original model on unrelated prompts, and the cost of the "
-                 "edit. Brackets: 95% bootstrap interval. Bold: best method per concept and column; "
-                 "preservation and cost are compared only among methods that erased the concept (a method "
-                 "that changes nothing preserves everything), and the original model is the reference."),
+        caption=("Per erased concept and method: detection rate on target prompts (lower is better); its change "
+                 "from the original model, the mean paired difference over same-seed image twins with its 95% "
+                 "hierarchical bootstrap interval (erasure seeds, then images); the Benjamini-Hochberg adjusted "
+                 "p of exact McNemar's test over every test of the run; the verdict (erased: adjusted p < 0.05 "
+                 "and the interval of the change below zero); each erasure seed's own target detection; "
+                 "detection on related and unrelated prompts (higher is better); CLIP score (on target prompts "
+                 "without a better direction: lower can mean erased or broken); same-seed CLIP image "
+                 "similarity and KID against the original model on unrelated prompts; and the cost of the "
+                 "edit. Brackets: 95% intervals. Bold: best method per concept and column; preservation and "
+                 "cost are compared only among methods that erased the concept (a method that changes nothing "
+                 "preserves everything), and the original model is the reference."),
         columns=[c for c in columns if c.key not in empty], rows=rows, group="concept")
     if empty:
         table.notes.append("not available in this run: " + ", ".join(
-            m.label for m in METRICS if m.key in empty))
+            c.header for c in columns if c.key in empty))
     mark_best(table, candidate=lambda row, key: row["_method"] != ORIGINAL
-              and (key == "det_target" or row["_erased"]))
+              and (key in ("det_target", "det_change") or row["_erased"]))
     return table
+
+
+def _seed_spread(est) -> str:
+    if est.missing or est.n_seeds == 0:
+        return ""
+    if est.n_seeds == 1:
+        return "one seed"
+    return f"{100 * est.seed_min:.0f}\u2013{100 * est.seed_max:.0f}% over {est.n_seeds} seeds"
 
 
 def mapping_table(analyses: list[dict]) -> Table:
     """What each erased concept became: top label before/after and whether it is the parent."""
-    columns = [Column("concept", "Concept"), Column("method", "Method"), Column("parent", "Recorded parent"),
+    columns = [Column("concept", "Concept"), Column("method", "Method"),
+               Column("space", "Label space"), Column("parent", "Recorded parent"),
                Column("before_top", "Top label before"), Column("before_share", "Share before", "pct"),
                Column("after_top", "Top label after"), Column("after_share", "Share after", "pct"),
                Column("to_parent", "Maps to parent"),
@@ -169,6 +202,7 @@ def mapping_table(analyses: list[dict]) -> Table:
     for a in analyses:
         rows.append({
             "concept": Cell(a["concept"]), "method": Cell(a["label"]),
+            "space": Cell(a.get("space", "\u2014")),
             "parent": Cell(a.get("parent") or "\u2014"),
             "before_top": Cell(a.get("before_top_label", "\u2014")),
             "before_share": Cell(float(a.get("before_top_share", math.nan))),
@@ -182,6 +216,9 @@ def mapping_table(analyses: list[dict]) -> Table:
         caption=("Zero-shot CLIP label of the images of target prompts, before erasure (original model) and "
                  "after (the erasing method): the most frequent label and its share of images, and whether "
                  "it is the catalog's recorded parent (the paper's \u201cSnoopy \u2192 dog\u201d claim). "
+                 "Label space: the labels an image is classified among \u2014 a style's images among the "
+                 "catalog's styles and \u201cplain\u201d (styles), every other concept's among the non-style "
+                 "labels and \u201cnothing\u201d (objects). "
                  "Self share drop: how much of the images stopped being labelled as the concept itself."),
         columns=columns, rows=rows, group="concept")
     mark_best(table)

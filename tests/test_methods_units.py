@@ -37,12 +37,13 @@ def _batch(pipe, seed=0):
 # --- fewshot-te ----------------------------------------------------------------------------
 def test_fewshot_objective_is_negated_textual_inversion_loss():
     from methods.common import denoising_loss, encode_ids, noise_latents, training_scheduler
-    from methods.fewshot_te import fewshot_objective, select_text_encoder
+    from methods.fewshot_te import fewshot_objective
+    from methods.subsets import select
 
     pipe = tiny_pipeline()
     scheduler = training_scheduler(pipe)
     latents, ids = _batch(pipe)
-    names = [n.split(".", 1)[1] for n in select_text_encoder(pipe.text_encoder, "mlp+final-attn")]
+    names = [n.split(".", 1)[1] for n in select(pipe, "te-mlp+te-final-attn", "text_encoder")]
     params = dict(pipe.text_encoder.named_parameters())
     chosen = [params[n] for n in names]
 
@@ -68,6 +69,15 @@ def test_fewshot_objective_is_negated_textual_inversion_loss():
 
 
 @pytest.mark.parametrize("variant,expect", [
+    ("te-all", lambda n: True),
+    ("te-mlp", lambda n: ".mlp.fc" in n),
+    ("te-attn", lambda n: ".self_attn." in n),
+    ("te-mlp+te-attn", lambda n: ".mlp.fc" in n or ".self_attn." in n),
+    ("te-mlp+te-final-attn", lambda n: ".mlp.fc" in n or ".layers.2.self_attn." in n),
+    ("te-layer0+te-layer2", lambda n: ".layers.0." in n or ".layers.2." in n),
+    ("te-layer1-mlp", lambda n: ".layers.1.mlp.fc" in n),
+    ("te-embeddings", lambda n: "embeddings." in n),
+    # the names from before methods/subsets.py select the same parameters
     ("all", lambda n: True),
     ("mlp", lambda n: ".mlp.fc" in n),
     ("attn", lambda n: ".self_attn." in n),
@@ -87,7 +97,8 @@ def test_fewshot_variant_trains_exactly_the_named_parameters(variant, expect, im
     assert all(torch.equal(t, base[n]) for n, t in named_tensors(pipe).items() if n not in expected)
 
 
-@pytest.mark.parametrize("bad", ["mlps", "layers=[9]", "layers=x", "mlp:attn"])
+@pytest.mark.parametrize("bad", ["mlps", "layers=[9]", "layers=x", "mlp:attn", "te-layer9",
+                                 "te-mlp+attn", "xattn", ""])
 def test_fewshot_bad_variant_is_one_line_error(bad, images_dir):
     with pytest.raises(EraselabError):
         erase(tiny_pipeline(), "fewshot-te", "snoopy", variant=bad, images_dir=images_dir, seed=0,

@@ -25,7 +25,7 @@ from PIL import Image
 
 from bench.cli import main
 from bench.errors import EraselabError
-from bench.stats import bootstrap_ci
+from bench.stats import hierarchical_bootstrap
 from reports.build import build_report
 from reports.metrics import summarize
 from reports.render import tex_escape, to_html, to_latex, to_markdown
@@ -47,8 +47,9 @@ def chromium():
 def run_dir(tmp_path_factory):
     # One run serves every test (reports take seconds): the second concept's name is an HTML
     # injection, which the browser test checks renders as text.
+    # 16 samples x 2 target prompts: enough pairs for a verdict to survive the FDR control.
     return make_run(tmp_path_factory.mktemp("run") / "synthetic", concepts=("snoopy", EVIL),
-                    run_name=f"run {EVIL}")
+                    run_name=f"run {EVIL}", samples=16)
 
 
 @pytest.fixture(scope="module")
@@ -80,8 +81,8 @@ def test_cli_writes_every_table_and_figure_and_prints_the_path(cli_report):
 
 
 def _expected(df: pd.DataFrame, method: str, concept: str, prompt_set: str, column: str):
-    sel = df[(df.method == method) & (df.concept == concept) & (df.prompt_set == prompt_set)][column]
-    return bootstrap_ci(sel.astype(float).dropna().tolist())
+    sel = df[(df.method == method) & (df.concept == concept) & (df.prompt_set == prompt_set)]
+    return hierarchical_bootstrap(sel[column].astype(float).to_numpy(), sel["suite_seed"].to_numpy())
 
 
 def test_table_numbers_equal_values_computed_from_rows(run_dir):
@@ -112,8 +113,9 @@ def test_table_numbers_equal_values_computed_from_rows(run_dir):
             edit = manifest["edits"][f"{method}-{concept}"]
             assert row["seconds"].value == edit["seconds"]
             assert row["params_changed"].value == edit["params_changed"]
-            kid = agg[(agg.method == method) & (agg.concept == concept) & (agg.prompt_set == "unrelated")]
-            assert row["kid_unrelated"].value == pytest.approx(float(kid.kid.iloc[0]))
+            kid = agg[(agg.method == method) & (agg.concept == concept) & (agg.prompt_set == "unrelated")
+                      & (agg.metric == "kid")]
+            assert row["kid_unrelated"].value == pytest.approx(float(kid.value.iloc[0]))
         else:
             assert row["seconds"].missing and row["params_changed"].missing
     assert checked > 40
@@ -147,10 +149,10 @@ def test_rendered_tables_show_the_same_numbers(cli_report, run_dir):
         clip = sel[sel.prompt_set == "unrelated"].clip_score.mean()
         md_cells = [c.strip().replace("**", "") for c in re.split(r"(?<!\\)\|", md_row.strip()[1:-1])]
         assert md_cells[1] == method
-        assert md_cells[2].startswith(fmt_number(rate, "pct")) and md_cells[6].startswith(f"{clip:.3f}")
+        assert md_cells[2].startswith(fmt_number(rate, "pct")) and md_cells[10].startswith(f"{clip:.3f}")
         tex_cells = [c.strip() for c in tex_row.removesuffix(r"\\").split(" & ")]
         assert fmt_number(rate, "pct").replace("%", r"\%") in tex_cells[2]
-        assert f"{clip:.3f}" in tex_cells[6]
+        assert f"{clip:.3f}" in tex_cells[10]
         assert f"{clip:.3f}" in html
 
 
@@ -183,9 +185,11 @@ def test_summary_says_who_erased_what_and_who_failed(cli_report):
     _, _, out = cli_report
     html = (out / "index.html").read_text()
     summary = html[html.index('id="summary"'):html.index('id="tables"')]
-    assert re.search(r"fewshot-te cut snoopy detection from \d+% to \d+% in 2\.1 s", summary)
+    assert re.search(r"fewshot-te cut snoopy detection from \d+% to \d+% \(change -\d+ pt \[[^]]+\], "
+                     r"adjusted p [^)]+\) in 2\.1 s", summary)
     assert "noop did NOT erase snoopy" in summary and 'class="failed"' in summary
-    assert "Smoke test" in summary  # 8 images per group is below PROTOCOL.md's 64
+    assert "Smoke test" in summary  # 32 images per group is below the protocol's 64
+    assert "McNemar" in summary and "Benjamini-Hochberg" in summary  # the method note
 
 
 def test_three_renderings_of_one_table_agree():
@@ -309,17 +313,23 @@ def test_html_report_in_headless_chromium_escapes_user_strings(chromium, cli_rep
     assert shot.size == (1200, 2000) and pixels.std() > 10, "blank screenshot"
 
 
-def test_reads_the_runner_manifest_layout(run_dir, tmp_path):
-    """bench/runner writes "suite" as a name, the suite itself as "resolved_suite"."""
+def test_a_manifest_of_another_format_is_a_one_line_error(run_dir, tmp_path):
     copy = _broken_copy(run_dir, tmp_path)
     m = json.loads((copy / "manifest.json").read_text())
-    runner_style = {"format": "eraselab-run/1", "run": "nightly", "suite": "mini",
-                    "resolved_suite": {"suite": "mini", "catalog": "catalog.yaml"}, "smoke": True,
-                    "seconds_per_stage": m["seconds"], "versions": m["versions"], "edits": m["edits"]}
-    (copy / "manifest.json").write_text(json.dumps(runner_style))
-    run = load_run(copy)
-    assert (run.name, run.suite_name, run.stage_seconds()) == ("nightly", "mini", m["seconds"])
-    assert run.catalog is not None and run.catalog["snoopy"].parent == "english springer"
+    (copy / "manifest.json").write_text(json.dumps({**m, "format": "eraselab-run/1"}))
+    with pytest.raises(EraselabError, match="eraselab-run/2") as err:
+        load_run(copy)
+    assert "\n" not in str(err.value) and "again" in str(err.value)
+    (copy / "manifest.json").write_text(json.dumps({**m, "colour": "red"}))
+    with pytest.raises(EraselabError, match="unknown manifest key 'colour'"):
+        load_run(copy)
+
+
+def test_manifest_round_trips_through_its_dataclass(run_dir):
+    from bench.manifest import RunManifest, read_manifest
+    manifest = read_manifest(run_dir / "manifest.json")
+    assert RunManifest.from_dict(json.loads(manifest.to_json())) == manifest
+    assert manifest.edits["fewshot-te-snoopy"].seconds == 2.1
 
 
 def test_summary_cannot_judge_a_concept_the_original_never_shows(tmp_path, monkeypatch):

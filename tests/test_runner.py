@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import shutil
 import math
 from pathlib import Path
 
@@ -19,7 +20,8 @@ import pandas as pd
 import pytest
 
 from bench.errors import EraselabError
-from bench.runner.schema import AGGREGATE_COLUMNS, MANIFEST_EDIT_KEYS, ROW_COLUMNS, ROW_KEY
+from bench.metrics import AGGREGATE_COLUMNS
+from bench.runner.schema import ROW_COLUMNS, ROW_KEY
 
 SUITE = """
 suite: tiny
@@ -78,28 +80,39 @@ def test_run_writes_rows_aggregates_and_manifest(reference):
     # the same seed for the same prompt and sample across methods: the twin exists
     assert results.groupby(["prompt_id", "sample"])["seed"].nunique().max() == 1
     agg = pd.read_parquet(run_dir / "aggregates.parquet")
-    assert list(agg.columns) == list(AGGREGATE_COLUMNS) and len(agg) == 9
+    assert list(agg.columns) == list(AGGREGATE_COLUMNS)
     assert (run_dir / "aggregates.csv").is_file()
-    assert agg[agg.method == "original"]["kid"].isna().all()
-    assert agg[agg.method == "uce"]["kid"].notna().all()
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert set(manifest["edits"]) == set(results["edit_id"])
-    for record in manifest["edits"].values():
-        assert set(MANIFEST_EDIT_KEYS) <= set(record)
-    for key in ("resolved_suite", "versions", "git_commit", "hardware", "seconds_per_stage"):
-        assert key in manifest
-    assert manifest["versions"]["torch"] and list((run_dir / "logs").glob("*.log"))
+    concept_rows = agg[agg.scope == "concept"]
+    # 3 methods x 3 prompt sets x (detected, clip_score, similarity) + KID on 2 sets of 2 edited
+    # methods + 2 costs of 2 edited methods
+    assert len(concept_rows) == 27 + 4 + 4
+    kid = concept_rows[concept_rows.metric == "kid"]
+    assert set(kid.method) == {"uce", "negative-prompt"} and kid.value.notna().all()
+    costs = concept_rows[concept_rows.metric == "seconds"]
+    assert set(costs.method) == {"uce", "negative-prompt"} and (costs.value >= 0).all()
+    from bench.manifest import read_manifest
+    manifest = read_manifest(run_dir / "manifest.json")
+    assert set(manifest.edits) == set(results["edit_id"])
+    for record in manifest.edits.values():
+        assert record.delta_bytes > 0 and record.seconds is not None
+    assert manifest.versions["torch"] and manifest.hardware and manifest.seconds_per_stage
+    assert list((run_dir / "logs").glob("*.log"))
 
 
 def test_aggregates_are_derived_from_the_rows(reference):
-    from bench.runner.aggregate import aggregate
-    from bench.stats import bootstrap_ci
+    from bench.metrics import aggregate
+    from bench.stats import hierarchical_bootstrap
     _, run_dir, _ = reference
     results = pd.read_parquet(run_dir / "results.parquet")
+    stored = pd.read_parquet(run_dir / "aggregates.parquet")
     agg = aggregate(results)
-    row = agg[(agg.method == "uce") & (agg.prompt_set == "target")].iloc[0]
+    row = agg[(agg.method == "uce") & (agg.prompt_set == "target") & (agg.metric == "clip_score")].iloc[0]
     g = results[(results.method == "uce") & (results.prompt_set == "target")]
-    assert (row["clip_score"], row["clip_score_lo"], row["clip_score_hi"]) == bootstrap_ci(g["clip_score"])
+    assert (row["value"], row["lo"], row["hi"]) == hierarchical_bootstrap(g["clip_score"], g["suite_seed"])
+    per_image = stored[stored.metric.isin(["detected", "clip_score", "clip_image_cosine"])]
+    pd.testing.assert_frame_equal(per_image.reset_index(drop=True),
+                                  agg[agg.metric.isin(["detected", "clip_score", "clip_image_cosine"])]
+                                  .reset_index(drop=True))
 
 
 def test_rerun_does_no_model_work(reference, monkeypatch):
@@ -178,26 +191,21 @@ def test_missing_mini_world_says_use_smoke(monkeypatch):
         resolve("miniworld")
 
 
-def test_compare_flags_regressions(reference, tmp_path, capsys):
+def test_compare_of_a_run_with_itself_finds_nothing_and_refuses_other_suites(reference, tmp_path, capsys):
     from bench.cli import main
     _, run_dir, _ = reference
-    assert main(["compare", str(run_dir), str(run_dir)]) == 0
-    worse = tmp_path / "worse"
-    worse.mkdir()
-    agg = pd.read_parquet(run_dir / "aggregates.parquet")
-    sel = (agg.method == "uce") & (agg.prompt_set == "target")
-    agg.loc[sel, ["detected_rate", "detected_lo", "detected_hi"]] = [0.9, 0.85, 0.95]
-    base = agg.copy()
-    base.loc[sel, ["detected_rate", "detected_lo", "detected_hi"]] = [0.1, 0.05, 0.15]
-    better_dir = tmp_path / "base"
-    better_dir.mkdir()
-    base.to_parquet(better_dir / "aggregates.parquet")
-    agg.to_parquet(worse / "aggregates.parquet")
-    capsys.readouterr()
-    assert main(["compare", str(better_dir), str(worse), "--json"]) == 1
+    assert main(["compare", str(run_dir), str(run_dir), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert len(out["regressions"]) == 1 and out["regressions"][0]["metric"] == "detected_rate"
-    assert main(["compare", str(worse), str(better_dir)]) == 0  # the good direction: a change
+    assert out["tests"] > 0 and not (out["regressions"] or out["improvements"] or out["changes"])
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps({**manifest, "suite": "another-suite"}))
+    assert main(["compare", str(run_dir), str(other)]) == 1
+    err = capsys.readouterr().err
+    assert "another-suite" in err and "--any-suites" in err and len(err.strip().splitlines()) == 1
+    assert main(["compare", str(run_dir), str(other), "--any-suites"]) == 0
+    assert "different suites" in capsys.readouterr().out
 
 
 def test_cli_smoke_prints_run_dir_and_summary(reference, capsys):

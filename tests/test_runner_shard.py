@@ -55,3 +55,35 @@ def test_explicit_shards_in_sequence_merge_without_duplicates(tmp_path):
     assert second["complete"] and first["erased"] + second["erased"] == 3
     run(suite, tmp_path / "reference")
     pd.testing.assert_frame_equal(canonical(tmp_path / "run"), canonical(tmp_path / "reference"))
+
+
+@pytest.mark.parametrize("env_of", [
+    lambda i: {"RANK": str(i), "WORLD_SIZE": "2"},
+    lambda i: {"SLURM_ARRAY_TASK_ID": str(i + 3), "SLURM_ARRAY_TASK_MIN": "3", "SLURM_ARRAY_TASK_COUNT": "2"},
+], ids=["torchrun", "slurm-array"])
+def test_shard_auto_reads_the_launcher_environment(tmp_path, monkeypatch, env_of):
+    from bench.cli import main
+    suite = write_suite(tmp_path)
+    out = tmp_path / "run"
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN",
+                "SLURM_ARRAY_TASK_COUNT"):
+        monkeypatch.delenv(var, raising=False)
+    for i in (0, 1):
+        with monkeypatch.context() as m:
+            for k, v in env_of(i).items():
+                m.setenv(k, v)
+            assert main(["run", str(suite), "--smoke", "--out", str(out), "--no-progress", "--shard", "auto"]) == 0
+        logs = [p.name for p in (out / "logs").glob("*.log")]
+        assert any(f"shard{i}of2" in n for n in logs)
+    run(suite, tmp_path / "reference")
+    pd.testing.assert_frame_equal(canonical(out), canonical(tmp_path / "reference"))
+
+
+def test_bad_launcher_environment_is_a_one_line_error(monkeypatch):
+    from bench.commands.run import parse_shard
+    from bench.errors import UsageError
+    with pytest.raises(UsageError, match="SLURM_ARRAY_TASK_ID"):
+        parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "2"})
+    with pytest.raises(UsageError, match="RANK/WORLD_SIZE"):
+        parse_shard("auto", {"RANK": "5", "WORLD_SIZE": "2"})
+    assert parse_shard("auto", {}) == (0, 1)

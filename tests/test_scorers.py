@@ -137,8 +137,10 @@ def test_clip_scorers_on_tiny_clip(tiny_clip, catalog):
     assert zs[3]["detected"] is None and isinstance(zs[0]["detected"], bool)
 
     mapped = SCORERS.get("mapping")(clip_model=tiny_clip, extra_labels=["cat"]).score(images, prompts, concepts)
-    for row in mapped:
-        assert set(row["mapping_dist"]) == set(catalog.labels()) | {"cat", "nothing"}
+    objects = {c.name for c in catalog.concepts.values() if not c.is_style} | {"cat", "nothing"}
+    for row, concept in zip(mapped, concepts):  # a style among styles + plain (tests/test_mapping_space.py)
+        is_style = concept is not None and concept.is_style
+        assert set(row["mapping_dist"]) == (styles - {"nothing"} | {"plain"} if is_style else objects)
         assert abs(sum(row["mapping_dist"].values()) - 1) < 1e-4
         assert row["mapped_p"] == max(row["mapping_dist"].values())
         assert row["mapping_dist"][row["mapped_to"]] == row["mapped_p"]

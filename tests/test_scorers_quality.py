@@ -4,7 +4,7 @@
 
 Each test skips while datasets/miniworld/v1/SHA256SUMS does not list the weights it needs
 (the models are trained by `eraselab miniworld train ...`); once they land, these hold the
-scorers to the bars in PROTOCOL.md: clip-score ranks the true caption above a wrong one in
+scorers to the bars in docs/protocol.md ("Scorer quality"): clip-score ranks the true caption above a wrong one in
 >= 95% of pairs, the detector finds the true object in >= 90% of images, and the mapping's top
 label is the true concept in >= 90%.
 """

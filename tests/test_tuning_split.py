@@ -3,19 +3,13 @@ split stays apart from what the benchmark evaluates, the selection rule is the o
 states, and a partial sweep resumes only into the same sweep."""
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import tune_method  # noqa: E402
-
-from bench.catalog import load_catalog  # noqa: E402
-from bench.runner.plan import concept_prompts  # noqa: E402
-from bench.runner.suite import load_suite  # noqa: E402
+from bench.catalog import load_catalog
+from bench.runner.plan import concept_prompts
+from bench.runner.suite import load_suite
+from benchmarks import tune_method
 
 
 def _setting(steps, lr, target, unrelated):

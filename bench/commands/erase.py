@@ -22,7 +22,8 @@ def add_parser(subparsers):
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--model", help="pipeline folder or hub id (default: the shipped mini world)")
     p.add_argument("--method", required=True, help="erasure method (eraselab ls methods)")
-    p.add_argument("--variant", help="method variant (e.g. all, mlp+final-attn, xattn, strong)")
+    p.add_argument("--variant", help="method variant: a parameter subset (e.g. te-all, "
+                   "te-mlp+te-final-attn, xattn; methods/subsets.py) or a preset (sld: strong)")
     p.add_argument("--concept", required=True, action="append",
                    help="concept name from the catalog; repeat for sequential erasure")
     p.add_argument("--catalog", default="miniworld", help="catalog name or path (default miniworld)")

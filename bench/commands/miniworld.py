@@ -6,7 +6,7 @@
     eraselab miniworld train unet --resume   # continue from the stage's last checkpoint
     eraselab miniworld train unet --init-from datasets/miniworld/v1/pipeline/unet --steps 4000
     eraselab miniworld train unet --init-from datasets/miniworld/v1/pipeline/unet \
-        --focus benchmarks/results/mini_sd_selection_base.json --steps 2000   # weak concepts more often
+        --focus benchmarks/results/mini_sd_selection_cpu_mirror_n32.json --steps 2000   # weak concepts more often
     eraselab miniworld train unet --device cuda   # on a lent GPU (the other stages run on the CPU)
     eraselab miniworld train unet --device cuda --size wide --batch 256 --lr 8e-4 --time-budget 450
     eraselab miniworld train clip-image --device cuda --size wide --batch 512 --time-budget 400

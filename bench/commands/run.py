@@ -3,8 +3,9 @@
     eraselab run mini-default                      # -> runs/mini-default/
     eraselab run paper-sd14 --smoke --out /tmp/s   # tiny random stand-ins, seconds, on CPU
     eraselab run mini-full --shard 0/2 &  eraselab run mini-full --shard 1/2
-    accelerate launch --multi_gpu --num_processes 2 -m bench.cli run mini-full  # RANK/WORLD_SIZE
+    accelerate launch --multi_gpu --num_processes 2 -m bench.cli run mini-full --shard auto
     # (--multi_gpu selects the torchrun launcher; no GPU is needed: no process group is opened)
+    sbatch --array=0-3 --wrap "eraselab run mini-full --shard auto"   # one shard per array task
 
 SUITE is a name under datasets/suites/ or a YAML path. Finished work is never recomputed: run
 the same command again after a crash (or kill) and it resumes; a finished run's rerun does no
@@ -24,7 +25,9 @@ def add_parser(sub) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("suite", metavar="SUITE", help="suite name (datasets/suites/) or YAML path")
     p.add_argument("--out", type=Path, help="run folder (default runs/<suite>)")
-    p.add_argument("--shard", metavar="I/N", help="do shard I of N (default: from RANK/WORLD_SIZE)")
+    p.add_argument("--shard", metavar="I/N|auto",
+                   help="do shard I of N; auto (the default): from torchrun/accelerate's RANK and "
+                        "WORLD_SIZE or a Slurm job array's SLURM_ARRAY_TASK_ID/_COUNT, else 0/1")
     p.add_argument("--smoke", action="store_true",
                    help="tiny random model and scorers, few prompts: checks the path in seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
@@ -33,17 +36,41 @@ def add_parser(sub) -> None:
 
 
 def parse_shard(text: str | None, env=os.environ) -> tuple[int, int]:
+    """(index, count) of this process's shard, from ``--shard`` or the launcher's environment."""
     from bench.errors import UsageError
-    if text is None:
-        world = int(env.get("WORLD_SIZE", "1") or 1)
-        rank = int(env.get("RANK", env.get("LOCAL_RANK", "0")) or 0)
-        return (rank, world) if world > 1 else (0, 1)
+    if text is None or text == "auto":
+        return shard_from_env(env)
     try:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise UsageError(f"--shard {text!r}: expected I/N, e.g. 0/2") from None
+        raise UsageError(f"--shard {text!r}: expected I/N (e.g. 0/2) or auto") from None
     if n < 1 or not 0 <= i < n:
         raise UsageError(f"--shard {text!r}: need 0 <= I < N")
+    return i, n
+
+
+def shard_from_env(env) -> tuple[int, int]:
+    """torchrun / accelerate (RANK, WORLD_SIZE) first, then a Slurm job array; 0/1 without either."""
+    from bench.errors import UsageError
+
+    def number(name: str, default: str) -> int:
+        value = env.get(name, default) or default
+        try:
+            return int(value)
+        except ValueError:
+            raise UsageError(f"environment variable {name}={value!r}: expected an integer") from None
+
+    if number("WORLD_SIZE", "1") > 1:
+        i, n, source = number("RANK", env.get("LOCAL_RANK", "0") or "0"), number("WORLD_SIZE", "1"), "RANK/WORLD_SIZE"
+    elif "SLURM_ARRAY_TASK_COUNT" in env:
+        # array indices need not start at 0 (--array=1-4): shards count from the first one
+        first = number("SLURM_ARRAY_TASK_MIN", "0")
+        i, n = number("SLURM_ARRAY_TASK_ID", "0") - first, number("SLURM_ARRAY_TASK_COUNT", "1")
+        source = "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT"
+    else:
+        return 0, 1
+    if n < 1 or not 0 <= i < n:
+        raise UsageError(f"shard {i}/{n} from {source}: need 0 <= index < count")
     return i, n
 
 
@@ -73,9 +100,11 @@ def run(args) -> int:
 
 def _print_table(run_dir: Path) -> None:
     import pandas as pd
+    from bench.metrics import POOLED_SCOPE
     agg = pd.read_parquet(run_dir / "aggregates.parquet")
+    agg = agg[(agg["scope"] == POOLED_SCOPE) & (agg["metric"] == "detected")].copy()
     agg["method"] = agg["method"] + agg["variant"].map(lambda v: f"[{v}]" if v else "")
-    table = agg.pivot_table(index="method", columns="prompt_set", values="detected_rate", aggfunc="mean")
-    print("detection rate (mean over concepts) by prompt set:")
+    table = agg.pivot_table(index="method", columns="prompt_set", values="value", aggfunc="mean")
+    print("detection rate (pooled over concepts) by prompt set:")
     print(table.round(3).to_string())
     sys.stdout.flush()

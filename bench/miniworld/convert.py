@@ -1,10 +1,11 @@
 """Convert the mini CLIP's text tower into a transformers CLIPTextModel + CLIPTokenizer.
 
 Stable Diffusion 1.x consumes CLIP ViT-L/14's text tower through transformers; the mini world
-does the same with its own CLIP. The weight map and the tokenizer construction follow
-../shared/OFFLINE-NOTES.md: the tokenizer's vocab.json / merges.txt are built from the BPE file
-that open_clip ships, so token ids are identical. tests/test_convert.py checks ids and hidden
-states (atol 1e-4) between the two. Loads are strict: a non-strict load into a transformers
+does the same with its own CLIP (docs/protocol.md, "The mini world"). The weight map is
+open_clip's names onto transformers' (the fused ``in_proj`` split into q/k/v, ``text_projection``
+transposed); the tokenizer's vocab.json / merges.txt are built from the BPE file that open_clip
+ships, so token ids are identical. tests/test_miniworld_models.py checks ids and hidden states
+(atol 1e-4) between the two. Loads are strict: a non-strict load into a transformers
 5.x model with mismatched prefixes silently loads nothing.
 """
 

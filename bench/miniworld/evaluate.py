@@ -4,8 +4,13 @@ Every number comes from fresh renders or fresh generations whose seeds were neve
 training (seed namespaces 'card-*'), at least 64 images per concept over 2 seeds, with bootstrap
 95% intervals. Sections whose weights are not trained yet are reported as such, never guessed.
 Writes datasets/miniworld/v1/MODEL_CARD.md, eval.json and card_sheet.png (generated images).
+The card's training record comes from each stage's metrics.json: steps, seconds and devices of
+every round behind the shipped weights, and the notes those rounds recorded (why a round was
+kept, what it replaced). ``rewrite_card`` rebuilds MODEL_CARD.md from eval.json alone, without
+measuring again, after a change to the card's text.
 
     eraselab miniworld eval [--json] [--n-per-concept 64]
+    python -m bench.miniworld.evaluate --rewrite-card      # MODEL_CARD.md from eval.json
 """
 
 from __future__ import annotations
@@ -112,14 +117,24 @@ def _validate(model, data_yaml, workdir: Path):
                          name="card", exist_ok=True)
 
 
-def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path) -> dict:
-    """Generate from each catalog concept's prompts and judge with the detector or style probe."""
+CARD_SAMPLER = {"scheduler": "default", "steps": 25, "guidance": 6.0}
+
+
+def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path | None, sampler: dict | None = None) -> dict:
+    """Generate from each catalog concept's prompts and judge with the detector or style probe.
+
+    ``sampler`` (scheduler, steps, guidance; default CARD_SAMPLER) lets a benchmark measure the
+    same bars under another sampler; the card itself always uses CARD_SAMPLER."""
     from bench.catalog import load_catalog
     from bench.generate import generate, image_seed
     from bench.pipeline_io import load_pipeline
     from detectors import SCORERS
     catalog = load_catalog("miniworld")
+    sampler = {**CARD_SAMPLER, **(sampler or {})}
     pipe = load_pipeline(str(root / "pipeline"), progress=False)  # eval has its own bars
+    if sampler["scheduler"] != "default":
+        from bench.runner.models import set_scheduler
+        set_scheduler(pipe, sampler["scheduler"])
     detector = SCORERS.get("miniworld-yolo")(miniworld_root=str(root))
     probe = SCORERS.get("miniworld-style-probe")(probe_dir=str(root / "probe"), clip_root=str(root))
     per_concept, sheet_rows = {}, []
@@ -127,13 +142,14 @@ def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path) -> dict:
         prompts = concept.prompts()
         jobs = [(prompts[i % len(prompts)], image_seed(f"card:{concept.name}:{i}", i, seed))
                 for seed in CARD_SEEDS for i in range(n_per_concept // len(CARD_SEEDS))]
-        images = generate(pipe, [p for p, _ in jobs], [s for _, s in jobs], steps=25, guidance=6.0,
-                          batch_size=32)
+        images = generate(pipe, [p for p, _ in jobs], [s for _, s in jobs], steps=sampler["steps"],
+                          guidance=sampler["guidance"], batch_size=32)
         scorer = probe if concept.is_style else detector
         rows = scorer.score(images, [p for p, _ in jobs], [concept] * len(images))
         per_concept[concept.name] = _ci([bool(r["detected"]) for r in rows])
         sheet_rows.append((concept.name, images[:8]))
-    _write_sheet(sheet_rows, sheet_path)
+    if sheet_path is not None:
+        _write_sheet(sheet_rows, sheet_path)
     means = [v["mean"] for v in per_concept.values()]
     return {"mean_detection": round(float(np.mean(means)), 4), "min_detection": round(float(np.min(means)), 4),
             "per_concept": per_concept, "bars": {"mean": BARS["sd_mean_detection"],
@@ -277,7 +293,63 @@ def model_card(report: dict) -> str:
         out.append(f"| {stage} | {m.get('parameters', m.get('trained_parameters', ''))} | "
                    f"{steps} | {seconds} | {device} | {files} |")
     out += _before_after(report["stages"])
+    out += _rounds_record(report["stages"])
     return "\n".join(out) + "\n"
+
+
+# Free-text fields a stage's metrics.json may carry about its own round.
+NOTE_KEYS = ("history_note", "returned_as", "selection", "outcome", "record_corrected")
+
+
+def _round_summary(m: dict) -> str:
+    """One round of a stage in a line: recipe, steps, device, starting point, its notes."""
+    parts = [f"recipe {m['recipe']}"] if m.get("recipe") else []
+    steps = m.get("steps", m.get("epochs"))
+    if steps is not None:
+        parts.append(f"{steps} steps")
+    parts.append(f"on {m.get('device_name', m.get('device', 'cpu'))}")
+    if m.get("started_from"):
+        parts.append(f"started from {m['started_from']}")
+    after = m.get("val_zero_shot_after") or m.get("held_out_psnr_db_after")
+    if isinstance(after, dict) and "pixel art" in after:
+        unit = "validation zero-shot" if "val_zero_shot_after" in m else "held-out PSNR (dB)"
+        parts.append(f"{unit} after: pixel art {after['pixel art']}")
+    notes = [str(m[k]) for k in NOTE_KEYS if m.get(k)]
+    return ", ".join(parts) + (f"; {'; '.join(notes)}" if notes else "")
+
+
+def _rounds_record(stages: dict) -> list[str]:
+    """Every round behind each stage's shipped weights, newest first: the rounds it was trained
+    on top of (``base_metrics``) and the runs whose output it replaced (``replaced_run``)."""
+    lines = []
+    for stage, m in stages.items():
+        if not m:
+            continue
+        entries, depth, node = [], 0, m
+        while isinstance(node, dict):
+            entries.append(("  " * depth) + f"- {stage}: " + _round_summary(node) if depth == 0 else
+                           ("  " * depth) + "- on top of: " + _round_summary(node))
+            node, depth = node.get("base_metrics"), depth + 1
+        node, depth = m.get("replaced_run"), 1
+        while isinstance(node, dict):
+            entries.append(("  " * depth) + "- replaced an earlier run: " + _round_summary(node))
+            node, depth = node.get("replaced_run"), depth + 1
+        if len(entries) > 1 or any(m.get(k) for k in NOTE_KEYS):
+            lines += entries
+    if not lines:
+        return []
+    return ["", "Rounds behind the shipped weights (from each stage's metrics.json; CHANGELOG.md tells "
+                "the story, bench/miniworld/train_*.py the current recipes):", ""] + lines
+
+
+def rewrite_card(root: Path = MINIWORLD_DIR) -> Path:
+    """Rebuild MODEL_CARD.md from the recorded eval.json (no measuring); returns its path."""
+    path = Path(root) / "MODEL_CARD.md"
+    report = json.loads((Path(root) / "eval.json").read_text())
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text(model_card(report))
+    tmp.replace(path)
+    return path
 
 
 def _before_after(stages: dict) -> list[str]:
@@ -298,3 +370,11 @@ def _before_after(stages: dict) -> list[str]:
                  "| before | " + " | ".join(str(before[k]) for k in before) + " |",
                  "| after | " + " | ".join(str(after.get(k)) for k in before) + " |"]
     return rows
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] != ["--rewrite-card"]:
+        raise SystemExit("usage: python -m bench.miniworld.evaluate --rewrite-card "
+                         "(measuring is `eraselab miniworld eval`)")
+    print(rewrite_card())

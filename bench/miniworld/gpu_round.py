@@ -15,8 +15,8 @@ a few steps, each a subcommand:
     python3 -m bench.miniworld.gpu_round assemble --shards DIR --name wide --out runs/unet-wide
     python3 -m bench.miniworld.gpu_round assemble --shards DIR --name clip-wide --out runs/clip-wide
 
-bench/miniworld/gpu_round.sh is a whole device command (three UNet widths side by side, as in
-session 6); it expects diffusers, open_clip_torch, ftfy, wcwidth and importlib_metadata wheels
+bench/miniworld/gpu_round.sh is a whole device command (by default three UNet widths side by
+side, the round that chose the shipped wide UNet: benchmarks/results/gpu_round/); it expects diffusers, open_clip_torch, ftfy, wcwidth and importlib_metadata wheels
 in .whl/ (the device image lacks them; the device tool's README says how to download them).
 
 ``prepare`` renders the training sets in parallel (the same images as the CPU stages' caches;
@@ -100,8 +100,8 @@ def train_clip_candidate(work: Path, name: str, size: str, batch: int, lr: float
 
 def train_decoder_candidate(work: Path, name: str, size: str | None, batch: int, lr: float | None,
                             time_budget: float, device: str, threads: int) -> None:
-    """The decoder stage on a copy of the shipped vae/, continuing the shipped decoder (recipe 4,
-    ``refine_shipped``)."""
+    """The decoder stage on a copy of the shipped vae/, continuing the shipped decoder
+    (``refine_shipped``)."""
     run = _run_folder(work, name, threads)
     shutil.copytree(MINIWORLD_DIR / "vae", run / "vae", dirs_exist_ok=True)
     metrics = train_decoder.train(run / "vae", run / "checkpoints", run, batch=batch, lr=lr,

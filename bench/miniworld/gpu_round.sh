@@ -2,7 +2,7 @@
 # One GPU round: render the training sets, train the candidates in JOBS side by side for a fixed
 # time budget each, export their changed weights into $OUT. Run from the repository root on the
 # device machine (bench/miniworld/gpu_round.py says what each step does).
-#   JOBS="unet:small unet:medium unet:wide"   (default; session 6's round)
+#   JOBS="unet:small unet:medium unet:wide"   (default; the round in benchmarks/results/gpu_round/)
 #   JOBS="clip:medium clip:wide"              image towers trained anew against the locked text tower
 #   JOBS="decoder:shipped"                    the decoder, continued from the shipped vae/
 #   BUDGET=seconds of training per candidate (default 400)

@@ -1,6 +1,6 @@
 """Stage 2b: fine-tune the mini VAE's decoder with its encoder frozen.
 
-    eraselab miniworld train decoder [--resume] [--steps N]
+    eraselab miniworld train decoder [--resume] [--steps N] [--refine-shipped]
 
 Why: the VAE stage (1,000 steps) decodes blurry images (21.9 dB held out); pixel-art blocks and
 thin shapes (tench) come back smeared, so the style probe and the detector miss them in the mini
@@ -8,25 +8,22 @@ SD's generations. Training only the decoder (and post_quant_conv) leaves every l
 produces unchanged, so a UNet trained on those latents stays valid: this is how Stability AI's
 sd-vae-ft-mse improved SD 1.x's decoder without retraining the UNet.
 
-Recipe (v2): starts from the VAE stage's final weights (checkpoints/vae.pt) when present, so
-re-running the stage does not compound (without it, vae/ as found, recorded). The UNet stage's
-40k training renders and their cached posterior moments (the same cache file), drawn with
-pixel art 4x and sketch 3x as likely as other images (about 21% and 16% of batches): after v1,
-which drew uniformly (7.5% each), the selection split's VAE round trip kept only 12% of pixel
-art and 69% of sketches recognisable to the style probe (hatching and block edges smeared;
-benchmarks/results/mini_sd_selection_base.json). Latents sampled from the posterior as in VAE
-training, 1,500 steps of batch 32,
-AdamW lr 2e-4 with cosine decay (recipe 3 adds 50 warm-up steps and --device, --batch, --lr,
---time-budget for a lent GPU), loss = MSE + L1 on the horizontal and vertical image gradients (the
-"gradient difference loss" of Mathieu et al. 2016), which penalises blurred edges that MSE alone
-tolerates. Recipe 4 (``--refine-shipped``, pixel art now 8x, about 35% of batches) continues the
-shipped decoder instead of restarting: on top of recipe 2's decoder, 1,400 steps (38 min on one
-CPU thread) took pixel art's held-out PSNR from 26.1 to 27.6 dB and the selection split's round
-trip from 19% to 94% recognisable pixel art (generations 12% -> 50%;
-benchmarks/results/mini_sd_selection_cpu_decoder3.json against ..._wide_clip3.json, the same
-evaluators; the card: 17% -> 58%). A further 600 steps of it changed nothing there (pixel art
-generations 50% -> 50%, ..._cpu_decoder4.json) and were not shipped. The chain of runs is in
-vae/decoder_metrics.json ("replaced_run").
+Recipe: starts from the VAE stage's final weights (checkpoints/vae.pt) when present, so
+re-running the stage does not compound (without it, vae/ as found, recorded);
+``--refine-shipped`` continues the shipped decoder (vae/ as found) even where that checkpoint
+exists. Data: the UNet stage's 40k training renders and their cached posterior moments (the same
+cache file), drawn with pixel art 8x and sketch 3x as likely as other images (about 36% and 13%
+of batches): drawn uniformly (7.5% each), the selection split's VAE round trip keeps only 12% of
+pixel art and 69% of sketches recognisable to the style probe. Latents sampled from the
+posterior as in VAE training, 1,500 steps of batch 32, AdamW lr 2e-4 with 50 warm-up steps and
+cosine decay (``--device``, ``--batch``, ``--lr`` and ``--time-budget`` serve a lent GPU), loss =
+MSE + L1 on the horizontal and vertical image gradients (the "gradient difference loss" of
+Mathieu et al. 2016), which penalises blurred edges that MSE alone tolerates. The metrics tag a
+run ``"recipe": 3`` and a ``--refine-shipped`` run ``"recipe": 4``. The shipped decoder is a
+1,400-step ``--refine-shipped`` run (38 min on one CPU thread) on top of an earlier decoder: it
+takes pixel art's held-out PSNR from 26.1 to 27.6 dB and the selection split's round trip from
+19% to 94% recognisable pixel art. vae/decoder_metrics.json keeps the chain of runs
+("replaced_run"); CHANGELOG.md tells it.
 Writes vae/ again (fp16, the scaling factor untouched) with vae/decoder_metrics.json (held-out
 PSNR per style before and after), and replaces pipeline/vae/ when a pipeline exists.
 """
@@ -52,9 +49,9 @@ SEED = 2
 STEPS = 1500
 BATCH = 32
 LR = 2e-4
-WARMUP = 50  # recipe 3: with --time-budget the lr of the timed steps must not depend on the length
+WARMUP = 50  # with --time-budget the lr of the timed steps must not depend on the run's length
 GRADIENT_WEIGHT = 1.0
-STYLE_WEIGHTS = {"pixel art": 8.0, "sketch": 3.0}  # recipe 2: pixel art 4.0
+STYLE_WEIGHTS = {"pixel art": 8.0, "sketch": 3.0}  # the styles the decoder smears most
 N_TRAIN = 40_000
 N_VAL_PER_STYLE = 64
 
@@ -90,7 +87,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     """Refine the decoder. ``device`` cuda trains on a GPU (batches drawn on the CPU as on a CPU
     run); ``lr`` replaces the peak learning rate; ``time_budget`` fixes ``steps`` from the first
     steps' speed (bench/miniworld/budget.py); ``refine_shipped`` continues vae/ as found even
-    where the VAE stage's checkpoint exists (recipe 4)."""
+    where the VAE stage's checkpoint exists (tagged recipe 4)."""
     from diffusers import AutoencoderKL
     from bench.miniworld.budget import StepBudget, refuse_with_resume
     from bench.miniworld.device import device_name, to_device

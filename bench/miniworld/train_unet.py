@@ -1,23 +1,27 @@
 """Stage 3: train the mini Stable Diffusion UNet and assemble the pipeline folder.
 
-    eraselab miniworld train unet --device cuda [--resume] [--steps N]   # the shipped recipe
+    eraselab miniworld train unet --device cuda [--resume] [--steps N]   # the from-scratch recipe
+    eraselab miniworld train unet --init-from datasets/miniworld/v1/pipeline/unet --focus F.json
 
 Needs the clip/ and vae/ stages. The mini CLIP's text tower is converted to a transformers
 CLIPTextModel (bench/miniworld/convert.py) and frozen, as SD 1.x freezes CLIP ViT-L/14. The
 UNet learns epsilon-prediction on VAE latents (16x16x4) of the 40k training renders under SD's
 DDPM schedule (1000 steps, scaled-linear betas 0.00085..0.012), with fresh captions every step
 and 10% of captions dropped to "" for classifier-free guidance; half of each batch is the
-latents of the renders' mirror images (encoded from pixels, see ``views_moments``). AdamW lr
-8e-4 (500 warm-up steps, cosine to 10%), batch 256, 2,900 steps, EMA 0.999 (the EMA weights are
-shipped), the "wide" UNet (12.6M parameters): 7.4 minutes on a lent H200 (0.15 s/step, shared
-with two other runs; benchmarks/results/gpu_round_s6/), many hours on 2 CPU cores. v1 ships that
-UNet (trained on flipped latents) fine-tuned for 2,100 CPU steps on the mirror images
-(benchmarks/results/unet_cpu_mirror_run.json: pixel art 53% -> 75% on the selection split).
-The earlier shipped recipe, the "small" UNet (3.2M) at batch 64 on the CPU for 9,200 + 2,400 steps (4 h), plateaued at 66%
-on the selection split where the wide one reached 91% (benchmarks/results/mini_sd_selection_*.json).
+latents of the renders' mirror images (encoded from pixels, see ``views_moments``). From
+scratch: AdamW lr 8e-4 (500 warm-up steps, cosine to 10%), batch 256, 2,900 steps, EMA 0.999
+(the EMA weights are shipped), the "wide" UNet (12.6M parameters): 7.4 minutes on a lent H200
+(0.15 s/step, shared with two other runs; benchmarks/results/gpu_round/), many hours on 2 CPU
+cores. The wide UNet is the one kept because on the selection split it reaches 91% where the
+small one (3.2M) stays near 70% (benchmarks/results/mini_sd_selection_gpu_*.json). The shipped
+UNet is a 2,900-step wide GPU run fine-tuned with ``--init-from`` for 2,100 CPU steps at batch
+64 on this stage's mirror-image data, pixel art drawn 5x and sketch and neon 2x
+(benchmarks/results/unet_cpu_mirror_run.json: pixel art 53% -> 75% on the selection split; the
+GPU run itself mirrored latents, see CHANGELOG.md); the model card's training record lists both
+rounds.
 Checkpoints every 200 steps; ``--resume`` continues bit-for-bit (batches, noise and dropout derive
 from the step).
-``--size {small,medium,wide}`` picks the UNet's width (wide is the shipped recipe's), ``--lr`` the
+``--size {small,medium,wide}`` picks the UNet's width (wide is the shipped one's), ``--lr`` the
 peak learning rate, ``--batch`` the batch size, and ``--time-budget SECONDS`` fixes the number of
 steps from the speed of the first steps (bench/miniworld/budget.py; the chosen count is recorded,
 and re-running with ``--steps`` that count reproduces the run). ``--device cuda`` trains on a
@@ -136,8 +140,7 @@ def views_moments(vae, images: np.ndarray, cache: Path, progress: bool) -> tuple
     decodes to another picture. For pixel art (4x4 blocks on the latent grid) the flipped
     latents of the selection split decoded to recognisable pixel art 27% of the time against 85%
     unflipped (n=48, the shipped VAE: benchmarks/results/style_diagnosis_pixel_art_mirror.json),
-    so a UNet trained on flipped latents half the time learned blurred blocks too (v1: about 55%
-    pixel art in generations)."""
+    so a UNet trained on flipped latents half the time learns blurred blocks too."""
     plain = latent_moments(vae, images, cache, progress)
     mirror = latent_moments(vae, images, cache, progress, mirrored=True)
     return torch.stack([plain[0], mirror[0]]), torch.stack([plain[1], mirror[1]])
@@ -316,8 +319,9 @@ def _base_metrics(init_from: Path | None) -> dict | None:
 
 
 def training_seconds(history: list[dict]) -> float:
-    """Wall seconds of all runs in ``history``. Entries written before cumulative history (v1's
-    first run) restart at 0 after a resume: each segment's last value is added."""
+    """Wall seconds of all runs in ``history``. Where an entry's seconds fall below the one before
+    (a history whose clock restarted at a resume, as in the shipped UNet's first round), each
+    segment's last value is added."""
     total, last = 0.0, 0.0
     for entry in history:
         if entry["seconds"] < last:  # a resumed run restarted the clock
@@ -332,13 +336,15 @@ def sampling_scheduler():
 
 
 def assemble_pipeline(out_dir: Path, unet, vae, text_encoder, tokenizer) -> list[Path]:
-    """Save a StableDiffusionPipeline folder (fp16 weights) that from_pretrained loads offline."""
+    """Save a StableDiffusionPipeline folder (fp16 weights) that from_pretrained loads offline,
+    in float32 unless asked otherwise."""
     from diffusers import StableDiffusionPipeline
+
+    from bench.pipeline_io import save_half_pipeline
     pipe = StableDiffusionPipeline(vae=copy.deepcopy(vae), text_encoder=copy.deepcopy(text_encoder),
                                    tokenizer=tokenizer, unet=copy.deepcopy(unet),
                                    scheduler=sampling_scheduler(), safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False)
-    pipe.to(torch.float16)
-    pipe.save_pretrained(str(out_dir), safe_serialization=True)
+    save_half_pipeline(pipe, out_dir)
     strip_local_paths(out_dir)
     return [p for p in Path(out_dir).rglob("*") if p.is_file()]

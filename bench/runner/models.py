@@ -13,11 +13,8 @@ from pathlib import Path
 
 from bench.errors import EraselabError
 from bench.runner.smoke import SMOKE_MODEL
-from bench.runner.suite import MINIWORLD
+from bench.runner.suite import MINIWORLD, SCHEDULER_CLASSES
 
-SCHEDULER_CLASSES = {"pndm": "PNDMScheduler", "ddim": "DDIMScheduler",
-                     "dpm": "DPMSolverMultistepScheduler", "euler": "EulerDiscreteScheduler",
-                     "euler-a": "EulerAncestralDiscreteScheduler", "lms": "LMSDiscreteScheduler"}
 _MIB = 1 << 20
 
 
@@ -75,11 +72,16 @@ def load(path: str, sampler: dict, device: str = "cpu"):
     else:
         from bench.pipeline_io import load_pipeline
         pipe = load_pipeline(path, device=device, progress=False)  # the runner shows its own bars
-    name = sampler.get("scheduler", "default")
-    if name != "default":
-        import diffusers
-        cls = getattr(diffusers, SCHEDULER_CLASSES[name])
-        kwargs = {"skip_prk_steps": True} if name == "pndm" else {}  # as SD 1.x ships PNDM
-        pipe.scheduler = cls.from_config(pipe.scheduler.config, **kwargs)
+    set_scheduler(pipe, sampler.get("scheduler", "default"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def set_scheduler(pipe, name: str) -> None:
+    """Replace the pipeline's scheduler by ``name`` (SCHEDULER_CLASSES), built from its config."""
+    if name == "default":
+        return
+    import diffusers
+    cls = getattr(diffusers, SCHEDULER_CLASSES[name])
+    kwargs = {"skip_prk_steps": True} if name == "pndm" else {}  # as SD 1.x ships PNDM
+    pipe.scheduler = cls.from_config(pipe.scheduler.config, **kwargs)

@@ -59,7 +59,7 @@ def _round_robin(lists: list[list]) -> list:
 
 
 def concept_prompts(suite, concept_name: str) -> dict[str, list[Prompt]]:
-    """The prompt sets of one erased concept (PROTOCOL.md section 1.2)."""
+    """The prompt sets of one erased concept (docs/protocol.md, "Prompt sets")."""
     catalog = suite.catalog
     concept = catalog[concept_name]
     out: dict[str, list[Prompt]] = {}

@@ -307,7 +307,7 @@ def _do_batch(pipe, batch, suite, scoring, keys, store, timer, counts, device):
 # -- finalize: preservation, compaction, aggregates -------------------------------------------
 def finalize(suite, plan, scoring, keys, store, timer, progress, smoke):
     import pandas as pd
-    from bench.runner.aggregate import aggregate
+    from bench.metrics import aggregate
 
     with timer("compact"):
         frames = [pd.read_parquet(store.part("images", keys[b.id])) for b in plan.batches]
@@ -333,7 +333,7 @@ def finalize(suite, plan, scoring, keys, store, timer, progress, smoke):
         results = results[list(ROW_COLUMNS) + [c for c in results.columns if c not in ROW_COLUMNS]]
         st.write_parquet(store.results, results)
     with timer("aggregate"):
-        agg = aggregate(results, kid)
+        agg = aggregate(results, kid, edit_records(plan, store))
         st.write_parquet(store.root / "aggregates.parquet", agg)
         st.write_csv(store.root / "aggregates.csv", agg)
     return results, agg
@@ -443,8 +443,24 @@ def _hardware(device: str) -> dict:
     return hw
 
 
-def write_manifest(suite, plan, store, smoke, device):
+def edit_records(plan, store) -> dict:
+    """edit id -> bench.manifest.EditRecord: what each edit was and what it cost."""
+    from bench.manifest import EditRecord
     from methods.base import DELTA_FILE, read_edit_record
+
+    edits = {}
+    for edit_id, e in sorted(plan.edits.items()):
+        rec = read_edit_record(store.edit_dir(edit_id))
+        edits[edit_id] = EditRecord(
+            method=e.method, variant=e.variant or "", concept=e.concept, model=e.model, seed=e.seed,
+            overrides=dict(e.overrides), seconds=rec.get("seconds"),
+            peak_memory_mb=rec.get("peak_memory_mb"), params_changed=rec.get("params_changed"),
+            delta_bytes=(store.edit_dir(edit_id) / DELTA_FILE).stat().st_size)
+    return edits
+
+
+def write_manifest(suite, plan, store, smoke, device):
+    from bench.manifest import RunManifest, write_manifest as write
 
     timings = []
     for p in sorted((store.root / "timings").glob("*.json")):
@@ -456,23 +472,18 @@ def write_manifest(suite, plan, store, smoke, device):
     for t in timings:
         for k, v in t.get("stages", {}).items():
             stages[k] = round(stages.get(k, 0.0) + v, 3)
-    edits = {}
-    for edit_id, e in sorted(plan.edits.items()):
-        rec = read_edit_record(store.edit_dir(edit_id))
-        edits[edit_id] = {"method": e.method, "variant": e.variant or "", "concept": e.concept,
-                          "model": e.model, "seed": e.seed, "overrides": e.overrides,
-                          "seconds": rec.get("seconds"), "peak_memory_mb": rec.get("peak_memory_mb"),
-                          "params_changed": rec.get("params_changed"),
-                          "delta_bytes": (store.edit_dir(edit_id) / DELTA_FILE).stat().st_size}
-    manifest = {"format": "eraselab-run/1", "run": store.root.resolve().name, "suite": suite.name,
-                "suite_file": str(suite.path), "smoke": smoke, "resolved_suite": _jsonable(suite.raw),
-                "effective": {"models": [vars(m) for m in suite.models], "sampler": suite.sampler,
-                              "prompt_sets": {k: vars(v) for k, v in suite.prompt_sets.items()},
-                              "seeds": list(suite.seeds)},
-                "counts": {"edits": len(plan.edits), "images": len(plan.images), "rows": len(plan.rows)},
-                "versions": _versions(), "git_commit": _git_commit(), "hardware": _hardware(device),
-                "seconds_per_stage": stages, "invocations": timings, "edits": edits}
-    st.write_json(store.manifest, manifest)
+    catalog = suite.raw.get("catalog") if isinstance(suite.raw, dict) else None
+    manifest = RunManifest(
+        run=store.root.resolve().name, suite=suite.name, suite_file=str(suite.path),
+        catalog=str(catalog or suite.catalog.name), catalog_path=str(Path(suite.catalog.path).resolve()),
+        smoke=smoke, resolved_suite=_jsonable(suite.raw),
+        effective=_jsonable({"models": [vars(m) for m in suite.models], "sampler": suite.sampler,
+                             "prompt_sets": {k: vars(v) for k, v in suite.prompt_sets.items()},
+                             "seeds": list(suite.seeds)}),
+        counts={"edits": len(plan.edits), "images": len(plan.images), "rows": len(plan.rows)},
+        versions=_versions(), git_commit=_git_commit(), hardware=_hardware(device),
+        seconds_per_stage=stages, invocations=timings, edits=edit_records(plan, store))
+    write(store.manifest, manifest)
 
 
 def _jsonable(x):

@@ -36,14 +36,11 @@ one file, referenced by every concept whose prompt sets contain that prompt.
 Other scorer columns (det_labels, imagenet_top1, style_pred, ...) pass through; list and dict
 values are stored as JSON strings so every part has the same column types.
 
-aggregates.parquet / aggregates.csv -- one row per (model, method, variant, concept, prompt set),
-derived from results.parquet (bootstrap 95% intervals, bench.stats.bootstrap_ci) plus the KID
-table (kid-clip between the group's edited images and the original images of the same prompts):
-``AGGREGATE_COLUMNS`` below. ``kid`` is NaN for the ``original`` method and for sets of < 2 images.
+aggregates.parquet / aggregates.csv -- one row per (scope, model, method, variant, concept, prompt
+set, metric), derived from results.parquet, the KID parts and the edit records by
+``bench.metrics.aggregate``; its columns are ``bench.metrics.AGGREGATE_COLUMNS``.
 
-manifest.json -- resolved suite, package versions, git commit, hardware, seconds per stage,
-``edits``: edit_id -> {method, variant, concept, seconds, peak_memory_mb, params_changed,
-delta_bytes}.
+manifest.json -- ``bench.manifest.RunManifest``.
 """
 
 from __future__ import annotations
@@ -55,19 +52,5 @@ ROW_COLUMNS = ("run", "model", "method", "variant", "concept", "concept_type", "
                "prompt_id", "prompt", "subject", "sample", "suite_seed", "seed", "image_path",
                "edit_id", "image_id", "detector", "detected", "clip_score", "mapped_to", "mapped_p",
                "mapping_dist", "clip_image_cosine")
-
-AGGREGATE_COLUMNS = ("model", "method", "variant", "concept", "prompt_set", "n", "n_detected",
-                     "detected_rate", "detected_lo", "detected_hi",
-                     "clip_score", "clip_score_lo", "clip_score_hi",
-                     "clip_image_cosine", "clip_image_cosine_lo", "clip_image_cosine_hi",
-                     "kid", "kid_std")
-
-# (metric, lo, hi) triples that compare.py tests for overlap
-INTERVAL_METRICS = (("detected_rate", "detected_lo", "detected_hi"),
-                    ("clip_score", "clip_score_lo", "clip_score_hi"),
-                    ("clip_image_cosine", "clip_image_cosine_lo", "clip_image_cosine_hi"))
-
-MANIFEST_EDIT_KEYS = ("method", "variant", "concept", "seconds", "peak_memory_mb", "params_changed",
-                      "delta_bytes")
 
 PROMPT_SETS = ("target", "related", "unrelated")

@@ -29,9 +29,13 @@ MODEL_KEYS = {"id", "path"}
 METHOD_KEYS = {"name", "variant", "overrides"}
 SET_KEYS = {"prompts", "samples", "extra"}
 SAMPLER_KEYS = {"scheduler", "steps", "guidance", "resolution", "batch_size"}
-SCHEDULERS = ("default", "pndm", "ddim", "dpm", "euler", "euler-a", "lms")
+# A suite's sampler.scheduler names one of these diffusers classes (or "default": the model's own).
+SCHEDULER_CLASSES = {"pndm": "PNDMScheduler", "ddim": "DDIMScheduler",
+                     "dpm": "DPMSolverMultistepScheduler", "unipc": "UniPCMultistepScheduler",
+                     "euler": "EulerDiscreteScheduler", "euler-a": "EulerAncestralDiscreteScheduler",
+                     "lms": "LMSDiscreteScheduler"}
+SCHEDULERS = ("default", *SCHEDULER_CLASSES)
 MINIWORLD = "miniworld"  # model path meaning the shipped mini-world pipeline
-MIN_REPORTED_IMAGES = 64  # PROTOCOL.md: a reported number rests on >= 64 images over >= 2 seeds
 PROMPT_SETS = ("target", "related", "unrelated")
 
 
@@ -194,13 +198,13 @@ def build_suite(raw: dict, path: Path) -> tuple[Suite | None, list[str]]:
                   general_prompts=tuple(general), sampler=sampler, scorers=tuple(scorers),
                   preservation=tuple(preservation), scorer_options=options, seeds=tuple(seeds),
                   smoke_sized=smoke_sized)
-    # Size rule (PROTOCOL.md section 1): a run too small to report must say it is a smoke run.
+    # A run too small to report must say it is a smoke run (bench.metrics.size_problems).
+    from bench.metrics import size_problems
     from bench.runner.plan import images_per_group
-    smallest = min(images_per_group(suite).values(), default=0)
-    if not smoke_sized and (smallest < MIN_REPORTED_IMAGES or len(seeds) < 2):
-        bad("smoke_sized", f"the smallest (concept, prompt set) has {smallest} images over "
-                           f"{len(seeds)} seed(s) (< {MIN_REPORTED_IMAGES} over >= 2 seeds): set "
-                           f"smoke_sized: true to declare a smoke-sized run, or enlarge it")
+    too_small = size_problems(images_per_group(suite), len(seeds))
+    if not smoke_sized and too_small:
+        bad("smoke_sized", f"{too_small[0]}: set smoke_sized: true to declare a smoke-sized run, "
+                           f"or enlarge it")
         return None, problems
     return suite, []
 
