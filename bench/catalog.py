@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.errors import EraselabError, ValidationError, quoted, shorten
-from bench.paths import CATALOG_DIR
-from bench.yamlio import key_problems, load_with_includes
+from bench.core.errors import EraselabError, ValidationError, quoted, shorten
+from bench.core.paths import CATALOG_DIR
+from bench.core.yamlio import key_problems, load_with_includes
 
 CONCEPT_TYPES = ("object", "instance", "style", "logo")
 TOP_LEVEL_KEYS = {"name", "version", "description", "templates", "defaults", "concepts",

@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 # Order is the order of `eraselab --help`.
 COMMANDS = ["run", "erase", "score", "report", "compare", "ls", "validate", "miniworld"]

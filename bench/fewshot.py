@@ -29,8 +29,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from bench.errors import EraselabError, quoted, shorten
-from bench.paths import DATASETS_DIR
+from bench.core.errors import EraselabError, quoted, shorten
+from bench.core.paths import DATASETS_DIR
 
 CAPTIONS_FILE = "captions.jsonl"
 MIN_SIDE = 16

@@ -15,13 +15,6 @@ from typing import Sequence
 import torch
 
 
-def image_seed(prompt_id: str, sample_index: int, base_seed: int = 0) -> int:
-    """The seed of one image: a stable hash of (base seed, prompt id, sample index)."""
-    import hashlib
-    digest = hashlib.sha256(f"{base_seed}:{prompt_id}:{sample_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") & ((1 << 63) - 1)
-
-
 @torch.no_grad()
 def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: int = 25, guidance: float = 6.0,
              batch_size: int = 16, resolution: int | None = None, negative_prompts=None,

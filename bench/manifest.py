@@ -16,7 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 FORMAT = "eraselab-run/2"
 

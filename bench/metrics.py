@@ -17,7 +17,7 @@ group's value and the effect against the original (mean paired difference) carry
 bootstrap intervals that resample erasure seeds, then images. The test of an effect is exact
 McNemar for binary metrics and Wilcoxon signed-rank for continuous ones; p-values are adjusted
 by Benjamini-Hochberg over the whole family (all tests of one run's aggregates, or of one
-compare). A difference is significant when its adjusted p is below ``bench.stats.ALPHA``; it is
+compare). A difference is significant when its adjusted p is below ``bench.core.stats.ALPHA``; it is
 robust when the interval of the difference also excludes zero, i.e. it holds across erasure
 seeds.
 """
@@ -27,13 +27,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from bench import stats
-from bench.runner.schema import GROUP_KEY, PROMPT_SETS
+from bench.core import stats
+from bench.core.schema import GROUP_KEY, ORIGINAL, PROMPT_SETS
 
 BINARY, CONTINUOUS, SET, EDIT = "binary", "continuous", "set", "edit"
 CONCEPT_SCOPE, POOLED_SCOPE = "concept", "pooled"
 NO_PROMPT_SET = ""  # per-edit metrics belong to no prompt set
-ORIGINAL = "original"
 
 # The reportable size (docs/protocol.md): fewer images or erasure seeds make a smoke result.
 REPORTABLE_IMAGES = {"target": 64, "related": 32, "unrelated": 64}

@@ -85,7 +85,7 @@ def enforce_safe_load() -> None:
     import ultralytics.utils as uutils
     if not getattr(tasks._SafeLoad, "SUPPORTED", False):
         # torch < 2.6: ultralytics would silently fall back to a full unpickle
-        from bench.errors import EraselabError
+        from bench.core.errors import EraselabError
         raise EraselabError("ultralytics' restricted loading needs torch >= 2.6; YOLO weights are not "
                             "loaded without it")
     uutils.SAFE_LOAD = True

@@ -19,7 +19,7 @@ import json
 import warnings
 from pathlib import Path
 
-from bench.errors import EraselabError, shorten
+from bench.core.errors import EraselabError, shorten
 
 
 def default_model() -> Path:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from bench.manifest import RunManifest, read_manifest
 
 

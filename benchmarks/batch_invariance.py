@@ -28,7 +28,8 @@ def main(argv=None) -> int:
     import torch
 
     from bench.catalog import load_catalog
-    from bench.generate import generate, image_seed
+    from bench.core.ids import image_seed
+    from bench.generate import generate
     from bench.pipeline_io import default_model, load_pipeline
 
     pipe = load_pipeline(default_model(), device=args.device, progress=False)

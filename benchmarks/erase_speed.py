@@ -33,7 +33,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from bench.errors import EraselabError
+    from bench.core.errors import EraselabError
     from methods.base import erase, reset_edits
 
     if args.threads:

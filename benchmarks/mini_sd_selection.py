@@ -62,7 +62,7 @@ def measure(model: str, n: int, progress: bool = True) -> dict:
     from bench.catalog import load_catalog
     from bench.generate import generate
     from bench.miniworld import render as mw
-    from bench.paths import MINIWORLD_DIR
+    from bench.core.paths import MINIWORLD_DIR
     from bench.pipeline_io import load_pipeline
     from detectors import SCORERS
     catalog = load_catalog("miniworld")
@@ -90,7 +90,7 @@ def measure(model: str, n: int, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.paths import MINIWORLD_DIR
+    from bench.core.paths import MINIWORLD_DIR
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--label", required=True, help="names the result file (e.g. base, focus)")
     p.add_argument("--n", type=int, default=16, help="renders per concept")

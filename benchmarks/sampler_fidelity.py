@@ -20,7 +20,7 @@ import argparse
 import json
 import time
 
-from bench.paths import MINIWORLD_DIR
+from bench.core.paths import MINIWORLD_DIR
 from benchmarks.results_io import RESULTS_DIR, machine, write_result
 
 
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - t0
     from scipy.stats import binomtest, fisher_exact
 
-    from bench.stats import benjamini_hochberg
+    from bench.core.stats import benjamini_hochberg
 
     rows, outside, outside_exact, p_values = {}, [], [], []
     for concept, new in got["per_concept"].items():

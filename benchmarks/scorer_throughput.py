@@ -31,7 +31,7 @@ def main() -> None:
     import torch
 
     from bench.catalog import load_catalog
-    from bench.errors import EraselabError
+    from bench.core.errors import EraselabError
     from bench.offline import setup_ultralytics_offline
     from detectors import SCORERS
 

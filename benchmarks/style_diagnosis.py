@@ -60,7 +60,7 @@ def measure(model: str, style: str, n: int, progress: bool = True) -> dict:
     from bench.catalog import load_catalog
     from bench.generate import generate
     from bench.miniworld import render as mw
-    from bench.paths import MINIWORLD_DIR
+    from bench.core.paths import MINIWORLD_DIR
     from bench.pipeline_io import load_pipeline
     from detectors import SCORERS
     catalog = load_catalog("miniworld")
@@ -96,7 +96,7 @@ def measure(model: str, style: str, n: int, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.paths import MINIWORLD_DIR
+    from bench.core.paths import MINIWORLD_DIR
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--style", default="pixel art")
     p.add_argument("--n", type=int, default=48, help="selection-split prompts")

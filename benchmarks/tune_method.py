@@ -55,7 +55,7 @@ TIE = 1 / 16
 
 def tuning_jobs(concept: str, catalog) -> list[tuple[str, str, object, int]]:
     """(set, prompt, subject concept, seed) for one tuning concept's images."""
-    from bench.generate import image_seed
+    from bench.core.ids import image_seed
     jobs = [("target", p, catalog[concept], image_seed(f"tune:{p}", i, 1000))
             for p in TARGET_PROMPTS[concept] for i in range(TARGET_SAMPLES)]
     jobs += [("unrelated", p, catalog[s], image_seed(f"tune:{p}", i, 1000))

@@ -1,6 +1,6 @@
 """Scorers (CLIP score, detectors, classifiers, probes, mapping), registered in ``SCORERS``."""
 
-from bench.registry import Registry
+from bench.core.registry import Registry
 
 SCORERS = Registry("scorer")
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 

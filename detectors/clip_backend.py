@@ -22,7 +22,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 MINI_CLIP = "miniworld-clip"
 MINI_CONFIG = "clip/open_clip_config.json"
@@ -51,7 +51,7 @@ def load_clip(model: str = MINI_CLIP, pretrained: str | None = None, device: str
 
     if model == MINI_CLIP and pretrained is None:
         from bench.miniworld.weights import verified_path
-        from bench.paths import MINIWORLD_DIR
+        from bench.core.paths import MINIWORLD_DIR
 
         base = Path(root) if root else MINIWORLD_DIR
         config_path = verified_path(MINI_CONFIG, base)
@@ -91,7 +91,7 @@ def load_clip(model: str = MINI_CLIP, pretrained: str | None = None, device: str
 
 
 def _first_line(exc: BaseException) -> str:
-    from bench.errors import shorten
+    from bench.core.errors import shorten
     text = str(exc).strip()
     return shorten(text.splitlines()[0]) if text else type(exc).__name__
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from bench.errors import EraselabError, shorten
+from bench.core.errors import EraselabError, shorten
 from detectors import SCORERS
 from detectors.base import Scorer
 

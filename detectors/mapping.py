@@ -4,7 +4,7 @@ Input: the per-image rows of the ``mapping`` scorer (``mapped_to``, ``mapping_di
 ``mapping_space``) for the ``target`` prompts of each erased concept, from the original model
 ("before") and the edited one ("after"). Output, per concept, ``space`` -- the label space its
 rows were classified in ("styles" for a style, "objects" otherwise, see
-``detectors.zero_shot.label_space``; ``ALL_LABELS`` for rows that name none: the mapping scorer's
+``bench.labels.label_space``; ``ALL_LABELS`` for rows that name none: the mapping scorer's
 version 1 classified every image over every label; "mixed" if the rows disagree) -- and per phase:
 
 * ``top_label`` -- the label most images were mapped to, and ``top_share`` -- the share of

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from detectors import SCORERS
 from detectors.base import PairScorer, SetScorer
 from detectors.clip_backend import MINI_CLIP, UsesEvaluationClip, clip_features_module

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import EraselabError, quoted, shorten
+from bench.core.errors import EraselabError, quoted, shorten
+from bench.labels import NOTHING, PLAIN
 from detectors import SCORERS
 from detectors.clip_score import ClipBackedScorer
 
-NOTHING = "nothing"
 FORMAT = "eraselab-style-probe/1"
 WEIGHTS_FILE, META_FILE = "probe.safetensors", "probe.json"
 
@@ -39,7 +39,7 @@ class StyleProbe:
     mean: np.ndarray         # (D,) feature mean, subtracted before the linear layer
     scale: np.ndarray        # (D,) feature std, divided after
     threshold: float = 0.5
-    nothing_classes: tuple[str, ...] = ("plain", NOTHING)
+    nothing_classes: tuple[str, ...] = (PLAIN, NOTHING)
     meta: dict = field(default_factory=dict)  # e.g. {"clip": "miniworld-clip", "accuracy": 0.97}
 
     def predict_proba(self, features) -> np.ndarray:
@@ -111,7 +111,7 @@ def _l2(x: np.ndarray) -> np.ndarray:
 
 
 def fit_style_probe(features, labels: list[str], C: float = 1.0, threshold: float = 0.5,
-                    nothing_classes: tuple[str, ...] = ("plain", NOTHING), max_iter: int = 2000,
+                    nothing_classes: tuple[str, ...] = (PLAIN, NOTHING), max_iter: int = 2000,
                     meta: dict | None = None) -> StyleProbe:
     """Fit a multinomial logistic regression on L2-normalised, standardised features."""
     from sklearn.linear_model import LogisticRegression
@@ -145,7 +145,7 @@ class StyleProbeScorer(ClipBackedScorer):
         if self.probe_dir is not None:
             return _load_probe(str(self.probe_dir))
         from bench.miniworld.weights import verified_path
-        from bench.paths import MINIWORLD_DIR
+        from bench.core.paths import MINIWORLD_DIR
         root = Path(self.clip_root) if self.clip_root else MINIWORLD_DIR
         verified_path(f"probe/{WEIGHTS_FILE}", root)
         return _load_probe(str(verified_path(f"probe/{META_FILE}", root).parent))

@@ -27,7 +27,7 @@ import copy
 from functools import lru_cache
 from pathlib import Path
 
-from bench.errors import EraselabError, shorten
+from bench.core.errors import EraselabError, shorten
 from detectors import SCORERS
 from detectors.base import Scorer, concept_label
 
@@ -82,7 +82,7 @@ def _first_line(exc: BaseException) -> str:
 
 def read_detector_config(path: Path) -> dict:
     """The checked ``NAME.yaml`` of a safetensors detector; errors name the file and key."""
-    from bench.yamlio import read_yaml_mapping
+    from bench.core.yamlio import read_yaml_mapping
 
     config = read_yaml_mapping(path)
 
@@ -211,7 +211,7 @@ def _config_text(config: dict) -> str:
 def mini_detector_path(root: str | None = None) -> Path:
     """The shipped detector's weights, after checking them and their yaml against SHA256SUMS."""
     from bench.miniworld.weights import verified_path
-    from bench.paths import MINIWORLD_DIR
+    from bench.core.paths import MINIWORLD_DIR
     base = Path(root) if root else MINIWORLD_DIR
     verified_path(MINI_DETECTOR_CONFIG, base)
     return verified_path(MINI_DETECTOR, base)

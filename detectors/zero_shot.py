@@ -16,7 +16,7 @@ The mini-world model card measures its CLIP with these same prompts.
   ``mapping_space``. The per-concept before/after analysis of these rows is
   ``detectors.mapping.mapping_analysis``.
 
-Label spaces (``label_space``: the one place that maps a concept type to its space):
+Label spaces (``bench.labels.label_space``: the one place that maps a concept type to its space):
 
 * ``"objects"`` for objects, instances, logos and images of no catalog concept: every non-style
   catalog label, the extra labels and ``"nothing"``;
@@ -31,53 +31,12 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from bench.labels import (DEFAULT_TEMPLATE, NOTHING, OBJECTS_SPACE, STYLES_SPACE, label_space, space_prompts,
+                          zero_shot_prompts)
 from detectors import SCORERS
 from detectors.base import concept_label
 from detectors.clip_score import ClipBackedScorer
 
-NOTHING = "nothing"
-NOTHING_PROMPTS = ("an empty picture", "a picture of nothing", "noise")
-DEFAULT_TEMPLATE = "a photo of a {}"
-OBJECTS_SPACE, STYLES_SPACE = "objects", "styles"
-PLAIN = "plain"  # the styles space's "no style" label
-
-
-def label_space(concept) -> str:
-    """The label space images of ``concept`` are classified in (None: no catalog concept)."""
-    return STYLES_SPACE if concept is not None and concept.is_style else OBJECTS_SPACE
-
-
-def zero_shot_prompts(catalog, extra_labels=(), template: str = DEFAULT_TEMPLATE,
-                      nothing: bool = True) -> dict[str, list[str]]:
-    """label -> its prompts, in a fixed order: catalog concepts, extra labels, nothing."""
-    styles = [c.name for c in catalog.of_type("style")]
-    out: dict[str, list[str]] = {}
-    for concept in catalog.concepts.values():
-        prompts = concept.prompts()
-        if not concept.is_style:
-            prompts += [f"{prompts[0]} in the style of {style}" for style in styles]
-        out[concept.name] = prompts
-    for label in extra_labels:
-        out.setdefault(label, [template.replace("{}", label)])
-    if nothing:
-        out[NOTHING] = list(catalog.nothing_prompts or NOTHING_PROMPTS)
-    return out
-
-
-def space_prompts(catalog, space: str, extra_labels=(), template: str = DEFAULT_TEMPLATE,
-                  nothing: bool = True) -> dict[str, list[str]]:
-    """label -> its prompts for one label space (see the module docstring), in a fixed order."""
-    if space == OBJECTS_SPACE:
-        styles = {c.name for c in catalog.of_type("style")}
-        return {label: prompts for label, prompts in
-                zero_shot_prompts(catalog, extra_labels, template, nothing).items() if label not in styles}
-    if space == STYLES_SPACE:
-        plain = [c.prompts()[0] for c in catalog.concepts.values() if not c.is_style]
-        out = {c.name: c.prompts() + [f"{p} in the style of {c.name}" for p in plain]
-               for c in catalog.of_type("style")}
-        out[PLAIN] = plain
-        return out
-    raise ValueError(f"unknown label space {space!r}; expected {OBJECTS_SPACE!r} or {STYLES_SPACE!r}")
 
 
 class ZeroShotBase(ClipBackedScorer):

@@ -7,7 +7,7 @@ the class carries neither a decorator nor a ``name``. A method defined elsewhere
 test) registers with ``@METHODS.register("my-method", summary="...")`` instead.
 """
 
-from bench.registry import Registry
+from bench.core.registry import Registry
 
 
 def _bind(name: str, cls) -> None:

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 FORMAT = "eraselab-edit"
 FORMAT_VERSION = 1

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 # Textual inversion's prompt templates (the 27 object templates and the style templates), which
 # the seed paper reuses for its few-shot captions.

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-from bench.errors import EraselabError, quoted
-from bench.yamlio import safe_load_text
+from bench.core.errors import EraselabError, quoted
+from bench.core.yamlio import safe_load_text
 
 
 def parse_set_args(pairs: list[str] | None) -> dict[str, str]:

@@ -58,7 +58,7 @@ retain images, attack steps) were scaled down by hand and not swept.
 
 from __future__ import annotations
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 FAMILIES = ("sd", "mini")
 MINI_MAX_HIDDEN = 256

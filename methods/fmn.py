@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from methods.base import ErasureMethod
 from methods.common import (batch_indices, enable_grads, encode_ids, fill, images_to_latents,
                             noise_latents, optimise, tokenize, training_scheduler, unet_out)

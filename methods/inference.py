@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from methods.base import EmptyConfig, ErasureMethod
 
 # SLD presets (warm-up steps, guidance scale, threshold, momentum scale, momentum beta), as in

@@ -48,7 +48,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 UNET, TEXT_ENCODER = "unet", "text_encoder"
 COMPONENT_NAMES = {UNET: "UNet", TEXT_ENCODER: "text-encoder"}
@@ -144,7 +144,7 @@ def _parse_old_layers(spec: str) -> tuple[str, tuple[int, ...]] | None:
         return None
     import yaml
 
-    from bench.yamlio import safe_load_text  # alias expansion bounded: the spec is user input
+    from bench.core.yamlio import safe_load_text  # alias expansion bounded: the spec is user input
     kind, layers = None, None
     for part in (p.strip() for p in spec.split(":")):
         if part.startswith("layers="):

@@ -104,7 +104,7 @@ class Uce(ErasureMethod):
                 new = uce_closed_form(W.detach(), erase_rows, guide_rows, preserve_rows,
                                       cfg.lam, cfg.erase_scale, cfg.preserve_scale)
                 if not torch.isfinite(new).all():
-                    from bench.errors import EraselabError
+                    from bench.core.errors import EraselabError
                     raise EraselabError(f"uce: the solve for {name} is not finite; raise lam")
                 W.copy_(new.to(W.dtype))
                 bar.update(1)

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from bench.errors import EraselabError, UsageError
+from bench.core.errors import EraselabError, UsageError
 
 FORMATS = ("html", "md", "tex")
 MARKER = ".eraselab-report"  # marks a folder this module may replace on a rerun

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import textwrap
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from reports import rundata as rd
 from reports.figures import new_figure, text
 

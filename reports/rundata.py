@@ -15,11 +15,11 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from bench.manifest import RunManifest
-from bench.runner import schema as _schema
+from bench.core import schema as _schema
 
-# Column names as bench/runner/schema.py spells them.
+# Column names as bench/core/schema.py spells them.
 MODEL, METHOD, VARIANT, CONCEPT = "model", "method", "variant", "concept"
 PROMPT_SET, PROMPT_ID, PROMPT, SAMPLE, SEED = "prompt_set", "prompt_id", "prompt", "sample", "seed"
 SUITE_SEED = "suite_seed"
@@ -28,7 +28,7 @@ DETECTED, CLIP_SCORE, MAPPED_TO, MAPPING_DIST = "detected", "clip_score", "mappe
 CLIP_IMAGE_COSINE = "clip_image_cosine"
 ROW_COLUMNS = _schema.ROW_COLUMNS
 
-ORIGINAL = "original"  # the method name of the unedited model, every other method's reference
+ORIGINAL = _schema.ORIGINAL
 PROMPT_SETS = _schema.PROMPT_SETS
 
 IDENTITY_COLUMNS = (MODEL, METHOD, VARIANT, CONCEPT, PROMPT_SET, PROMPT_ID, PROMPT, SAMPLE, SEED, IMAGE_PATH)

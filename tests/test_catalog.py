@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from bench.catalog import load_catalog, validate_catalog_file
-from bench.errors import ValidationError
+from bench.core.errors import ValidationError
 
 GOOD = """\
 name: t

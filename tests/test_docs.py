@@ -68,7 +68,7 @@ def test_a_broken_link_is_caught(tmp_path):
 
 def test_model_card_is_what_the_generator_writes_from_eval_json():
     from bench.miniworld.evaluate import model_card
-    from bench.paths import MINIWORLD_DIR
+    from bench.core.paths import MINIWORLD_DIR
     card, record = MINIWORLD_DIR / "MODEL_CARD.md", MINIWORLD_DIR / "eval.json"
     if not record.is_file():
         pytest.skip("no eval.json: the mini world has not been evaluated here")

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from bench.cli import main
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "datasets" / "miniworld" / "v1"
@@ -578,7 +578,7 @@ def _validate_text(text: str) -> list[str]:
 def test_fuzz_yaml_text_is_valid_or_one_line_problems(text):
     import yaml
 
-    from bench.yamlio import safe_load_text
+    from bench.core.yamlio import safe_load_text
     try:
         safe_load_text(text)
     except yaml.YAMLError:

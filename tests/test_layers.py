@@ -25,29 +25,30 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("bench", "methods", "detectors", "reports")
 
 LAYERS = (
-    ("core", ("bench.core",)),
-    ("data", ("bench.catalog", "bench.metrics", "bench.manifest", "bench.rundir", "bench.offline")),
+    ("core", ("bench.core", "bench")),  # the bare package (its version) is importable from anywhere
+    ("data", ("bench.catalog", "bench.labels", "bench.metrics", "bench.manifest", "bench.rundir")),
     ("world", ("bench.miniworld.render", "bench.miniworld.glyphs", "bench.miniworld.styles",
                "bench.miniworld.sheet", "bench.miniworld.data", "bench.miniworld.weights",
                "bench.miniworld.convert", "bench.miniworld.clip_model", "bench.miniworld")),
-    ("models", ("bench.pipeline_io", "bench.generate", "bench.tiny", "bench.fewshot", "detectors",
-                "methods")),
+    ("models", ("bench.pipeline_io", "bench.generate", "bench.samplers", "bench.tiny", "bench.fewshot",
+                "bench.offline", "detectors", "methods")),
     ("tools", ("bench.miniworld",)),  # every other bench.miniworld module: training, evaluation
     ("runner", ("bench.runner", "bench.suite")),
-    ("top", ("bench.cli", "bench.commands", "reports", "bench")),
+    ("top", ("bench.cli", "bench.commands", "reports")),
 )
 
 
 def layer_of(module: str) -> int:
-    """Index of the layer a module belongs to: the first (lowest) layer with an exact match, else
-    the layer with the longest matching prefix."""
+    """Index of the layer a module belongs to: the layer that names it exactly, else the layer with
+    the longest prefix of it (equal prefixes: the higher layer, so "bench.miniworld.train_unet" is
+    a tool while the world's modules are named one by one)."""
     for i, (_, prefixes) in enumerate(LAYERS):
         if module in prefixes:
             return i
     best, best_len = None, -1
     for i, (_, prefixes) in enumerate(LAYERS):
         for p in prefixes:
-            if module.startswith(p + ".") and len(p) > best_len:
+            if module.startswith(p + ".") and len(p) >= best_len:
                 best, best_len = i, len(p)
     if best is None:
         raise KeyError(module)

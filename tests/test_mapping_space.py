@@ -20,10 +20,10 @@ import torch
 from PIL import Image
 
 from bench.catalog import load_catalog
-from bench.paths import MINIWORLD_DIR
+from bench.core.paths import MINIWORLD_DIR
 from detectors import SCORERS
 from detectors.mapping import ALL_LABELS, MIXED, mapping_analysis
-from detectors.zero_shot import OBJECTS_SPACE, PLAIN, STYLES_SPACE, label_space, space_prompts
+from bench.labels import OBJECTS_SPACE, PLAIN, STYLES_SPACE, label_space, space_prompts
 
 torch.set_num_threads(1)
 TINY_CLIP = "eraselab-mapping-test-clip"

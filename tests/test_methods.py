@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from bench.tiny import tiny_pipeline
 from methods import METHODS
 from methods.base import EDIT_FILE, erase, load_edit, named_tensors

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from bench.tiny import tiny_pipeline
 from methods.base import erase, load_edit, named_tensors, reset_edits
 from tests.test_methods import write_images
@@ -329,7 +329,7 @@ def test_cli_erase_json(tmp_path, images_dir, capsys):
 
 def test_cli_without_model_needs_the_mini_world(tmp_path, capsys):
     from bench.cli import main
-    from bench.paths import MINIWORLD_DIR
+    from bench.core.paths import MINIWORLD_DIR
     if (MINIWORLD_DIR / "pipeline").is_dir():
         pytest.skip("the mini world is installed")
     code = main(["erase", "--method", "original", "--concept", "snoopy", "--seed", "0",

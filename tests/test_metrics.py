@@ -1,4 +1,4 @@
-"""The metrics engine and its statistics (bench/metrics.py, bench/stats.py), on data with known answers.
+"""The metrics engine and its statistics (bench/metrics.py, bench/core/stats.py), on data with known answers.
 
     pytest tests/test_metrics.py -q        # a few seconds, no model
 
@@ -19,7 +19,7 @@ import pytest
 from scipy.stats import binom, binomtest, false_discovery_control
 
 from bench import metrics as bm
-from bench import stats
+from bench.core import stats
 
 
 def _rows(method, concept, detected, suite_seeds, clip=None, prompt_set="target"):

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from bench.miniworld import weights
 from bench.miniworld.clip_model import CLIP_CONFIG, build_clip, tokenize
 from bench.miniworld.convert import build_clip_tokenizer, openclip_hidden_states, openclip_to_text_model
-from bench.paths import MINIWORLD_DIR
+from bench.core.paths import MINIWORLD_DIR
 
 TINY_CLIP = {"embed_dim": 32, "quick_gelu": True,
              "vision_cfg": {"image_size": 64, "patch_size": 16, "width": 32, "layers": 1, "head_width": 16},

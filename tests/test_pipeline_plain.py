@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.paths import MINIWORLD_DIR
+from bench.core.paths import MINIWORLD_DIR
 
 torch.set_num_threads(1)
 PROMPTS = ["a photo of a church"]

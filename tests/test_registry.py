@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from bench.errors import EraselabError
-from bench.registry import Registry
+from bench.core.errors import EraselabError
+from bench.core.registry import Registry
 
 
 def test_register_and_get():

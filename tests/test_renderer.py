@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from bench.catalog import load_catalog
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from bench.miniworld.render import (BACKGROUNDS, COLOURS, INSTANCES, NOTHING, OBJECTS, STYLES,
                                     Sample, caption_tokens, random_sample, render, render_scene,
                                     stable_seed, write_renders)

@@ -24,8 +24,8 @@ import pytest
 from PIL import Image
 
 from bench.cli import main
-from bench.errors import EraselabError
-from bench.stats import hierarchical_bootstrap
+from bench.core.errors import EraselabError
+from bench.core.stats import hierarchical_bootstrap
 from reports.build import build_report
 from reports.metrics import summarize
 from reports.render import tex_escape, to_html, to_latex, to_markdown
@@ -126,7 +126,7 @@ def test_table_numbers_equal_values_computed_from_rows(run_dir):
 
 def test_column_names_follow_the_runner_schema():
     from reports import rundata as rd
-    schema = pytest.importorskip("bench.runner.schema")
+    schema = pytest.importorskip("bench.core.schema")
     used = rd.IDENTITY_COLUMNS + rd.SCORE_COLUMNS + (rd.EDIT_ID, rd.MAPPING_DIST, rd.SUITE_SEED)
     assert set(used) <= set(schema.ROW_COLUMNS)
     assert set(rd.PROMPT_SETS) == set(schema.PROMPT_SETS)

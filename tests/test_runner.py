@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from bench.metrics import AGGREGATE_COLUMNS
-from bench.runner.schema import ROW_COLUMNS, ROW_KEY
+from bench.core.schema import ROW_COLUMNS, ROW_KEY
 
 SUITE = """
 suite: tiny
@@ -101,7 +101,7 @@ def test_run_writes_rows_aggregates_and_manifest(reference):
 
 def test_aggregates_are_derived_from_the_rows(reference):
     from bench.metrics import aggregate
-    from bench.stats import hierarchical_bootstrap
+    from bench.core.stats import hierarchical_bootstrap
     _, run_dir, _ = reference
     results = pd.read_parquet(run_dir / "results.parquet")
     stored = pd.read_parquet(run_dir / "aggregates.parquet")

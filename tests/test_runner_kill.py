@@ -26,7 +26,7 @@ import time
 import pandas as pd
 import pytest
 
-from bench.runner.schema import ROW_KEY
+from bench.core.schema import ROW_KEY
 from tests.test_runner import canonical, run, write_suite
 
 KILLS = 10

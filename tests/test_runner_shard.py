@@ -18,7 +18,7 @@ import sys
 import pandas as pd
 import pytest
 
-from bench.runner.schema import ROW_KEY
+from bench.core.schema import ROW_KEY
 from tests.test_runner import canonical, run, write_suite
 
 
@@ -81,7 +81,7 @@ def test_shard_auto_reads_the_launcher_environment(tmp_path, monkeypatch, env_of
 
 def test_bad_launcher_environment_is_a_one_line_error(monkeypatch):
     from bench.commands.run import parse_shard
-    from bench.errors import UsageError
+    from bench.core.errors import UsageError
     with pytest.raises(UsageError, match="SLURM_ARRAY_TASK_ID"):
         parse_shard("auto", {"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "2"})
     with pytest.raises(UsageError, match="RANK/WORLD_SIZE"):

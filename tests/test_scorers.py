@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from bench.catalog import load_catalog
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from detectors import SCORERS
 
 TINY_CLIP = "eraselab-tiny-test-clip"
@@ -214,9 +214,9 @@ def test_open_clip_pretrained_local_file(tiny_clip, tmp_path):
 
 
 def test_default_backend_without_weights_is_a_one_line_error(monkeypatch, tmp_path):
-    import bench.paths
+    import bench.core.paths
     from detectors.clip_backend import load_clip
-    monkeypatch.setattr(bench.paths, "MINIWORLD_DIR", tmp_path)
+    monkeypatch.setattr(bench.core.paths, "MINIWORLD_DIR", tmp_path)
     load_clip.cache_clear()
     with pytest.raises(EraselabError) as err:
         SCORERS.get("clip-score")().score(random_images(1), ["a church"])
@@ -504,7 +504,7 @@ def test_score_cli_with_originals_runs_pair_and_set_scorers(tiny_clip, image_fol
 
 def test_zero_shot_prompts_ensemble_styles_and_use_the_catalogs_nothing_phrases(catalog):
     """One prompt set for the scorers and the mini-world model card (bench/miniworld/clip_model)."""
-    from detectors.zero_shot import NOTHING, NOTHING_PROMPTS, zero_shot_prompts
+    from bench.labels import NOTHING, NOTHING_PROMPTS, zero_shot_prompts
     prompts = zero_shot_prompts(catalog, extra_labels=("dog",))
     church = catalog["church"]
     assert prompts["church"][:len(church.templates)] == church.prompts()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.paths import MINIWORLD_DIR
+from bench.core.paths import MINIWORLD_DIR
 
 
 def need(*relpaths: str) -> None:

@@ -18,7 +18,7 @@ import sys
 import pytest
 import torch
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from bench.tiny import tiny_pipeline
 from methods import METHODS, subsets
 from methods.base import resolve_method_config

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import ValidationError
-from bench.paths import SUITE_DIR
+from bench.core.errors import ValidationError
+from bench.core.paths import SUITE_DIR
 
 SHIPPED = ["mini-default", "mini-full", "paper-sd14"]
 
@@ -124,7 +124,7 @@ seeds: [0, 1]
 
 
 def test_plan_seeds_twins_and_addresses(tmp_path):
-    from bench.generate import image_seed
+    from bench.core.ids import image_seed
     suite, plan = _plan(PLAN, tmp_path)
     # rows: methods x concepts x seeds x (2x2 + 2x2 + 2x1)
     assert len(plan.rows) == 3 * 2 * 2 * 10

@@ -57,7 +57,7 @@ def _run(args) -> int:
     from bench.catalog import load_catalog
     from bench.pipeline_io import default_model, load_pipeline
     from methods import METHODS
-    from bench.errors import EraselabError
+    from bench.core.errors import EraselabError
     from methods.base import check_out_dir, erase, resolve_method_config
     from methods.config import parse_set_args
 

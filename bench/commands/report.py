@@ -11,7 +11,7 @@ error and leaves no partial report behind (see reports/build.py).
 
 from __future__ import annotations
 
-from bench.errors import UsageError
+from bench.core.errors import UsageError
 
 
 def add_parser(sub) -> None:

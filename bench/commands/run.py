@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
 
 def parse_shard(text: str | None, env=os.environ) -> tuple[int, int]:
     """(index, count) of this process's shard, from ``--shard`` or the launcher's environment."""
-    from bench.errors import UsageError
+    from bench.core.errors import UsageError
     if text is None or text == "auto":
         return shard_from_env(env)
     try:
@@ -51,7 +51,7 @@ def parse_shard(text: str | None, env=os.environ) -> tuple[int, int]:
 
 def shard_from_env(env) -> tuple[int, int]:
     """torchrun / accelerate (RANK, WORLD_SIZE) first, then a Slurm job array; 0/1 without either."""
-    from bench.errors import UsageError
+    from bench.core.errors import UsageError
 
     def number(name: str, default: str) -> int:
         value = env.get(name, default) or default

@@ -24,7 +24,7 @@ import csv
 import json
 from pathlib import Path
 
-from bench.errors import EraselabError, UsageError
+from bench.core.errors import EraselabError, UsageError
 
 FORMATS = (".jsonl", ".csv", ".txt")
 PRESERVATION_DEFAULTS = ("clip-image-similarity", "kid-clip")

@@ -19,8 +19,8 @@ def add_parser(sub) -> None:
 
 
 def problems_of(path: Path) -> list[str]:
-    from bench.errors import EraselabError
-    from bench.yamlio import read_yaml_mapping
+    from bench.core.errors import EraselabError
+    from bench.core.yamlio import read_yaml_mapping
     try:
         raw = read_yaml_mapping(path)
     except EraselabError as exc:

@@ -18,7 +18,7 @@ SKIP = 10
 def refuse_with_resume(time_budget: float | None, resume: bool) -> None:
     """A budget fixes the length of a new run; a resumed run's length was fixed by its first start."""
     if time_budget is not None and resume:
-        from bench.errors import EraselabError
+        from bench.core.errors import EraselabError
         raise EraselabError("--time-budget fixes the length of a new run; it cannot be combined with --resume")
 
 

@@ -96,9 +96,9 @@ def load_clip(folder: Path, device: str = "cpu"):
 @torch.no_grad()
 def text_embeddings(model, labels: list[str]) -> torch.Tensor:
     """One unit-norm embedding per label: the mean of its prompts' embeddings, with the prompts the
-    harness's zero-shot scorers use on the miniworld catalog (detectors.zero_shot)."""
+    harness's zero-shot scorers use on the miniworld catalog (bench.labels)."""
     from bench.catalog import load_catalog
-    from detectors.zero_shot import zero_shot_prompts
+    from bench.labels import zero_shot_prompts
     prompts = zero_shot_prompts(load_catalog("miniworld"))
     rows = []
     for label in labels:

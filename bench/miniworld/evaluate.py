@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from bench.miniworld import render as mw
 from bench.miniworld.weights import read_sums
-from bench.paths import MINIWORLD_DIR
-from bench.stats import bootstrap_ci
+from bench.core.paths import MINIWORLD_DIR
+from bench.core.stats import bootstrap_ci
 
 BARS = {"clip_zero_shot": 0.90, "detector_map50": 0.80, "probe_accuracy": 0.90,
         "sd_mean_detection": 0.80, "sd_min_detection": 0.60}
@@ -126,14 +126,15 @@ def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path | None, sampl
     ``sampler`` (scheduler, steps, guidance; default CARD_SAMPLER) lets a benchmark measure the
     same bars under another sampler; the card itself always uses CARD_SAMPLER."""
     from bench.catalog import load_catalog
-    from bench.generate import generate, image_seed
+    from bench.core.ids import image_seed
+    from bench.generate import generate
     from bench.pipeline_io import load_pipeline
     from detectors import SCORERS
     catalog = load_catalog("miniworld")
     sampler = {**CARD_SAMPLER, **(sampler or {})}
     pipe = load_pipeline(str(root / "pipeline"), progress=False)  # eval has its own bars
     if sampler["scheduler"] != "default":
-        from bench.runner.models import set_scheduler
+        from bench.samplers import set_scheduler
         set_scheduler(pipe, sampler["scheduler"])
     detector = SCORERS.get("miniworld-yolo")(miniworld_root=str(root))
     probe = SCORERS.get("miniworld-style-probe")(probe_dir=str(root / "probe"), clip_root=str(root))

@@ -47,7 +47,7 @@ import torch
 
 from bench.miniworld import train_clip_image, train_decoder, train_unet
 from bench.miniworld.data import TRAINING_MIX, render_dataset, render_style_pairs
-from bench.paths import MINIWORLD_DIR
+from bench.core.paths import MINIWORLD_DIR
 
 SHARD_BYTES = 15_000_000  # files coming back from the device may not exceed 16 MiB
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from bench.miniworld.glyphs import GLYPHS, Pen
 from bench.miniworld.styles import STYLE_NAMES, apply_style
 

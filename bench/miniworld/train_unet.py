@@ -163,7 +163,7 @@ def latents_cache_path(ckpt_dir: Path, n_train: int, vae) -> Path:
 
 def read_focus(path: Path) -> dict[str, float]:
     """The ``focus_weights`` of a JSON file: known concept/style names -> positive weights."""
-    from bench.errors import EraselabError
+    from bench.core.errors import EraselabError
     path = Path(path)
     try:
         weights = json.loads(path.read_text())["focus_weights"]
@@ -186,7 +186,7 @@ def warm_start(unet, ema, folder: Path) -> None:
     """Load a trained UNet (a diffusers unet/ folder, e.g. the shipped pipeline/unet) into both the
     trained copy and its EMA: how a machine without the checkpoints/ folder continues training."""
     from diffusers import UNet2DConditionModel
-    from bench.errors import EraselabError
+    from bench.core.errors import EraselabError
     try:
         source = UNet2DConditionModel.from_pretrained(str(folder), torch_dtype=torch.float32)
         state = source.state_dict()
@@ -293,7 +293,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
     # this stage ran. Its encoder side must still be the one these latents came from.
     final_vae = AutoencoderKL.from_pretrained(str(Path(root) / "vae"), torch_dtype=torch.float32).eval()
     if latents_cache_path(ckpt_dir, n_train, final_vae) != latents_cache_path(ckpt_dir, n_train, vae.to(cpu)):
-        from bench.errors import EraselabError
+        from bench.core.errors import EraselabError
         raise EraselabError(f"{Path(root) / 'vae'}: its encoder changed while the unet stage ran "
                             "(the UNet learned other latents); nothing written")
     files = assemble_pipeline(out_dir, ema.eval().to(cpu), final_vae, text_encoder.to(cpu), tokenizer)

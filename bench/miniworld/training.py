@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from bench.errors import EraselabError
-from bench.paths import MINIWORLD_DIR
+from bench.core.errors import EraselabError
+from bench.core.paths import MINIWORLD_DIR
 from bench.miniworld.weights import record_checksums
 
 STAGE_MODULES = {"clip": "bench.miniworld.train_clip", "clip-image": "bench.miniworld.train_clip_image",

@@ -18,8 +18,8 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-from bench.errors import EraselabError
-from bench.paths import MINIWORLD_DIR
+from bench.core.errors import EraselabError
+from bench.core.paths import MINIWORLD_DIR
 
 SUMS_FILE = "SHA256SUMS"
 

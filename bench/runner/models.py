@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 from bench.runner.smoke import SMOKE_MODEL
-from bench.runner.suite import MINIWORLD, SCHEDULER_CLASSES
+from bench.runner.suite import MINIWORLD
+from bench.samplers import set_scheduler
 
 _MIB = 1 << 20
 
@@ -75,13 +76,3 @@ def load(path: str, sampler: dict, device: str = "cpu"):
     set_scheduler(pipe, sampler.get("scheduler", "default"))
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-def set_scheduler(pipe, name: str) -> None:
-    """Replace the pipeline's scheduler by ``name`` (SCHEDULER_CLASSES), built from its config."""
-    if name == "default":
-        return
-    import diffusers
-    cls = getattr(diffusers, SCHEDULER_CLASSES[name])
-    kwargs = {"skip_prk_steps": True} if name == "pndm" else {}  # as SD 1.x ships PNDM
-    pipe.scheduler = cls.from_config(pipe.scheduler.config, **kwargs)

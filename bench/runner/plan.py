@@ -7,7 +7,7 @@ Pure Python (no torch): the same suite and inputs always give the same plan, in 
   no seed), so its image of a prompt is generated once and is the twin of every edited image of
   that prompt, sample and seed.
 * An **image** is addressed by hash(edit, prompt id, prompt, sample, image seed, sampler config);
-  its seed is ``bench.generate.image_seed(prompt_id, sample, suite_seed)``, the same for every
+  its seed is ``bench.core.ids.image_seed(prompt_id, sample, suite_seed)``, the same for every
   method, concept and shard. The batch size is NOT in the address: each image has its own
   generator, so an image is the same at any batch size up to float rounding: identical on the
   tiny test pipeline (tests/test_runner.py), at most 1 of 255 levels apart on the shipped mini
@@ -23,22 +23,11 @@ Pure Python (no torch): the same suite and inputs always give the same plan, in 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import random
 
-ORIGINAL = "original"
+from bench.core.ids import content_id, image_seed, prompt_id
+from bench.core.schema import ORIGINAL
 
-
-def content_id(payload) -> str:
-    """A 16-hex-digit SHA-256 of a JSON payload (sorted keys): the content address."""
-    data = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-def prompt_id(text: str) -> str:
-    # the text alone: the same prompt is the same item (and seed) wherever it appears
-    return "p" + hashlib.sha256(text.encode()).hexdigest()[:11]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,7 +149,6 @@ def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, s
                extra_overrides: dict[str, dict] | None = None) -> Plan:
     """The whole grid. ``fingerprints``: model id -> base-model fingerprint; ``method_versions``:
     method -> its class ``version``; ``extra_overrides``: method -> overrides added (--smoke)."""
-    from bench.generate import image_seed
 
     extra_overrides = extra_overrides or {}
     sampler = {k: suite.sampler[k] for k in ("scheduler", "steps", "guidance", "resolution")}

@@ -27,10 +27,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
+from bench.core.ids import content_id
 from bench.runner import plan as plan_mod
 from bench.runner import store as st
-from bench.runner.schema import GROUP_KEY, ROW_COLUMNS
+from bench.core.schema import GROUP_KEY, ROW_COLUMNS
 
 log = logging.getLogger("eraselab.run")
 
@@ -93,7 +94,7 @@ def prepare(suite, smoke: bool = False, device: str = "cpu"):
     scoring = Scoring(suite, device=device, smoke=smoke,
                       subjects={im.subject for im in plan.images.values()})
     spec = scoring.spec(scoring.image_names)
-    keys = {b.id: plan_mod.content_id({"batch": b.id, "scorers": spec}) for b in plan.batches}
+    keys = {b.id: content_id({"batch": b.id, "scorers": spec}) for b in plan.batches}
     return suite, paths, plan, scoring, keys
 
 
@@ -352,7 +353,7 @@ def _pair_scores(plan, scoring, store, progress):
     frames = []
     bar = _bar(len(plan.twins), "preservation pairs", progress, "pair")
     for edit_id, pairs in sorted(by_edit.items()):
-        path = store.part("pairs", plan_mod.content_id({"pairs": pairs, "scorers": spec}))
+        path = store.part("pairs", content_id({"pairs": pairs, "scorers": spec}))
         if not path.is_file():
             edited = load_images([store.image_path(plan.images[a].path) for a, _ in pairs])
             twins = load_images([store.image_path(plan.images[b].path) for _, b in pairs])
@@ -384,7 +385,7 @@ def _kid_scores(plan, scoring, store, progress):
         if min(len(edited_ids), len(orig_ids)) < 2:
             bar.update(1)
             continue  # KID needs >= 2 images a side; the aggregate shows NaN
-        path = store.part("kid", plan_mod.content_id({"edited": edited_ids, "original": orig_ids,
+        path = store.part("kid", content_id({"edited": edited_ids, "original": orig_ids,
                                                        "scorers": spec}))
         if not path.is_file():
             edited = load_images([store.image_path(plan.images[i].path) for i in edited_ids])
@@ -422,7 +423,7 @@ def _versions() -> dict:
 
 def _git_commit() -> str | None:
     import subprocess
-    from bench.paths import REPO_ROOT
+    from bench.core.paths import REPO_ROOT
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True,
                              text=True, timeout=5)

@@ -72,7 +72,7 @@ def fewshot_images(concept_name: str, k: int, size: int = 16) -> list:
     """``k`` seeded random-noise stand-ins for a concept's few-shot images."""
     import numpy as np
     from PIL import Image
-    from bench.generate import image_seed
+    from bench.core.ids import image_seed
     rng = np.random.default_rng(image_seed(f"smoke-fewshot:{concept_name}", 0))
     return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(k)]
 
@@ -98,7 +98,7 @@ def yolo_weights() -> str:
     """A random YOLOv8n model with the mini world's classes, saved once under the eraselab cache (shared by processes)."""
     from bench.catalog import load_catalog
     from bench.offline import cache_dir, setup_ultralytics_offline
-    from bench.runner.plan import content_id
+    from bench.core.ids import content_id
     # every non-style mini-world concept is a class, as in the shipped detector
     names = [c.name for c in load_catalog("miniworld").concepts.values() if not c.is_style]
     classes = dict(enumerate(names))

@@ -40,7 +40,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 TMP_MARK = ".tmp-"
 LOCK_DIR = ".locks"

@@ -2,7 +2,7 @@
 
 A suite declares the grid one ``eraselab run`` covers: models x methods x concepts x seeds, the
 prompt sets each concept is judged on, the sampler and the scorers. ``include:`` builds a variant
-from a base in three lines (bench/yamlio.py). Check a file without running anything:
+from a base in three lines (bench/core/yamlio.py). Check a file without running anything:
 
     eraselab validate datasets/suites/mini-default.yaml
     python -c "from bench.suite import load_suite; print(load_suite('mini-default'))"
@@ -17,9 +17,11 @@ import dataclasses
 import difflib
 from pathlib import Path
 
-from bench.errors import EraselabError, ValidationError, quoted
-from bench.paths import SUITE_DIR
-from bench.yamlio import key_problems, load_with_includes, unknown_key_hint
+from bench.core.errors import EraselabError, ValidationError, quoted
+from bench.core.paths import SUITE_DIR
+from bench.core.yamlio import key_problems, load_with_includes, unknown_key_hint
+from bench.core.schema import PROMPT_SETS
+from bench.samplers import SCHEDULER_CLASSES
 
 TOP_KEYS = {"suite", "version", "description", "smoke_sized", "catalog", "models", "methods",
             "concepts", "prompt_sets", "general_prompts", "sampler", "scorers", "preservation",
@@ -29,14 +31,8 @@ MODEL_KEYS = {"id", "path"}
 METHOD_KEYS = {"name", "variant", "overrides"}
 SET_KEYS = {"prompts", "samples", "extra"}
 SAMPLER_KEYS = {"scheduler", "steps", "guidance", "resolution", "batch_size"}
-# A suite's sampler.scheduler names one of these diffusers classes (or "default": the model's own).
-SCHEDULER_CLASSES = {"pndm": "PNDMScheduler", "ddim": "DDIMScheduler",
-                     "dpm": "DPMSolverMultistepScheduler", "unipc": "UniPCMultistepScheduler",
-                     "euler": "EulerDiscreteScheduler", "euler-a": "EulerAncestralDiscreteScheduler",
-                     "lms": "LMSDiscreteScheduler"}
 SCHEDULERS = ("default", *SCHEDULER_CLASSES)
 MINIWORLD = "miniworld"  # model path meaning the shipped mini-world pipeline
-PROMPT_SETS = ("target", "related", "unrelated")
 
 
 @dataclasses.dataclass(frozen=True)

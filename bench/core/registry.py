@@ -31,7 +31,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from bench.errors import EraselabError
+from bench.core.errors import EraselabError
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DATASETS_DIR = Path(os.environ.get("ERASELAB_DATA", REPO_ROOT / "datasets"))
 CATALOG_DIR = DATASETS_DIR / "catalogs"
 SUITE_DIR = DATASETS_DIR / "suites"

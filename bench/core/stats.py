@@ -1,6 +1,6 @@
 """The statistics every eraselab number rests on: intervals, paired tests, false-discovery control.
 
-    from bench.stats import hierarchical_bootstrap, mcnemar_exact, benjamini_hochberg
+    from bench.core.stats import hierarchical_bootstrap, mcnemar_exact, benjamini_hochberg
     mean, lo, hi = hierarchical_bootstrap(values, clusters)      # 95% interval, seeded
     p = mcnemar_exact(edited_detected, twin_detected)            # paired binary outcomes
     p_adj = benjamini_hochberg([0.001, 0.04, 0.3])

@@ -21,7 +21,7 @@ one file, referenced by every concept whose prompt sets contain that prompt.
 | subject             | str or null | the catalog concept the prompt names (null: a general prompt)    |
 | sample              | int         | sample index within the prompt                                   |
 | suite_seed          | int         | the suite seed (erase seed and base of the image seed)           |
-| seed                | int         | the image's seed: bench.generate.image_seed(prompt_id, sample, suite_seed) |
+| seed                | int         | the image's seed: bench.core.ids.image_seed(prompt_id, sample, suite_seed) |
 | image_path          | str         | PNG path relative to the run folder                              |
 | edit_id             | str         | content address of the edit (method, config, concept, base model, seed) |
 | image_id            | str         | content address of the image (edit, prompt, sample, seed, sampler) |
@@ -30,6 +30,7 @@ one file, referenced by every concept whose prompt sets contain that prompt.
 | clip_score          | float       | cosine(eval CLIP image, prompt text)                             |
 | mapped_to, mapped_p | str, float  | top zero-shot catalog label and its probability (``mapping``)    |
 | mapping_dist        | str (JSON)  | the whole zero-shot distribution                                 |
+| mapping_space       | str         | the label space it is over: "styles" for a style, else "objects" |
 | clip_image_cosine   | float       | CLIP image cosine to the same-seed original twin (NaN for ``original`` rows) |
 | <scorer>.version    | str         | version of each scorer that produced a column (and .backend)     |
 
@@ -51,6 +52,9 @@ GROUP_KEY = ("model", "method", "variant", "concept", "prompt_set")
 ROW_COLUMNS = ("run", "model", "method", "variant", "concept", "concept_type", "prompt_set",
                "prompt_id", "prompt", "subject", "sample", "suite_seed", "seed", "image_path",
                "edit_id", "image_id", "detector", "detected", "clip_score", "mapped_to", "mapped_p",
-               "mapping_dist", "clip_image_cosine")
+               "mapping_dist", "mapping_space", "clip_image_cosine")
 
 PROMPT_SETS = ("target", "related", "unrelated")
+# The method name of the unedited base model in every table: the reference each edit is read
+# against (it is planned as "no edit", not registered as a method).
+ORIGINAL = "original"

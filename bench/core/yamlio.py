@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from bench.errors import EraselabError, shorten
+from bench.core.errors import EraselabError, shorten
 
 # The shipped catalogs and suites expand to a few hundred nodes and a few thousand characters.
 MAX_NODES = 100_000
