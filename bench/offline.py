@@ -73,7 +73,24 @@ def setup_ultralytics_offline() -> Path:
     if off:
         SETTINGS.update(off)
     enforce_safe_load()
+    _restore_pil_open()
     return config_dir
+
+
+def _restore_pil_open() -> None:
+    """Undo ultralytics' process-wide patch of ``PIL.Image.open``.
+
+    Importing ultralytics replaces ``Image.open`` with a wrapper that, on a file PIL cannot
+    identify, tries to install and register a HEIF plugin; offline that raises
+    ModuleNotFoundError instead of ``UnidentifiedImageError``, which turned every eraselab "not an
+    image" check in the same process (reports, few-shot folders) into a traceback. The patch is
+    applied once, when ``ultralytics.utils.patches`` is first imported, so importing it here and
+    restoring PIL's own function lasts for the process."""
+    from PIL import Image
+    import ultralytics.utils.patches as patches
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is getattr(patches, "image_open", None):
+        Image.open = original
 
 
 def enforce_safe_load() -> None:

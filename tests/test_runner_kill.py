@@ -7,9 +7,9 @@ after its log appears. The next rounds are processes forked from this one after 
 run, so that each starts working at once instead of spending ten seconds importing diffusers:
 every one runs ``bench.cli.main`` on the same folder and is SIGKILLed after a seeded random
 delay, at least ``KILLS`` times while it is alive (mid-erasure, mid-PNG, mid-parquet, holding
-the run lock). A last run completes it. The results (rows, scores, PNG bytes), aggregates, part
-files and saved deltas must equal an uninterrupted run's, with no duplicate rows, no temp files
-and no lock still held.
+the run lock). A last run completes it. The results (rows, scores, PNG bytes), aggregates (all
+but the erasure's measured seconds), part files and saved deltas must equal an uninterrupted
+run's, with no duplicate rows, no temp files and no lock still held.
 """
 
 from __future__ import annotations
@@ -62,13 +62,13 @@ def test_kill_at_random_points_then_resume_equals_uninterrupted(tmp_path):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and not list(out.glob("logs/*.log")):
         time.sleep(0.05)
-    time.sleep(rng.uniform(0.5, 6.0))
+    time.sleep(rng.uniform(0.2, 3.0))
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
         kills += 1
     proc.wait()
 
-    # rounds 1..: forked workers, killed after 0.05-0.6 s of work
+    # rounds 1..: forked workers, killed after 0.05-0.4 s of work
     fork = multiprocessing.get_context("fork")
     mid_work = 0
     for _ in range(MAX_ROUNDS):
@@ -76,7 +76,7 @@ def test_kill_at_random_points_then_resume_equals_uninterrupted(tmp_path):
             break
         worker = fork.Process(target=_child, args=(argv,))
         worker.start()
-        worker.join(rng.uniform(0.05, 0.6))
+        worker.join(rng.uniform(0.05, 0.4))
         if worker.is_alive():
             mid_work += not (out / "manifest.json").is_file()
             os.kill(worker.pid, signal.SIGKILL)
@@ -92,8 +92,10 @@ def test_kill_at_random_points_then_resume_equals_uninterrupted(tmp_path):
     got, want = canonical(out), canonical(ref)
     assert not got.duplicated(list(ROW_KEY)).any()
     pd.testing.assert_frame_equal(got, want)
-    pd.testing.assert_frame_equal(pd.read_parquet(out / "aggregates.parquet"),
-                                  pd.read_parquet(ref / "aggregates.parquet"))
+    # every aggregate but the erasure's wall time, a measurement of this machine, not a result
+    measured = lambda frame: frame[frame["metric"] != "seconds"].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(measured(pd.read_parquet(out / "aggregates.parquet")),
+                                  measured(pd.read_parquet(ref / "aggregates.parquet")))
     got_parts, want_parts = _parts(out), _parts(ref)
     assert sorted(got_parts) == sorted(want_parts)
     for name, frame in want_parts.items():
