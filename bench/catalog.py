@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.core.errors import EraselabError, ValidationError
+from bench.core.errors import EraselabError, ValidationError, quoted, shorten
 from bench.core.paths import CATALOG_DIR
 from bench.core.yamlio import key_problems, load_with_includes
 
@@ -71,7 +71,7 @@ class Catalog:
             import difflib
             close = difflib.get_close_matches(name, list(self.concepts), n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            raise EraselabError(f"{self.path}: no concept {name!r} in catalog {self.name!r}{hint}")
+            raise EraselabError(f"{self.path}: no concept {quoted(name)} in catalog {quoted(self.name)}{hint}")
         return self.concepts[name]
 
     def __contains__(self, name: str) -> bool:
@@ -90,6 +90,8 @@ class Catalog:
 
 def resolve_catalog_path(name_or_path: str | Path) -> Path:
     """A catalog name (``miniworld``) resolves under datasets/catalogs/; else it is a path."""
+    if not isinstance(name_or_path, (str, Path)) or not str(name_or_path).strip():
+        raise EraselabError(f"catalog: expected a catalog name or a YAML path, got {quoted(name_or_path)}")
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         return candidate
@@ -118,6 +120,9 @@ def validate_catalog_file(path: Path) -> list[str]:
     """
     try:
         raw = load_with_includes(path, merge_lists={"concepts": "name"})
+        if not raw:
+            return [f"{path}: empty; a catalog needs name, version and concepts "
+                    f"(a fragment for include: needs templates)"]
         if "concepts" not in raw:
             return _fragment_problems(raw, Path(path))
         load_catalog(path)
@@ -129,15 +134,15 @@ def validate_catalog_file(path: Path) -> list[str]:
 
 
 def _fragment_problems(raw: dict, path: Path) -> list[str]:
-    problems = [f"{path}: unknown top-level key {k!r}; expected one of {sorted(TOP_LEVEL_KEYS)}"
+    problems = [f"{path}: unknown top-level key {quoted(k)}; expected one of {sorted(TOP_LEVEL_KEYS)}"
                 for k in raw if k not in TOP_LEVEL_KEYS | {"include"}]
     templates = raw.get("templates", {})
     if not isinstance(templates, dict):
         return problems + [f"{path}: key 'templates': expected a mapping"]
     for ctype, tlist in templates.items():
         if ctype not in CONCEPT_TYPES:
-            problems.append(f"{path}: key 'templates.{ctype}': unknown concept type")
-        problems.extend(f"{path}: key 'templates.{ctype}': {p}" for p in _template_problems(tlist))
+            problems.append(f"{path}: key 'templates.{shorten(ctype)}': unknown concept type")
+        problems.extend(f"{path}: key 'templates.{shorten(ctype)}': {p}" for p in _template_problems(tlist))
     return problems
 
 
@@ -150,13 +155,13 @@ def _build(raw: dict, path: Path) -> tuple[Catalog | None, list[str]]:
 
     for key in raw:
         if key not in TOP_LEVEL_KEYS:
-            bad(f"unknown top-level key {key!r}; expected one of {sorted(TOP_LEVEL_KEYS)}")
+            bad(f"unknown top-level key {quoted(key)}; expected one of {sorted(TOP_LEVEL_KEYS)}")
     for key in ("name", "version", "concepts"):
         if key not in raw:
-            bad(f"missing required top-level key {key!r}")
+            bad(f"missing required top-level key {quoted(key)}")
     version = raw.get("version")
     if "version" in raw and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
-        bad(f"key 'version': expected a positive integer, got {version!r}")
+        bad(f"key 'version': expected a positive integer, got {quoted(version)}")
 
     templates = raw.get("templates", {}) or {}
     if not isinstance(templates, dict):
@@ -164,8 +169,8 @@ def _build(raw: dict, path: Path) -> tuple[Catalog | None, list[str]]:
         templates = {}
     for ctype, tlist in templates.items():
         if ctype not in CONCEPT_TYPES:
-            bad(f"key 'templates.{ctype}': unknown concept type; expected one of {list(CONCEPT_TYPES)}")
-        problems.extend(f"{where}: key 'templates.{ctype}': {p}" for p in _template_problems(tlist))
+            bad(f"key 'templates.{shorten(ctype)}': unknown concept type; expected one of {list(CONCEPT_TYPES)}")
+        problems.extend(f"{where}: key 'templates.{shorten(ctype)}': {p}" for p in _template_problems(tlist))
 
     defaults = raw.get("defaults", {}) or {}
     if not isinstance(defaults, dict):
@@ -173,7 +178,7 @@ def _build(raw: dict, path: Path) -> tuple[Catalog | None, list[str]]:
         defaults = {}
     for key in defaults:
         if key not in DEFAULT_KEYS:
-            bad(f"key 'defaults.{key}': unknown key; expected one of {sorted(DEFAULT_KEYS)}")
+            bad(f"key 'defaults.{shorten(key)}': unknown key; expected one of {sorted(DEFAULT_KEYS)}")
 
     nothing_prompts = raw.get("nothing_prompts", []) or []
     if not (isinstance(nothing_prompts, list) and all(isinstance(t, str) and t.strip() for t in nothing_prompts)):
@@ -184,6 +189,8 @@ def _build(raw: dict, path: Path) -> tuple[Catalog | None, list[str]]:
     if not isinstance(concepts_raw, list):
         bad("key 'concepts': expected a list of concept mappings")
         concepts_raw = []
+    elif "concepts" in raw and not concepts_raw:
+        bad("key 'concepts': empty; a catalog needs at least one concept")
 
     concepts: dict[str, Concept] = {}
     for i, record in enumerate(concepts_raw):
@@ -192,7 +199,7 @@ def _build(raw: dict, path: Path) -> tuple[Catalog | None, list[str]]:
         if concept is None:
             continue
         if concept.name in concepts:
-            problems.append(f"{where}: concept {concept.name!r}: key 'name': duplicate concept name")
+            problems.append(f"{where}: concept {quoted(concept.name)}: key 'name': duplicate concept name")
             continue
         concepts[concept.name] = concept
 
@@ -210,9 +217,9 @@ def _template_problems(tlist) -> list[str]:
     out = []
     for t in tlist:
         if not isinstance(t, str) or not t.strip():
-            out.append(f"empty template {t!r}")
+            out.append(f"empty template {quoted(t)}")
         elif t.count("{}") != 1:
-            out.append(f"template {t!r} must contain exactly one '{{}}' placeholder")
+            out.append(f"template {quoted(t)} must contain exactly one '{{}}' placeholder")
     return out
 
 
@@ -220,26 +227,26 @@ def _build_concept(record, index: int, templates: dict, defaults: dict, where: s
     if not isinstance(record, dict):
         return None, [f"{where}: concept #{index}: expected a mapping, got {type(record).__name__}"]
     name = record.get("name")
-    label = f"concept {name!r}" if isinstance(name, str) and name else f"concept #{index}"
+    label = f"concept {quoted(name)}" if isinstance(name, str) and name else f"concept #{index}"
     problems = []
 
     def bad(key: str, msg: str) -> None:
-        problems.append(f"{where}: {label}: key {key!r}: {msg}")
+        problems.append(f"{where}: {label}: key {quoted(key)}: {msg}")
 
     for key, msg in key_problems(record, CONCEPT_KEYS, REQUIRED_CONCEPT_KEYS):
         bad(key, msg)
     if "name" in record and (not isinstance(name, str) or not name.strip() or name != name.strip()):
-        bad("name", f"expected a non-empty name without surrounding spaces, got {name!r}")
+        bad("name", f"expected a non-empty name without surrounding spaces, got {quoted(name)}")
     ctype = record.get("type")
     if "type" in record and ctype not in CONCEPT_TYPES:
-        bad("type", f"expected one of {list(CONCEPT_TYPES)}, got {ctype!r}")
+        bad("type", f"expected one of {list(CONCEPT_TYPES)}, got {quoted(ctype)}")
     parent = record.get("parent")
     if ctype == "instance" and not parent:
         bad("parent", "an instance needs a parent concept")
     if parent is not None and not isinstance(parent, str):
-        bad("parent", f"expected a concept name, got {parent!r}")
+        bad("parent", f"expected a concept name, got {quoted(parent)}")
     if ctype in ("object", "style") and parent:
-        bad("parent", f"a {ctype} has no parent; use 'related' instead")
+        bad("parent", f"a {shorten(ctype)} has no parent; use 'related' instead")
     related = record.get("related", []) or []
     if not isinstance(related, list) or not all(isinstance(r, str) and r for r in related):
         bad("related", "expected a list of concept names")
@@ -258,7 +265,7 @@ def _build_concept(record, index: int, templates: dict, defaults: dict, where: s
     else:
         concept_templates = templates.get(ctype, []) if ctype in CONCEPT_TYPES else []
         if ctype in CONCEPT_TYPES and not concept_templates:
-            bad("templates", f"no templates of its own and none for type {ctype!r} in the catalog")
+            bad("templates", f"no templates of its own and none for type {quoted(ctype)} in the catalog")
 
     detector = record.get("detector", defaults.get("detector", {})) or {}
     if not isinstance(detector, dict):
@@ -267,7 +274,7 @@ def _build_concept(record, index: int, templates: dict, defaults: dict, where: s
     else:
         for key in detector:
             if key not in DETECTOR_KEYS:
-                bad(f"detector.{key}", f"unknown key; expected one of {sorted(DETECTOR_KEYS)}")
+                bad(f"detector.{shorten(key)}", f"unknown key; expected one of {sorted(DETECTOR_KEYS)}")
         if detector and "name" not in detector:
             bad("detector.name", "missing required key")
         detector = dict(detector)
@@ -283,7 +290,7 @@ def _build_concept(record, index: int, templates: dict, defaults: dict, where: s
     imagenet_id = record.get("imagenet_id")
     if imagenet_id is not None and (not isinstance(imagenet_id, int) or isinstance(imagenet_id, bool)
                                     or not 0 <= imagenet_id < 1000):
-        bad("imagenet_id", f"expected an ImageNet class index 0..999, got {imagenet_id!r}")
+        bad("imagenet_id", f"expected an ImageNet class index 0..999, got {quoted(imagenet_id)}")
     description = record.get("description", "")
     if not isinstance(description, str):
         bad("description", "expected a string")
@@ -300,14 +307,14 @@ def _reference_problems(concepts: dict[str, Concept], where: str) -> list[str]:
     problems = []
     for c in concepts.values():
         if c.parent is not None and c.parent not in concepts:
-            problems.append(f"{where}: concept {c.name!r}: key 'parent': {c.parent!r} is not a "
+            problems.append(f"{where}: concept {quoted(c.name)}: key 'parent': {quoted(c.parent)} is not a "
                             f"concept in this catalog")
         for r in c.related:
             if r not in concepts:
-                problems.append(f"{where}: concept {c.name!r}: key 'related': {r!r} is not a "
+                problems.append(f"{where}: concept {quoted(c.name)}: key 'related': {quoted(r)} is not a "
                                 f"concept in this catalog")
             elif r == c.name:
-                problems.append(f"{where}: concept {c.name!r}: key 'related': names itself")
+                problems.append(f"{where}: concept {quoted(c.name)}: key 'related': names itself")
     # parent cycles: follow each chain; a name seen twice is a cycle
     reported = set()
     for c in concepts.values():
@@ -319,7 +326,7 @@ def _reference_problems(concepts: dict[str, Concept], where: str) -> list[str]:
                 key = frozenset(cycle)
                 if key not in reported:
                     reported.add(key)
-                    problems.append(f"{where}: concept {c.name!r}: key 'parent': cycle "
+                    problems.append(f"{where}: concept {quoted(c.name)}: key 'parent': cycle "
                                     f"{' -> '.join(cycle)}")
                 break
             seen.append(node.parent)

@@ -9,7 +9,10 @@ plots even in offline mode. Call ``setup_ultralytics_offline()`` BEFORE the firs
     setup_ultralytics_offline()
     from ultralytics import YOLO
 
-It is idempotent and cheap; it never touches the network.
+It is idempotent and cheap; it never touches the network. It also switches on ultralytics'
+restricted loading (``ULTRALYTICS_SAFE_LOAD``): a ``.pt`` checkpoint is then read with
+``torch.load(weights_only=True)`` against an allow-list of ultralytics/torch classes, and a model
+yaml's ``activation`` is parsed, not ``eval``-ed, so a hostile weights file runs no code.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def setup_ultralytics_offline() -> Path:
     """
     os.environ["YOLO_OFFLINE"] = "1"
     os.environ["YOLO_AUTOINSTALL"] = "0"
+    os.environ["ULTRALYTICS_SAFE_LOAD"] = "1"  # read at import; enforce_safe_load() covers a late call
     # `import ultralytics` sets OMP_NUM_THREADS=1 when it is unset, and a torch whose thread pool
     # starts after that runs on ONE core (measured: generation in `miniworld eval` at 100% CPU
     # on a 2-core machine). Start torch's pool first and pin the variable to what it chose.
@@ -68,7 +72,41 @@ def setup_ultralytics_offline() -> Path:
     off = {k: v for k, v in _SETTINGS_OFF.items() if k in SETTINGS and SETTINGS[k] != v}
     if off:
         SETTINGS.update(off)
+    enforce_safe_load()
+    _restore_pil_open()
     return config_dir
+
+
+def _restore_pil_open() -> None:
+    """Undo ultralytics' process-wide patch of ``PIL.Image.open``.
+
+    Importing ultralytics replaces ``Image.open`` with a wrapper that, on a file PIL cannot
+    identify, tries to install and register a HEIF plugin; offline that raises
+    ModuleNotFoundError instead of ``UnidentifiedImageError``, which turned every eraselab "not an
+    image" check in the same process (reports, few-shot folders) into a traceback. The patch is
+    applied once, when ``ultralytics.utils.patches`` is first imported, so importing it here and
+    restoring PIL's own function lasts for the process."""
+    from PIL import Image
+    import ultralytics.utils.patches as patches
+    original = getattr(patches, "_image_open", None)
+    if original is not None and Image.open is getattr(patches, "image_open", None):
+        Image.open = original
+
+
+def enforce_safe_load() -> None:
+    """Turn on ultralytics' restricted loading in this process, even if it was imported first.
+
+    ultralytics reads ``ULTRALYTICS_SAFE_LOAD`` once, into module constants that its loader
+    (``torch_safe_load``) and model builder (``_SafeLoad.restricted``) consult on every call."""
+    import ultralytics.nn.tasks as tasks
+    import ultralytics.utils as uutils
+    if not getattr(tasks._SafeLoad, "SUPPORTED", False):
+        # torch < 2.6: ultralytics would silently fall back to a full unpickle
+        from bench.core.errors import EraselabError
+        raise EraselabError("ultralytics' restricted loading needs torch >= 2.6; YOLO weights are not "
+                            "loaded without it")
+    uutils.SAFE_LOAD = True
+    tasks.SAFE_LOAD = True
 
 
 def _env_applied() -> bool:

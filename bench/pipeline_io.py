@@ -3,7 +3,9 @@
 ``load_pipeline(path_or_id, device="cpu", dtype=None)`` returns a ``StableDiffusionPipeline``
 (safety checker off: eraselab measures erasure, and the checker would black out images). A local
 folder is read as is; anything else is treated as a hub id and read from the local cache only when
-``HF_HUB_OFFLINE=1``. Any failure is one line naming what could not be read. ``default_model()``
+``HF_HUB_OFFLINE=1``. Weights are read from safetensors files only (``use_safetensors=True``): a
+folder that has only pickled ``.bin``/``.pt`` weights is refused, never unpickled. Any failure is
+one line naming what could not be read. ``default_model()``
 is the shipped mini-world pipeline (bench/miniworld/weights.py), checksum-verified.
 
 ``save_half_pipeline(pipe, out_dir)`` writes a folder with fp16 weights (half the disk) whose
@@ -17,7 +19,7 @@ import json
 import warnings
 from pathlib import Path
 
-from bench.core.errors import EraselabError
+from bench.core.errors import EraselabError, shorten
 
 
 def default_model() -> Path:
@@ -71,17 +73,24 @@ def load_pipeline(path_or_id, device: str = "cpu", dtype=None, progress: bool = 
     # An explicit dtype always: transformers 5.x loads a text encoder in its config's dtype
     # ("auto") while diffusers loads the UNet in float32, and a folder saved in fp16 without
     # ``mark_float32_default`` would mix the two.
-    kwargs = dict(safety_checker=None, requires_safety_checker=False,
+    kwargs = dict(safety_checker=None, requires_safety_checker=False, use_safetensors=True,
                   torch_dtype=dtype if dtype is not None else torch.float32)
+    import diffusers.utils.logging as dlog
+    verbosity = dlog.get_verbosity()
     try:
         with warnings.catch_warnings():
             # diffusers >= 0.4x renames torch_dtype to dtype; older releases in our range only
             # know torch_dtype, so keep it and silence the rename notice.
             warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+            # diffusers also logs a failed component load (at error level) before raising it:
+            # the raised error below is the one line the user sees
+            dlog.set_verbosity(dlog.CRITICAL)
             pipe = StableDiffusionPipeline.from_pretrained(source, **kwargs)
     except Exception as exc:  # diffusers/hub raise many types; the user needs one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EraselabError(f"{source}: cannot load a Stable Diffusion pipeline ({first})") from None
+        raise EraselabError(f"{source}: cannot load a Stable Diffusion pipeline ({shorten(first)})") from None
+    finally:
+        dlog.set_verbosity(verbosity)
     try:
         pipe = pipe.to(torch.device(device))
     except (RuntimeError, AssertionError) as exc:

@@ -61,21 +61,51 @@ def load_clip(model: str = MINI_CLIP, pretrained: str | None = None, device: str
     else:
         name, pretrained_arg = model, pretrained
         label = f"{model}/{pretrained}" if pretrained else f"{model}/random"
+        if pretrained and Path(pretrained).is_dir():
+            raise EraselabError(f"{pretrained}: is a folder; --clip-pretrained takes a tag or a weights file")
         if pretrained and ("/" in pretrained or "\\" in pretrained) and not Path(pretrained).is_file():
             raise EraselabError(f"{pretrained}: CLIP weights file not found")
+    local_file = pretrained_arg is not None and Path(pretrained_arg).is_file()
     try:
+        # weights_only=True (open_clip's default, stated here so it cannot drift): a torch file
+        # is read by torch's restricted unpickler, which refuses anything but tensors and
+        # containers; a .safetensors file is not unpickled at all
         clip, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained_arg,
-                                                                    device=device)
+                                                                    device=device, weights_only=True)
     except RuntimeError as exc:
         if "Unknown model" in str(exc) or "not found" in str(exc):
             raise EraselabError(f"open_clip has no model {name!r} with pretrained {pretrained_arg!r}: "
-                                f"{str(exc).splitlines()[0]}") from None
+                                f"{_first_line(exc)}") from None
+        if local_file:
+            raise _refused(pretrained_arg, exc) from None
         raise
     except OSError as exc:  # hub download refused offline, unreadable file
-        raise EraselabError(f"could not load CLIP {label}: {str(exc).splitlines()[0]}") from None
+        raise EraselabError(f"could not load CLIP {label}: {_first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - a refused pickle, a corrupt or mismatched file
+        if local_file:
+            raise _refused(pretrained_arg, exc) from None
+        raise
     clip.eval()
     tokenizer = open_clip.get_tokenizer(name)
     return ClipBackend(clip, preprocess, tokenizer, device, label)
+
+
+def _first_line(exc: BaseException) -> str:
+    from bench.core.errors import shorten
+    text = str(exc).strip()
+    return shorten(text.splitlines()[0]) if text else type(exc).__name__
+
+
+def _refused(path: str, exc: BaseException) -> EraselabError:
+    import pickle
+    if isinstance(exc, pickle.UnpicklingError) and "global" in str(exc).lower():
+        why = ("a pickle that names code outside plain tensors: refused, nothing from it was run; "
+               "eraselab reads .safetensors or tensor-only torch files")
+    elif isinstance(exc, pickle.UnpicklingError):
+        why = "not a tensor-only torch file or a safetensors file"
+    else:
+        why = f"{type(exc).__name__}: {_first_line(exc)}"
+    return EraselabError(f"{path}: not loadable CLIP weights ({why})")
 
 
 class ClipBackend:

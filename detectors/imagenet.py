@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from bench.core.errors import EraselabError
+from bench.core.errors import EraselabError, shorten
 from detectors import SCORERS
 from detectors.base import Scorer
 
@@ -34,13 +34,32 @@ def load_timm(model: str = PAPER_MODEL, pretrained: bool = True, checkpoint_path
     except RuntimeError as exc:
         if "Unknown model" in str(exc):
             raise EraselabError(f"timm has no model {model!r}") from None
+        if checkpoint_path:
+            raise _checkpoint_error(checkpoint_path, exc) from None
         raise
     except OSError as exc:  # weights not cached and no network
         raise EraselabError(f"could not load timm weights for {model!r} ({str(exc).splitlines()[0]}); "
                             f"fetch them once on a networked machine or pass checkpoint_path") from None
+    except Exception as exc:  # noqa: BLE001 - a refused pickle, a corrupt or mismatched checkpoint
+        if not checkpoint_path:
+            raise
+        raise _checkpoint_error(checkpoint_path, exc) from None
     net.eval().to(device)
     transform = create_transform(**resolve_data_config({}, model=net))
     return net, transform
+
+
+def _checkpoint_error(path: str, exc: BaseException) -> EraselabError:
+    """One line for a checkpoint timm could not read; a pickle naming code is refused by torch's
+    restricted unpickler (timm loads with weights_only=True), so nothing from it ran."""
+    import pickle
+    text = f"{exc} {exc.__cause__ or ''}".lower()
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text and "global" in text:
+        why = "a pickle that names code outside plain tensors: refused, nothing from it was run"
+    else:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        why = f"{type(exc).__name__}: {shorten(first)}"
+    return EraselabError(f"{path}: not loadable ImageNet classifier weights ({why})")
 
 
 @SCORERS.register("imagenet-classifier")

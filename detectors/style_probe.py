@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.core.errors import EraselabError
+from bench.core.errors import EraselabError, quoted, shorten
 from bench.labels import NOTHING, PLAIN
 from detectors import SCORERS
 from detectors.clip_score import ClipBackedScorer
@@ -84,10 +84,17 @@ class StyleProbe:
         for name in (WEIGHTS_FILE, META_FILE):
             if not (folder / name).is_file():
                 raise EraselabError(f"{folder / name}: style probe file not found")
-        meta = json.loads((folder / META_FILE).read_text())
-        if meta.get("format") != FORMAT:
-            raise EraselabError(f"{folder / META_FILE}: format {meta.get('format')!r}, expected {FORMAT!r}")
-        t = load_file(str(folder / WEIGHTS_FILE))
+        try:
+            meta = json.loads((folder / META_FILE).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise EraselabError(f"{folder / META_FILE}: not valid JSON ({exc})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise EraselabError(f"{folder / META_FILE}: format {quoted(found)}, expected {FORMAT!r}")
+        try:
+            t = load_file(str(folder / WEIGHTS_FILE))  # safetensors: never unpickled
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            raise EraselabError(f"{folder / WEIGHTS_FILE}: unreadable safetensors file ({shorten(str(exc))})") from None
         probe = cls(classes=list(meta["classes"]), coef=t["coef"], intercept=t["intercept"],
                     mean=t["mean"], scale=t["scale"], threshold=float(meta["threshold"]),
                     nothing_classes=tuple(meta.get("nothing_classes", ())), meta=meta.get("meta", {}))

@@ -294,10 +294,16 @@ def save_edit(result: EditResult, out_dir, overwrite: bool = False) -> Path:
 
     out_dir = check_out_dir(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    # the pid in the temp name lets a later run remove it once this process is gone (kill -9)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
     try:
         tensors = {n: t.detach().cpu().contiguous() for n, t in result.delta.items()}
-        save_file(tensors, str(tmp / DELTA_FILE), metadata={"format": FORMAT})
+        try:
+            save_file(tensors, str(tmp / DELTA_FILE), metadata={"format": FORMAT})
+        except Exception as exc:  # noqa: BLE001 - safetensors reports I/O failures as its own type
+            if type(exc).__name__ != "SafetensorError":
+                raise
+            raise _safetensors_os_error(exc, tmp / DELTA_FILE) from None
         (tmp / EDIT_FILE).write_text(json.dumps(result.record, indent=2, sort_keys=False) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -306,6 +312,16 @@ def save_edit(result: EditResult, out_dir, overwrite: bool = False) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+def _safetensors_os_error(exc: Exception, path: Path) -> OSError:
+    """safetensors' I/O failure as the OSError it wraps (``I/O error: ... (os error 28)``), so
+    that callers handle a full disk the same way for every file they write."""
+    import errno
+    import re
+    match = re.search(r"os error (\d+)|code: (\d+)", str(exc))
+    code = int(next(g for g in match.groups() if g)) if match else errno.EIO
+    return OSError(code, os.strerror(code), str(path))
 
 
 def read_edit_record(delta_dir) -> dict:

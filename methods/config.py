@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from bench.core.errors import EraselabError
+from bench.core.errors import EraselabError, quoted
+from bench.core.yamlio import safe_load_text
 
 
 def parse_set_args(pairs: list[str] | None) -> dict[str, str]:
@@ -26,7 +27,7 @@ def parse_set_args(pairs: list[str] | None) -> dict[str, str]:
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise EraselabError(f"--set {pair!r}: expected key=value")
+            raise EraselabError(f"--set {quoted(pair)}: expected key=value")
         out[key.strip()] = value.strip()
     return out
 
@@ -49,7 +50,7 @@ def coerce(method: str, key: str, value: Any, tp) -> Any:
         raise TypeError(f"unsupported config type {tp}")
 
     def bad(expected: str):
-        return EraselabError(f"{method}: key {key!r}: expected {expected}, got {value!r}")
+        return EraselabError(f"{method}: key {quoted(key)}: expected {expected}, got {quoted(value)}")
 
     if tp is bool:
         if isinstance(value, bool):
@@ -90,7 +91,7 @@ def coerce(method: str, key: str, value: Any, tp) -> Any:
     if origin in (tuple, list):
         if isinstance(value, str):
             try:
-                value = yaml.safe_load(value) if value.strip() else []
+                value = safe_load_text(value) if value.strip() else []
             except yaml.YAMLError:
                 raise bad("a list like [a, b]") from None
             if not isinstance(value, list):
@@ -115,10 +116,10 @@ def resolve_config(method: str, config_cls, layers: list[tuple[str, dict]]):
         for key, value in (mapping or {}).items():
             if key not in fields:
                 import difflib
-                close = difflib.get_close_matches(key, sorted(fields), n=3, cutoff=0.5)
+                close = difflib.get_close_matches(key[:100], sorted(fields), n=3, cutoff=0.5)
                 hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
                     f"known keys: {', '.join(sorted(fields))}"
-                raise EraselabError(f"{method}: unknown config key {key!r} (from {source}); {hint}")
+                raise EraselabError(f"{method}: unknown config key {quoted(key)} (from {source}); {hint}")
             values[key] = coerce(method, key, value, hints[key])
     config = config_cls(**values)
     check = getattr(config, "check", None)

@@ -143,18 +143,20 @@ def _parse_old_layers(spec: str) -> tuple[str, tuple[int, ...]] | None:
     if "layers=" not in spec and ":" not in spec:
         return None
     import yaml
+
+    from bench.core.yamlio import safe_load_text  # alias expansion bounded: the spec is user input
     kind, layers = None, None
     for part in (p.strip() for p in spec.split(":")):
         if part.startswith("layers="):
             try:
-                value = yaml.safe_load(part[len("layers="):])
+                value = safe_load_text(part[len("layers="):])
             except yaml.YAMLError:
                 value = None
             if isinstance(value, int) and not isinstance(value, bool):
                 value = [value]
             if not isinstance(value, list) or not value or not all(
                     isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value):
-                raise SubsetError(f"bad layer list in {spec!r}; write layers=[0,1], or the words "
+                raise SubsetError(f"bad layer list in {spec[:200]!r}; write layers=[0,1], or the words "
                                   f"te-layer0+te-layer1")
             layers = tuple(sorted(set(value)))
         elif part in ALIASES[TEXT_ENCODER] and kind is None:

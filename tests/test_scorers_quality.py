@@ -59,7 +59,7 @@ def test_clip_score_prefers_true_caption():
 
 
 def test_detector_finds_true_object():
-    need("detector/best.pt")
+    need("detector/model.safetensors", "detector/model.yaml")
     from bench.catalog import load_catalog
     from detectors import SCORERS
     catalog = load_catalog("miniworld")

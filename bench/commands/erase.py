@@ -41,6 +41,15 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
+    from bench.runner.store import os_error
+
+    try:
+        return _run(args)
+    except OSError as exc:  # a full disk, a read-only or unwritable --out: one line
+        raise os_error(exc.filename or args.out, exc, "I/O failed") from None
+
+
+def _run(args) -> int:
     from pathlib import Path
 
     import torch
@@ -58,6 +67,9 @@ def run(args) -> int:
     resolve_method_config(method_cls, "sd", args.variant, overrides)
     if args.images and not method_cls.needs_images:
         raise EraselabError(f"{args.method}: uses no few-shot images; drop --images")
+    if args.images:
+        from bench.fewshot import check_image_folder
+        check_image_folder(args.images)  # every image readable, before the model loads
     catalog = load_catalog(args.catalog)
     concepts = [catalog[name] for name in args.concept]
     check_out_dir(args.out)

@@ -89,11 +89,11 @@ def eval_detector(root: Path, workdir: Path) -> dict:
     from bench.offline import setup_ultralytics_offline
     from bench.miniworld import train_detector
     setup_ultralytics_offline()
-    from ultralytics import YOLO
+    from detectors.yolo import MINI_DETECTOR, load_yolo
     # Fresh validation scenes: the same writer as training, another seed.
     data_yaml = train_detector.write_yolo_dataset(workdir / "card_detector_data", progress=False,
                                                   seed=1000 + train_detector.SEED)
-    model = YOLO(str(root / "detector" / "best.pt"))
+    model = load_yolo(str(root / MINI_DETECTOR))
     # ultralytics logs its validation to stdout (a handler bound at import), which
     # `eval --json` reserves for JSON: silence its info messages for this call.
     from ultralytics.utils import LOGGER
@@ -182,8 +182,8 @@ def evaluate_and_write_card(n_per_concept: int = 64, out: Path | None = None,
     with tempfile.TemporaryDirectory() as tmp:
         sections["clip"] = eval_clip(root, n_per_concept) if _have("clip/model.safetensors", root) else None
         sections["probe"] = eval_probe(root, n_per_concept) if _have("probe/probe.json", root) else None
-        sections["detector"] = eval_detector(root, Path(tmp)) if _have("detector/best.pt", root) else None
-        ready = all(_have(p, root) for p in ("pipeline/model_index.json", "detector/best.pt", "probe/probe.json"))
+        sections["detector"] = eval_detector(root, Path(tmp)) if _have("detector/model.safetensors", root) else None
+        ready = all(_have(p, root) for p in ("pipeline/model_index.json", "detector/model.safetensors", "probe/probe.json"))
         sections["pipeline"] = eval_pipeline(root, n_per_concept, out / "card_sheet.png") if ready else None
     report["stages"] = {stage: _stage_metrics(root / relpath) for stage, relpath in STAGE_RECORDS}
     report["seconds"] = round(time.time() - t0, 1)

@@ -7,13 +7,21 @@ style) with their boxes, plus 5% "nothing" distractors with no boxes, so that no
 yield no detection. Classes: the 12 objects and 4 instances/logos. Images are written once to
 checkpoints/detector_data/ in YOLO's folder layout; training is fully offline (bench.offline),
 amp off, plots off, imgsz 128 (the 64x64 renders upscaled: YOLO's stride is 32). Writes
-detector/best.pt (YOLO's own format) and detector/metrics.json (mAP50 on the val scenes).
+detector/model.safetensors + detector/model.yaml (the architecture, class names and input size:
+loading needs no unpickling, see detectors/yolo.py) and detector/metrics.json (mAP50 on the val
+scenes). ultralytics' own checkpoints (a pickle) stay under checkpoints/, for --resume only.
+
+An existing ultralytics checkpoint converts to the shipped format with
+
+    python -m bench.miniworld.train_detector convert path/to/best.pt datasets/miniworld/v1/detector
+
+(read in ultralytics' restricted mode; checksums are not recorded by this command).
 """
 
 from __future__ import annotations
 
 import json
-import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -91,13 +99,43 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path | None = None, steps: int = 
     val = final.val(data=str(data_yaml), imgsz=IMGSZ, batch=BATCH, device="cpu", plots=False,
                     workers=0, verbose=False, project=str(project), name="val", exist_ok=True)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(best, Path(out_dir) / "best.pt")
+    files = export_detector(best, out_dir)
     metrics = {"stage": "detector", "epochs": steps, "imgsz": IMGSZ, "batch": BATCH, "seed": SEED,
                "n_train": N_TRAIN, "n_val": N_VAL, "classes": detector_classes(),
                "mAP50": round(float(val.box.map50), 4), "mAP50_95": round(float(val.box.map), 4),
                "per_class_mAP50": {name: round(float(v), 4) for name, v in
                                    zip(detector_classes(), val.box.ap50)},
                "train_seconds_this_run": round(time.time() - t0, 1),
-               "file_bytes": {"best.pt": (Path(out_dir) / "best.pt").stat().st_size}}
+               "file_bytes": {f.name: f.stat().st_size for f in files}}
     (Path(out_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def export_detector(checkpoint: Path, out_dir: Path) -> list[Path]:
+    """Write an ultralytics checkpoint's model as out_dir/model.safetensors + model.yaml.
+
+    The checkpoint is read with ultralytics' restricted loader (no code from the file runs); the
+    tensors keep the checkpoint's float16. Returns the two paths."""
+    from bench.offline import setup_ultralytics_offline
+    setup_ultralytics_offline()
+    from ultralytics.nn.tasks import torch_safe_load
+    from detectors.yolo import MINI_DETECTOR, save_yolo_safetensors
+
+    ckpt, _ = torch_safe_load(str(checkpoint), safe_only=True)
+    model = ckpt.get("ema") or ckpt["model"]
+    imgsz = (ckpt.get("train_args") or {}).get("imgsz", IMGSZ)
+    return save_yolo_safetensors(model, Path(out_dir) / Path(MINI_DETECTOR).name, imgsz)
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[0] != "convert":
+        print("usage: python -m bench.miniworld.train_detector convert CHECKPOINT.pt OUT_DIR",
+              file=sys.stderr)
+        return 2
+    for path in export_detector(Path(argv[1]), Path(argv[2])):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

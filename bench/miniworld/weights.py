@@ -8,7 +8,7 @@ call ``record_checksums`` after writing their outputs.
 Layout (each stage's folder also holds its ``metrics.json``):
   clip/        open_clip config (open_clip_config.json) + model.safetensors  (the evaluation CLIP)
   pipeline/    a diffusers StableDiffusionPipeline folder (the default model under test)
-  detector/    the ultralytics YOLO weights (best.pt)
+  detector/    the YOLO detector: model.safetensors + model.yaml (architecture, class names)
   probe/       the style probe: probe.safetensors + probe.json
 """
 
@@ -94,10 +94,15 @@ def verified_dir(reldir: str, root: Path = MINIWORLD_DIR) -> Path:
 
 
 def record_checksums(relpaths: list[str], root: Path = MINIWORLD_DIR) -> None:
-    """Add or update the sums of ``relpaths`` (relative to ``root``) in SHA256SUMS."""
+    """Add or update the sums of ``relpaths`` (relative to ``root``) in SHA256SUMS.
+
+    Entries whose file no longer exists are dropped: SHA256SUMS lists what is shipped, and a
+    stage that changes its output format (the detector's best.pt -> model.safetensors) must not
+    leave a line for a file that is gone."""
     root = Path(root)
     sums_path = root / SUMS_FILE
     sums = read_sums(root) if sums_path.is_file() else {}
+    sums = {rel: digest for rel, digest in sums.items() if (root / rel).is_file()}
     for relpath in relpaths:
         sums[relpath] = sha256_of(root / relpath)
     lines = [f"{digest}  {rel}" for rel, digest in sorted(sums.items())]

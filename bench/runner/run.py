@@ -9,6 +9,12 @@ part file exists is never recomputed; a batch whose PNGs all exist is rescored f
 regenerated. With ``shard=(i, n)`` a process does the edits of shard i only; whichever process
 finds every batch done compacts the parts into results.parquet, scores preservation (pairs, KID),
 writes aggregates and the manifest (idempotent, so two finishing shards at once is harmless).
+
+One process per shard of a run folder: a second process on the same shard is refused with one
+line (bench/runner/store.py: flock, released by the kernel however the holder dies). An edit is
+erased under its own lock, so shards of different layouts on one folder never erase it twice.
+A run that fails before it finished any work (a bad model path, a model that does not load)
+leaves nothing behind: no run folder it created, no log.
 """
 
 from __future__ import annotations
@@ -98,13 +104,28 @@ def run_suite(suite, out_dir, shard: tuple[int, int] = (0, 1), smoke: bool = Fal
     t_start = time.perf_counter()
     timer = Timer()
     store = st.RunStore(out_dir)
-    store.root.mkdir(parents=True, exist_ok=True)
+    created = st.make_run_dir(store.root)
+    try:
+        with st.file_lock(store.shard_lock(shard), what=f"shard {shard[0]}/{shard[1]} of this run"):
+            return _run_locked(suite, store, shard, smoke, device, progress, t_start, timer, created)
+    except st.RunLocked:
+        if created:
+            _remove_if_empty(store.root)
+        raise
+
+
+def _run_locked(suite, store, shard, smoke, device, progress, t_start, timer, created) -> dict:
     st.clean_stale_temps(store.root)
+    had_work = _has_work(store)
     log_path = _setup_log(store, shard)
     log.info("run %s into %s shard %d/%d smoke=%s device=%s", suite.name, store.root, shard[0],
              shard[1], smoke, device)
-    with timer("plan"):
-        suite, paths, plan, scoring, keys = prepare(suite, smoke, device)
+    try:
+        with timer("plan"):
+            suite, paths, plan, scoring, keys = prepare(suite, smoke, device)
+    except BaseException:
+        _discard_attempt(store, log_path, created, had_work)
+        raise
     mine = plan.shard_edits(*shard)
     todo = [b for b in plan.batches if b.edit_id in mine and not store.part("images", keys[b.id]).is_file()]
     log.info("plan: %d edits, %d images, %d batches; this shard: %d edits, %d batches to do",
@@ -114,7 +135,10 @@ def run_suite(suite, out_dir, shard: tuple[int, int] = (0, 1), smoke: bool = Fal
         _execute(suite, paths, plan, scoring, keys, todo, store, timer, counts, smoke, device, progress)
     except EraselabError as exc:
         log.error("stopped: %s", exc)
-        _save_timings(store, shard, timer, counts, t_start, status="error")
+        if not had_work and not _has_work(store):
+            _discard_attempt(store, log_path, created, had_work)  # e.g. the model did not load
+        else:
+            _save_timings(store, shard, timer, counts, t_start, status="error")
         raise
     missing = [b for b in plan.batches if not store.part("images", keys[b.id]).is_file()]
     summary = {"run_dir": str(store.root), "suite": suite.name, "shard": f"{shard[0]}/{shard[1]}",
@@ -132,6 +156,40 @@ def run_suite(suite, out_dir, shard: tuple[int, int] = (0, 1), smoke: bool = Fal
     summary["seconds"] = round(time.perf_counter() - t_start, 2)
     log.info("done in %.1f s", summary["seconds"])
     return summary
+
+
+def _has_work(store) -> bool:
+    """Whether the run folder holds any finished work (an edit, an image, a part, results)."""
+    root = store.root
+    return any((root / d).is_dir() and any((root / d).iterdir()) for d in ("edits", "images", "parts")) \
+        or store.results.is_file()
+
+
+def _discard_attempt(store, log_path: Path, created: bool, had_work: bool) -> None:
+    """Remove what a run that did no work wrote: its log, and the run folder if it made it."""
+    for h in list(log.handlers):
+        log.removeHandler(h)
+        h.close()
+    if had_work or _has_work(store):
+        return
+    try:
+        log_path.unlink()
+    except OSError:
+        pass
+    _remove_if_empty(log_path.parent)
+    if created:
+        import shutil
+        # nothing of value: only the (unlocked-at-close) lock files and empty folders are left
+        for sub in (st.LOCK_DIR, "timings", "logs", "edits", "images", "parts"):
+            shutil.rmtree(store.root / sub, ignore_errors=True)
+        _remove_if_empty(store.root)
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _execute(suite, paths, plan, scoring, keys, todo, store, timer, counts, smoke, device, progress):
@@ -170,13 +228,27 @@ def _execute(suite, paths, plan, scoring, keys, todo, store, timer, counts, smok
 
 
 def _edited_pipeline(pipe, edit, suite, store, counts, smoke, progress):
-    from methods.base import erase, load_edit, resolve_method_config, save_edit
-    from methods import METHODS
+    from methods.base import load_edit
 
     if store.has_edit(edit.id):
         counts["loaded_edits"] += 1
         log.info("edit %s (%s %s) loaded from disk", edit.id, edit.method, edit.concept)
         return load_edit(pipe, store.edit_dir(edit.id))
+    # One process erases a given edit: another (a shard of a different layout) waits here, then
+    # finds the saved edit and loads it instead of erasing it again.
+    with st.file_lock(store.edit_lock(edit.id), wait=True):
+        if store.has_edit(edit.id):
+            counts["loaded_edits"] += 1
+            log.info("edit %s (%s %s) loaded from disk (saved by another process)", edit.id,
+                     edit.method, edit.concept)
+            return load_edit(pipe, store.edit_dir(edit.id))
+        return _erase_and_save(pipe, edit, suite, store, counts, smoke, progress)
+
+
+def _erase_and_save(pipe, edit, suite, store, counts, smoke, progress):
+    from methods.base import erase, resolve_method_config, save_edit
+    from methods import METHODS
+
     catalog = suite.catalog
     # the original model has no concept; erase() still wants one for its record
     concept = catalog[edit.concept or suite.concepts[0]]
@@ -195,12 +267,8 @@ def _edited_pipeline(pipe, edit, suite, store, counts, smoke, progress):
     except EraselabError:
         if not store.has_edit(edit.id):  # else another shard saved the same edit first
             raise
-    except OSError as exc:
-        import errno
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise st.OutOfDisk(f"{store.edit_dir(edit.id)}: out of disk space; the finished work is "
-                               f"kept: free space and run again to resume") from None
-        raise
+    except OSError as exc:  # a full disk (a rerun resumes), permissions, a read-only folder
+        raise st.os_error(store.edit_dir(edit.id), exc, "cannot save the edit") from None
     counts["erased"] += 1
     log.info("edit %s (%s %s seed %s) erased in %.2f s", edit.id, edit.method, edit.concept,
              edit.seed, result.record["seconds"])

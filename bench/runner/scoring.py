@@ -37,7 +37,7 @@ class Scoring:
         params = set(inspect.signature(cls.__init__).parameters)
         opts = {"device": self.device} if "device" in params else {}
         if "catalog" in params:
-            opts["catalog"] = self.suite.catalog.name
+            opts["catalog"] = str(self.suite.catalog.path)  # a path: a suite may name its catalog by file
         opts.update(self.suite.scorer_options.get(name, {}))
         if self.smoke:
             from bench.runner import smoke

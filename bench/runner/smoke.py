@@ -102,20 +102,18 @@ def yolo_weights() -> str:
     # every non-style mini-world concept is a class, as in the shipped detector
     names = [c.name for c in load_catalog("miniworld").concepts.values() if not c.is_style]
     classes = dict(enumerate(names))
-    path = cache_dir() / "smoke" / f"yolo-tiny-{content_id(names)}.pt"
+    path = cache_dir() / "smoke" / f"yolo-tiny-{content_id(names)}.safetensors"
     if path.is_file():
         return str(path)
     setup_ultralytics_offline()
     import torch
-    from ultralytics import YOLO
     from ultralytics.nn.tasks import DetectionModel
-    from bench.runner.store import atomic_write
+    from detectors.yolo import save_yolo_safetensors
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        yolo = YOLO("yolov8n.yaml")
-        yolo.model = DetectionModel("yolov8n.yaml", nc=len(classes), verbose=False)
-        yolo.model.names = classes
-        atomic_write(path, lambda tmp: yolo.save(str(tmp)))
+        model = DetectionModel("yolov8n.yaml", nc=len(classes), verbose=False)
+        model.names = classes
+        save_yolo_safetensors(model, path, imgsz=64)  # safetensors + yaml: nothing to unpickle
     return str(path)
 
 

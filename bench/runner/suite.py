@@ -17,7 +17,7 @@ import dataclasses
 import difflib
 from pathlib import Path
 
-from bench.core.errors import EraselabError, ValidationError
+from bench.core.errors import EraselabError, ValidationError, quoted
 from bench.core.paths import SUITE_DIR
 from bench.core.yamlio import key_problems, load_with_includes, unknown_key_hint
 from bench.core.schema import PROMPT_SETS
@@ -88,7 +88,7 @@ def resolve_suite_path(name_or_path) -> Path:
     known = sorted(p.stem for p in SUITE_DIR.glob("*.yaml") if not p.stem.startswith("_"))
     close = difflib.get_close_matches(str(name_or_path), known, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"known: {', '.join(known)}"
-    raise EraselabError(f"unknown suite {str(name_or_path)!r}; {hint}")
+    raise EraselabError(f"unknown suite {quoted(str(name_or_path))}; {hint}")
 
 
 def load_suite(name_or_path) -> Suite:
@@ -129,13 +129,13 @@ def build_suite(raw: dict, path: Path) -> tuple[Suite | None, list[str]]:
     problems: list[str] = []
 
     def bad(key: str, msg: str) -> None:
-        problems.append(f"{path}: key {key!r}: {msg}")
+        problems.append(f"{path}: key {quoted(key)}: {msg}")
 
     for key, msg in key_problems(raw, TOP_KEYS, REQUIRED_TOP):
         bad(key, msg)
     name = raw.get("suite", path.stem)
     if not isinstance(name, str) or not name.strip():
-        bad("suite", f"expected a non-empty name, got {name!r}")
+        bad("suite", f"expected a non-empty name, got {quoted(name)}")
 
     # catalog + concepts
     catalog = None
@@ -144,7 +144,7 @@ def build_suite(raw: dict, path: Path) -> tuple[Suite | None, list[str]]:
         try:
             catalog = load_catalog(raw["catalog"])
         except ValidationError as exc:
-            bad("catalog", f"catalog {raw['catalog']!r} is invalid ({len(exc.problems)} problems; "
+            bad("catalog", f"catalog {quoted(raw['catalog'])} is invalid ({len(exc.problems)} problems; "
                            f"run eraselab validate on it)")
         except EraselabError as exc:
             bad("catalog", str(exc))
@@ -157,13 +157,13 @@ def build_suite(raw: dict, path: Path) -> tuple[Suite | None, list[str]]:
     else:
         for i, c in enumerate(concepts_raw):
             if not isinstance(c, str):
-                bad(f"concepts[{i}]", f"expected a concept name, got {c!r}")
+                bad(f"concepts[{i}]", f"expected a concept name, got {quoted(c)}")
             elif catalog is not None and c not in catalog:
                 close = difflib.get_close_matches(c, list(catalog.concepts), n=1, cutoff=0.5)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                bad(f"concepts[{i}]", f"no concept {c!r} in catalog {catalog.name!r}{hint}")
+                bad(f"concepts[{i}]", f"no concept {quoted(c)} in catalog {quoted(catalog.name)}{hint}")
             elif c in concepts:
-                bad(f"concepts[{i}]", f"duplicate concept {c!r}")
+                bad(f"concepts[{i}]", f"duplicate concept {quoted(c)}")
             else:
                 concepts.append(c)
 
@@ -175,17 +175,17 @@ def build_suite(raw: dict, path: Path) -> tuple[Suite | None, list[str]]:
 
     seeds = raw.get("seeds", [])
     if not isinstance(seeds, list) or not seeds or not all(_is_int(s) and s >= 0 for s in seeds):
-        bad("seeds", f"expected a non-empty list of non-negative integers, got {seeds!r}")
+        bad("seeds", f"expected a non-empty list of non-negative integers, got {quoted(seeds)}")
         seeds = []
     elif len(set(seeds)) != len(seeds):
         bad("seeds", "duplicate seed")
     smoke_sized = raw.get("smoke_sized", False)
     if not isinstance(smoke_sized, bool):
-        bad("smoke_sized", f"expected true or false, got {smoke_sized!r}")
+        bad("smoke_sized", f"expected true or false, got {quoted(smoke_sized)}")
         smoke_sized = False
     version = raw.get("version", 1)
     if not _is_int(version) or version < 1:
-        bad("version", f"expected a positive integer, got {version!r}")
+        bad("version", f"expected a positive integer, got {quoted(version)}")
 
     if problems:
         return None, problems
@@ -214,19 +214,19 @@ def _models(models_raw, path: Path, bad) -> list[ModelSpec]:
         if isinstance(m, str):
             m = {"id": m, "path": m}
         if not isinstance(m, dict):
-            bad(f"models[{i}]", f"expected a mapping {{id, path}}, got {m!r}")
+            bad(f"models[{i}]", f"expected a mapping {{id, path}}, got {quoted(m)}")
             continue
         for key in m:
             if key not in MODEL_KEYS:
                 bad(f"models[{i}].{key}", f"unknown key; {_unknown(key, MODEL_KEYS)}")
         mid, mpath = m.get("id"), m.get("path", m.get("id"))
         if not isinstance(mid, str) or not mid.strip():
-            bad(f"models[{i}].id", f"expected a non-empty id, got {mid!r}")
+            bad(f"models[{i}].id", f"expected a non-empty id, got {quoted(mid)}")
             continue
         if any(o.id == mid for o in out):
-            bad(f"models[{i}].id", f"duplicate model id {mid!r}")
+            bad(f"models[{i}].id", f"duplicate model id {quoted(mid)}")
         if not isinstance(mpath, str) or not mpath.strip():
-            bad(f"models[{i}].path", f"expected a folder, hub id or 'miniworld', got {mpath!r}")
+            bad(f"models[{i}].path", f"expected a folder, hub id or 'miniworld', got {quoted(mpath)}")
             continue
         resolved = _model_path(mpath, path)
         problem = _model_path_problem(resolved)
@@ -273,7 +273,7 @@ def _methods(methods_raw, bad) -> list[MethodSpec]:
         if isinstance(m, str):
             m = {"name": m}
         if not isinstance(m, dict):
-            bad(f"methods[{i}]", f"expected a mapping {{name, variant, overrides}}, got {m!r}")
+            bad(f"methods[{i}]", f"expected a mapping {{name, variant, overrides}}, got {quoted(m)}")
             continue
         for key in m:
             if key not in METHOD_KEYS:
@@ -281,14 +281,14 @@ def _methods(methods_raw, bad) -> list[MethodSpec]:
         name = m.get("name")
         if not isinstance(name, str) or name not in METHODS:
             bad(f"methods[{i}].name", METHODS.unknown_message(name) if isinstance(name, str)
-                else f"expected a method name, got {name!r}")
+                else f"expected a method name, got {quoted(name)}")
             continue
         variant = m.get("variant")
         if variant is not None and not isinstance(variant, str):
             variant = str(variant)
         overrides = m.get("overrides") or {}
         if not isinstance(overrides, dict):
-            bad(f"methods[{i}].overrides", f"expected a mapping of config keys, got {overrides!r}")
+            bad(f"methods[{i}].overrides", f"expected a mapping of config keys, got {quoted(overrides)}")
             continue
         # keys, types and variants do not depend on the model family: check against "sd"
         try:
@@ -300,7 +300,7 @@ def _methods(methods_raw, bad) -> list[MethodSpec]:
         spec = MethodSpec(name=name, variant=variant,
                           overrides=tuple(sorted((k, _freeze(v)) for k, v in overrides.items())))
         if spec in out:
-            bad(f"methods[{i}]", f"duplicate method entry {name!r} (variant {variant!r})")
+            bad(f"methods[{i}]", f"duplicate method entry {quoted(name)} (variant {quoted(variant)})")
             continue
         out.append(spec)
     return out
@@ -316,7 +316,7 @@ def _scorers(raw, catalog, concepts, bad):
     for key, kinds, dest in (("scorers", ("image",), image), ("preservation", ("pair", "set"), pair_set)):
         names = raw.get(key, [])
         if not isinstance(names, list):
-            bad(key, f"expected a list of scorer names, got {names!r}")
+            bad(key, f"expected a list of scorer names, got {quoted(names)}")
             continue
         for i, n in enumerate(names):
             if not isinstance(n, str) or n not in SCORERS:
@@ -324,7 +324,7 @@ def _scorers(raw, catalog, concepts, bad):
                 continue
             kind = SCORERS.entry(n).tags.get("kind", "image")
             if kind not in kinds:
-                bad(f"{key}[{i}]", f"scorer {n!r} is a {kind} scorer; {key} takes {'/'.join(kinds)} scorers")
+                bad(f"{key}[{i}]", f"scorer {quoted(n)} is a {kind} scorer; {key} takes {'/'.join(kinds)} scorers")
                 continue
             dest.append(n)
     if catalog is not None:
@@ -332,7 +332,7 @@ def _scorers(raw, catalog, concepts, bad):
         for c in catalog.concepts.values():
             det = (c.detector or {}).get("name")
             if det and det not in SCORERS:
-                bad("catalog", f"concept {c.name!r}: detector {SCORERS.unknown_message(det)}")
+                bad("catalog", f"concept {quoted(c.name)}: detector {SCORERS.unknown_message(det)}")
     options = raw.get("scorer_options", {}) or {}
     if not isinstance(options, dict):
         bad("scorer_options", "expected a mapping scorer -> {argument: value}")
@@ -348,7 +348,7 @@ def _scorers(raw, catalog, concepts, bad):
         params = set(inspect.signature(SCORERS.get(n).__init__).parameters) - {"self"}
         for k in opts:
             if k not in params:
-                bad(f"scorer_options.{n}.{k}", f"unknown argument of {n!r}; {_unknown(k, params)}")
+                bad(f"scorer_options.{n}.{k}", f"unknown argument of {quoted(n)}; {_unknown(k, params)}")
     return image, pair_set, {k: dict(v) for k, v in options.items() if isinstance(v, dict)}
 
 
@@ -372,7 +372,7 @@ def _prompt_sets(raw, bad):
         for key in ("prompts", "samples"):
             v = spec.get(key)
             if not _is_int(v) or v < 1:
-                bad(f"prompt_sets.{name}.{key}", f"expected a positive integer, got {v!r}")
+                bad(f"prompt_sets.{name}.{key}", f"expected a positive integer, got {quoted(v)}")
                 ok = False
         extra = spec.get("extra", []) or []
         if not isinstance(extra, list) or not all(isinstance(e, str) and e.count("{}") == 1 for e in extra):
@@ -398,15 +398,15 @@ def _sampler(s, bad) -> dict:
            "guidance": s.get("guidance", 7.5), "resolution": s.get("resolution"),
            "batch_size": s.get("batch_size", 16)}
     if out["scheduler"] not in SCHEDULERS:
-        bad("sampler.scheduler", f"unknown scheduler {out['scheduler']!r}; {_unknown(out['scheduler'], SCHEDULERS)}")
+        bad("sampler.scheduler", f"unknown scheduler {quoted(out['scheduler'])}; {_unknown(out['scheduler'], SCHEDULERS)}")
     if not _is_int(out["steps"]) or out["steps"] <= 0:
-        bad("sampler.steps", f"expected a positive integer, got {out['steps']!r}")
+        bad("sampler.steps", f"expected a positive integer, got {quoted(out['steps'])}")
     if not _is_number(out["guidance"]) or out["guidance"] < 0:
-        bad("sampler.guidance", f"expected a non-negative number, got {out['guidance']!r}")
+        bad("sampler.guidance", f"expected a non-negative number, got {quoted(out['guidance'])}")
     r = out["resolution"]
     if r is not None and (not _is_int(r) or r <= 0 or r % 8):
-        bad("sampler.resolution", f"expected null or a positive multiple of 8, got {r!r}")
+        bad("sampler.resolution", f"expected null or a positive multiple of 8, got {quoted(r)}")
     if not _is_int(out["batch_size"]) or out["batch_size"] < 1:
-        bad("sampler.batch_size", f"expected a positive integer, got {out['batch_size']!r}")
+        bad("sampler.batch_size", f"expected a positive integer, got {quoted(out['batch_size'])}")
     out["guidance"] = float(out["guidance"]) if _is_number(out["guidance"]) else out["guidance"]
     return out
