@@ -91,7 +91,7 @@ class RunManifest:
 
 
 def write_manifest(path, manifest: RunManifest) -> None:
-    from bench.runner.store import write_text
+    from bench.core.files import write_text
 
     write_text(Path(path), manifest.to_json())
 

@@ -23,6 +23,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from bench.core.files import atomic_write
+
 # Every integration ultralytics knows how to phone home with, switched off.
 _SETTINGS_OFF = {"sync": False, "hub": False, "mlflow": False, "comet": False, "clearml": False,
                  "dvc": False, "raytune": False, "tensorboard": False, "wandb": False,
@@ -60,9 +62,8 @@ def setup_ultralytics_offline() -> Path:
     if not arial.is_file():
         import matplotlib
         dejavu = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-        tmp = arial.with_suffix(".ttf.tmp")
-        shutil.copyfile(dejavu, tmp)
-        tmp.replace(arial)  # atomic: parallel workers never see a half-written font
+        # atomic: parallel workers never see a half-written font
+        atomic_write(arial, lambda tmp: shutil.copyfile(dejavu, tmp))
     if "ultralytics" in sys.modules and not _env_applied():
         # Imported before us: the environment variables came too late for its module-level checks.
         import warnings

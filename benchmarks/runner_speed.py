@@ -91,7 +91,7 @@ def main() -> int:
         pipe = models.load(paths[suite_e.models[0].id], s, "cpu")
         size = s["resolution"] or pipe.unet.config.sample_size * pipe.vae_scale_factor
         from bench.generate import generate
-        from bench.runner import store
+        from bench.core import files
 
         def bare(b):
             gens = [torch.Generator("cpu").manual_seed(im.seed) for im in b.images]
@@ -105,7 +105,7 @@ def main() -> int:
                               steps=s["steps"], guidance=s["guidance"], batch_size=len(b.images),
                               resolution=s["resolution"])
             for im, image in zip(b.images, images):
-                store.write_png(Path(folder) / f"{im.id}.png", image)
+                files.write_png(Path(folder) / f"{im.id}.png", image)
 
         # alternate the two per batch so that load from other processes hits both alike
         t_bare = t_runner = 0.0

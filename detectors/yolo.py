@@ -28,6 +28,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from bench.core.errors import EraselabError, shorten
+from bench.core.files import atomic_write, write_text
 from detectors import SCORERS
 from detectors.base import Scorer, concept_label
 
@@ -184,12 +185,8 @@ def save_yolo_safetensors(model, path, imgsz: int) -> list[Path]:
     config_path = config_path_of(path)
     # pid in the temp names: two processes exporting to one cache path never share a temp file;
     # the config lands first, so a reader that sees the weights also sees their yaml
-    import os
-    tmp_w, tmp_c = (p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in (path, config_path))
-    save_file(tensors, str(tmp_w), metadata={"format": CONFIG_FORMAT})
-    tmp_c.write_text(_config_text(config))
-    tmp_c.replace(config_path)
-    tmp_w.replace(path)
+    write_text(config_path, _config_text(config))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": CONFIG_FORMAT}))
     return [path, config_path]
 
 

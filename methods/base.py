@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from bench.core.errors import EraselabError
+from bench.core.files import replace_folder
 
 FORMAT = "eraselab-edit"
 FORMAT_VERSION = 1
@@ -305,9 +306,7 @@ def save_edit(result: EditResult, out_dir, overwrite: bool = False) -> Path:
                 raise
             raise _safetensors_os_error(exc, tmp / DELTA_FILE) from None
         (tmp / EDIT_FILE).write_text(json.dumps(result.record, indent=2, sort_keys=False) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        replace_folder(tmp, out_dir)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 from bench.core.errors import EraselabError, UsageError
+from bench.core.files import replace_folder
 
 FORMATS = ("html", "md", "tex")
 MARKER = ".eraselab-report"  # marks a folder this module may replace on a rerun
@@ -61,22 +62,11 @@ def build_report(run_path, out=None, formats=FORMATS, compare=None) -> Path:
     try:
         main_name = _write(run, comparison, Path(compare) if compare else None, tmp, formats)
         (tmp / MARKER).write_text(json.dumps({"run": str(run.path), "formats": list(formats)}) + "\n")
-        _replace(tmp, out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out / main_name
-
-
-def _replace(new: Path, out: Path) -> None:
-    """Swap the finished folder into place; the previous report disappears only afterwards."""
-    old = None
-    if out.exists():
-        old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-        out.rename(old / "report")
-    new.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def slug(text: str) -> str:

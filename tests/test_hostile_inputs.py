@@ -467,7 +467,7 @@ def test_cleanup_removes_dead_owners_temps_only(tmp_path):
     import tempfile
 
     import methods.base as base
-    from bench.runner.store import clean_stale_temps
+    from bench.core.files import clean_stale_temps
     edits = tmp_path / "edits"
     dead = edits / f".abc.tmp-{dead_pid()}-x1y2z3"
     live = edits / f".def.tmp-{os.getpid()}-q9w8e7"
@@ -491,7 +491,8 @@ def test_cleanup_removes_dead_owners_temps_only(tmp_path):
 
 
 def test_second_process_on_a_run_folder_is_refused_and_kill9_frees_the_lock(tmp_path, capsys):
-    from bench.runner.store import RunStore, file_lock
+    from bench.core.files import file_lock
+    from bench.runner.store import RunStore
     out = tmp_path / "run"
     store = RunStore(out)
     out.mkdir()
@@ -501,7 +502,7 @@ def test_second_process_on_a_run_folder_is_refused_and_kill9_frees_the_lock(tmp_
                               "shard 0/1")
     assert not (out / "logs").exists()
     # a holder killed with SIGKILL: the kernel drops its flock, the lock file stays
-    holder = ("import os, sys; sys.path.insert(0, %r); from bench.runner.store import file_lock\n"
+    holder = ("import os, sys; sys.path.insert(0, %r); from bench.core.files import file_lock\n"
               "with file_lock(%r): os.kill(os.getpid(), 9)\n") % (str(REPO), str(store.shard_lock((0, 1))))
     proc = subprocess.run([sys.executable, "-c", holder], timeout=60)
     assert proc.returncode == -9 and store.shard_lock((0, 1)).is_file()
@@ -510,10 +511,11 @@ def test_second_process_on_a_run_folder_is_refused_and_kill9_frees_the_lock(tmp_
 
 
 def test_edit_lock_waits_for_the_holder(tmp_path):
-    from bench.runner.store import RunStore, file_lock
+    from bench.core.files import file_lock
+    from bench.runner.store import RunStore
     store = RunStore(tmp_path)
     lock = store.edit_lock("e1")
-    holder = ("import sys, time; sys.path.insert(0, %r); from bench.runner.store import file_lock\n"
+    holder = ("import sys, time; sys.path.insert(0, %r); from bench.core.files import file_lock\n"
               "with file_lock(%r):\n    print('held', flush=True); time.sleep(1.0)\n") % (str(REPO), str(lock))
     proc = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"

@@ -151,7 +151,7 @@ def test_failing_scorer_stops_cleanly_and_resumes(reference, tmp_path, monkeypat
 
 def test_out_of_disk_is_one_line_and_resumable(reference, tmp_path, monkeypatch):
     suite, ref_dir, _ = reference
-    import bench.runner.store as store
+    import bench.core.files as store
     real = store.write_png
     calls = {"n": 0}
 

@@ -103,6 +103,7 @@ def test_kill_at_random_points_then_resume_equals_uninterrupted(tmp_path):
     deltas = {p.parent.name: _sha(p) for p in (ref / "edits").glob("*/delta.safetensors")}
     assert deltas == {p.parent.name: _sha(p) for p in (out / "edits").glob("*/delta.safetensors")}
     assert not list(out.rglob(".*.tmp-*"))
-    from bench.runner.store import RunStore, file_lock
+    from bench.core.files import file_lock
+    from bench.runner.store import RunStore
     with file_lock(RunStore(out).shard_lock((0, 1))):  # every killed holder's lock was released
         pass

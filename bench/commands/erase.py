@@ -41,7 +41,7 @@ def add_parser(subparsers):
 
 
 def run(args) -> int:
-    from bench.runner.store import os_error
+    from bench.core.files import os_error
 
     try:
         return _run(args)

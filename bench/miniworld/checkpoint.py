@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
+from bench.core.files import atomic_write
+
 
 def save_checkpoint(path: Path, step: int, **state_dicts) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"step": step, **{k: v.state_dict() for k, v in state_dicts.items()}}
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: Path, **objects) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from bench.core.files import write_npy
 from bench.miniworld import render as mw
 
 
@@ -85,10 +86,8 @@ def _map_chunks(render_chunk, jobs: list, workers: int, progress: bool, desc: st
 
 
 def save_npy(path: Path, array: np.ndarray) -> None:
-    """Written beside ``path`` and renamed into place: a crash never leaves half an array."""
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, array, allow_pickle=False)
-    tmp.replace(path)
+    """Written atomically (bench.core.files.write_npy): a crash never leaves half an array."""
+    write_npy(path, array)
 
 
 def render_dataset(n: int, seed: int, cache_dir: Path | None = None, progress: bool = True,

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from bench.core.errors import EraselabError
-from bench.miniworld import render as mw
-from bench.miniworld.weights import read_sums
+from bench.core.files import write_png, write_text
 from bench.core.paths import MINIWORLD_DIR
 from bench.core.stats import bootstrap_ci
+from bench.miniworld import render as mw
+from bench.miniworld.weights import read_sums
 
 BARS = {"clip_zero_shot": 0.90, "detector_map50": 0.80, "probe_accuracy": 0.90,
         "sd_mean_detection": 0.80, "sd_min_detection": 0.60}
@@ -166,9 +167,7 @@ def _write_sheet(rows, path: Path) -> None:
         draw.text((4, r * cell + cell // 2 - 5), name, fill="black")
         for c, im in enumerate(images):
             sheet.paste(im.resize((cell, cell)), (label_w + c * cell, r * cell))
-    tmp = path.with_suffix(".tmp.png")
-    sheet.save(tmp)
-    tmp.replace(path)
+    write_png(path, sheet)
 
 
 def evaluate_and_write_card(n_per_concept: int = 64, out: Path | None = None,
@@ -188,8 +187,8 @@ def evaluate_and_write_card(n_per_concept: int = 64, out: Path | None = None,
     report["stages"] = {stage: _stage_metrics(root / relpath) for stage, relpath in STAGE_RECORDS}
     report["seconds"] = round(time.time() - t0, 1)
     report["summary"] = _summary(report)
-    (out / "eval.json").write_text(json.dumps(report, indent=2))
-    (out / "MODEL_CARD.md").write_text(model_card(report))
+    write_text(out / "eval.json", json.dumps(report, indent=2))
+    write_text(out / "MODEL_CARD.md", model_card(report))
     return report
 
 
@@ -347,9 +346,7 @@ def rewrite_card(root: Path = MINIWORLD_DIR) -> Path:
     """Rebuild MODEL_CARD.md from the recorded eval.json (no measuring); returns its path."""
     path = Path(root) / "MODEL_CARD.md"
     report = json.loads((Path(root) / "eval.json").read_text())
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(model_card(report))
-    tmp.replace(path)
+    write_text(path, model_card(report))
     return path
 
 

@@ -19,7 +19,6 @@ import difflib
 import hashlib
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -29,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from bench.core.errors import EraselabError
+from bench.core.files import write_png, write_text
 from bench.miniworld.glyphs import GLYPHS, Pen
 from bench.miniworld.styles import STYLE_NAMES, apply_style
 
@@ -457,12 +457,6 @@ def _listing(items: list, colours: bool) -> str:
 
 # --- files --------------------------------------------------------------------------------------
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_renders(concept: str, style: str, n: int, seed: int, out_dir) -> list[dict]:
     """Write n renders as out_dir/00000.png ... and out_dir/captions.jsonl; returns the records."""
     _check(concept, style)
@@ -473,14 +467,12 @@ def write_renders(concept: str, style: str, n: int, seed: int, out_dir) -> list[
         render_seed = stable_seed(seed, i)
         sample = render(concept, style, seed=render_seed)
         name = f"{i:05d}.png"
-        tmp = out / f".{name}.tmp{os.getpid()}.png"
-        Image.fromarray(sample.image).save(tmp, format="PNG")
-        os.replace(tmp, out / name)
+        write_png(out / name, Image.fromarray(sample.image))
         records.append({"file": name, "caption": sample.caption, "concept": sample.concept,
                         "style": sample.style, "boxes": [list(b) for b in sample.boxes],
                         "seed": render_seed})
     text = "".join(json.dumps(r) + "\n" for r in records)
-    _atomic_write_bytes(out / "captions.jsonl", text.encode("utf-8"))
+    write_text(out / "captions.jsonl", text)
     return records
 
 

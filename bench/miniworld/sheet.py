@@ -7,12 +7,12 @@ that style) and a row of "nothing" distractors, each labelled on the left, pictu
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from bench.core.files import write_png
 from bench.miniworld.render import INSTANCES, NOTHING, OBJECTS, STYLES, render
 
 LABEL_WIDTH = 120
@@ -47,9 +47,7 @@ def make_contact_sheet(out_path, seed: int = 0, per_row: int = 8) -> Path:
             sheet.paste(tile, (LABEL_WIDTH + i * cell + 2, y + 2))
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.png")
-    sheet.save(tmp)
-    os.replace(tmp, out)
+    write_png(out, sheet)
     return out
 
 

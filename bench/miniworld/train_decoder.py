@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from bench.core.files import replace_folder
 from bench.miniworld import render as mw
 from bench.miniworld.checkpoint import load_checkpoint, save_checkpoint, start_from_stage
 from bench.miniworld.data import TRAINING_MIX, image_weights, render_dataset, weighted_batch_indices
@@ -187,10 +188,6 @@ def _write(vae, out_dir: Path, root: Path) -> list[str]:
         vae.to(torch.float16).save_pretrained(str(tmp), safe_serialization=True)
         vae.to(torch.float32)
         strip_local_paths(tmp)
-        old = target.with_name(target.name + ".old")
-        if target.is_dir():
-            target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, target)
         written += [p.relative_to(root).as_posix() for p in target.rglob("*") if p.is_file()]
     return written  # run_stage records the checksums of both folders

@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench.miniworld import render as mw
+from bench.core.files import write_text
 
 SEED = 3
 EPOCHS = 30
@@ -69,9 +70,7 @@ def write_yolo_dataset(folder: Path, progress: bool, seed: int = SEED) -> Path:
                 lines.append(f"{index[label]} {cx:.5f} {cy:.5f} {w:.5f} {h:.5f}")
             (folder / "labels" / split / f"{i:05d}.txt").write_text("\n".join(lines))
     names = "\n".join(f"  {i}: {name}" for i, name in enumerate(classes))
-    tmp = data_yaml.with_suffix(".tmp")
-    tmp.write_text(f"path: {folder}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
-    tmp.replace(data_yaml)
+    write_text(data_yaml, f"path: {folder}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
     return data_yaml
 
 

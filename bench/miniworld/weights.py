@@ -19,6 +19,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from bench.core.errors import EraselabError
+from bench.core.files import write_text
 from bench.core.paths import MINIWORLD_DIR
 
 SUMS_FILE = "SHA256SUMS"
@@ -106,7 +107,5 @@ def record_checksums(relpaths: list[str], root: Path = MINIWORLD_DIR) -> None:
     for relpath in relpaths:
         sums[relpath] = sha256_of(root / relpath)
     lines = [f"{digest}  {rel}" for rel, digest in sorted(sums.items())]
-    tmp = sums_path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(sums_path)
+    write_text(sums_path, "\n".join(lines) + "\n")
     _verified.cache_clear()

@@ -40,7 +40,7 @@ def fingerprint(path: str) -> str:
     sums = local.parent / "SHA256SUMS"
     digest = hashlib.sha256()
     if sums.is_file() and local.name == "pipeline":  # the shipped mini world: already checksummed
-        lines = [l for l in sums.read_text().splitlines() if f" pipeline/" in l or "*pipeline/" in l]
+        lines = [l for l in sums.read_text().splitlines() if " pipeline/" in l or "*pipeline/" in l]
         digest.update("\n".join(sorted(lines)).encode())
         return "miniworld:" + digest.hexdigest()[:16]
     for f in sorted(p for p in local.rglob("*") if p.is_file()):

@@ -4,14 +4,14 @@
     summary = run_suite(load_suite("mini-default"), "runs/mini-default", smoke=True)
 
 Work is content-addressed (bench/runner/plan.py) and every file is written atomically
-(bench/runner/store.py), so a run killed at any moment resumes where it stopped: a batch whose
+(bench/core/files.py), so a run killed at any moment resumes where it stopped: a batch whose
 part file exists is never recomputed; a batch whose PNGs all exist is rescored from disk, not
 regenerated. With ``shard=(i, n)`` a process does the edits of shard i only; whichever process
 finds every batch done compacts the parts into results.parquet, scores preservation (pairs, KID),
 writes aggregates and the manifest (idempotent, so two finishing shards at once is harmless).
 
 One process per shard of a run folder: a second process on the same shard is refused with one
-line (bench/runner/store.py: flock, released by the kernel however the holder dies). An edit is
+line (bench/core/files.py: flock, released by the kernel however the holder dies). An edit is
 erased under its own lock, so shards of different layouts on one folder never erase it twice.
 A run that fails before it finished any work (a bad model path, a model that does not load)
 leaves nothing behind: no run folder it created, no log.
@@ -30,6 +30,7 @@ from pathlib import Path
 from bench.core.errors import EraselabError
 from bench.core.ids import content_id
 from bench.runner import plan as plan_mod
+from bench.core import files as fs
 from bench.runner import store as st
 from bench.core.schema import GROUP_KEY, ROW_COLUMNS
 
@@ -106,16 +107,16 @@ def run_suite(suite, out_dir, shard: tuple[int, int] = (0, 1), smoke: bool = Fal
     store = st.RunStore(out_dir)
     created = st.make_run_dir(store.root)
     try:
-        with st.file_lock(store.shard_lock(shard), what=f"shard {shard[0]}/{shard[1]} of this run"):
+        with fs.file_lock(store.shard_lock(shard), what=f"shard {shard[0]}/{shard[1]} of this run"):
             return _run_locked(suite, store, shard, smoke, device, progress, t_start, timer, created)
-    except st.RunLocked:
+    except fs.RunLocked:
         if created:
             _remove_if_empty(store.root)
         raise
 
 
 def _run_locked(suite, store, shard, smoke, device, progress, t_start, timer, created) -> dict:
-    st.clean_stale_temps(store.root)
+    fs.clean_stale_temps(store.root)
     had_work = _has_work(store)
     log_path = _setup_log(store, shard)
     log.info("run %s into %s shard %d/%d smoke=%s device=%s", suite.name, store.root, shard[0],
@@ -236,7 +237,7 @@ def _edited_pipeline(pipe, edit, suite, store, counts, smoke, progress):
         return load_edit(pipe, store.edit_dir(edit.id))
     # One process erases a given edit: another (a shard of a different layout) waits here, then
     # finds the saved edit and loads it instead of erasing it again.
-    with st.file_lock(store.edit_lock(edit.id), wait=True):
+    with fs.file_lock(store.edit_lock(edit.id), wait=True):
         if store.has_edit(edit.id):
             counts["loaded_edits"] += 1
             log.info("edit %s (%s %s) loaded from disk (saved by another process)", edit.id,
@@ -268,7 +269,7 @@ def _erase_and_save(pipe, edit, suite, store, counts, smoke, progress):
         if not store.has_edit(edit.id):  # else another shard saved the same edit first
             raise
     except OSError as exc:  # a full disk (a rerun resumes), permissions, a read-only folder
-        raise st.os_error(store.edit_dir(edit.id), exc, "cannot save the edit") from None
+        raise fs.os_error(store.edit_dir(edit.id), exc, "cannot save the edit") from None
     counts["erased"] += 1
     log.info("edit %s (%s %s seed %s) erased in %.2f s", edit.id, edit.method, edit.concept,
              edit.seed, result.record["seconds"])
@@ -295,13 +296,13 @@ def _do_batch(pipe, batch, suite, scoring, keys, store, timer, counts, device):
                               resolution=s["resolution"], device=device)
         with timer("write_images"):
             for image, f in zip(images, files):
-                st.write_png(f, image)
+                fs.write_png(f, image)
         counts["generated"] += len(files)
     with timer("score"):
         cols = scoring.score_images(images, list(batch.images))
     frame = pd.DataFrame([{"image_id": im.id, **c} for im, c in zip(batch.images, cols)])
     with timer("write_parts"):
-        st.write_parquet(store.part("images", keys[batch.id]), frame)
+        fs.write_parquet(store.part("images", keys[batch.id]), frame)
     log.info("batch %s: %d images of edit %s", batch.id, len(files), batch.edit_id)
 
 
@@ -332,11 +333,11 @@ def finalize(suite, plan, scoring, keys, store, timer, progress, smoke):
                 results[col] = None
         results["clip_image_cosine"] = pd.to_numeric(results["clip_image_cosine"], errors="coerce")
         results = results[list(ROW_COLUMNS) + [c for c in results.columns if c not in ROW_COLUMNS]]
-        st.write_parquet(store.results, results)
+        fs.write_parquet(store.results, results)
     with timer("aggregate"):
         agg = aggregate(results, kid, edit_records(plan, store))
-        st.write_parquet(store.root / "aggregates.parquet", agg)
-        st.write_csv(store.root / "aggregates.csv", agg)
+        fs.write_parquet(store.root / "aggregates.parquet", agg)
+        fs.write_csv(store.root / "aggregates.csv", agg)
     return results, agg
 
 
@@ -361,7 +362,7 @@ def _pair_scores(plan, scoring, store, progress):
             for name in scoring.pair_names:
                 out = pd.DataFrame(scoring.get(name).score(edited, twins))
                 frame = pd.concat([frame, out], axis=1)
-            st.write_parquet(path, frame)
+            fs.write_parquet(path, frame)
         frames.append(pd.read_parquet(path))
         bar.update(len(pairs))
     bar.close()
@@ -393,7 +394,7 @@ def _kid_scores(plan, scoring, store, progress):
             row = dict(zip(GROUP_KEY, key))
             for name in scoring.set_names:
                 row.update(scoring.get(name).score(edited, orig))
-            st.write_parquet(path, pd.DataFrame([row]))
+            fs.write_parquet(path, pd.DataFrame([row]))
         frames.append(pd.read_parquet(path))
         bar.update(1)
     bar.close()
@@ -406,7 +407,7 @@ def _save_timings(store, shard, timer, counts, t_start, status):
               "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - (time.perf_counter() - t_start))),
               "wall_seconds": round(time.perf_counter() - t_start, 3),
               "stages": {k: round(v, 3) for k, v in timer.seconds.items()}, "counts": counts}
-    st.write_json(store.root / "timings" / f"{time.time_ns()}-{os.getpid()}.json", record)
+    fs.write_json(store.root / "timings" / f"{time.time_ns()}-{os.getpid()}.json", record)
 
 
 def _versions() -> dict:
