@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.core.errors import EraselabError, ValidationError, quoted, shorten
+from bench.core.errors import EraselabError, ValidationError, quoted, shorten, suggest
 from bench.core.paths import CATALOG_DIR
 from bench.core.yamlio import key_problems, load_with_includes
 
@@ -68,9 +68,8 @@ class Catalog:
 
     def __getitem__(self, name: str) -> Concept:
         if name not in self.concepts:
-            import difflib
-            close = difflib.get_close_matches(name, list(self.concepts), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            hint = suggest(name, self.concepts, fallback=False)
+            hint = f"; {hint}" if hint else ""
             raise EraselabError(f"{self.path}: no concept {quoted(name)} in catalog {quoted(self.name)}{hint}")
         return self.concepts[name]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from bench.core.errors import EraselabError, quoted
+from bench.core.errors import EraselabError, quoted, suggest
 from bench.core.yamlio import safe_load_text
 
 
@@ -115,10 +115,7 @@ def resolve_config(method: str, config_cls, layers: list[tuple[str, dict]]):
     for source, mapping in layers:
         for key, value in (mapping or {}).items():
             if key not in fields:
-                import difflib
-                close = difflib.get_close_matches(key[:100], sorted(fields), n=3, cutoff=0.5)
-                hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
-                    f"known keys: {', '.join(sorted(fields))}"
+                hint = suggest(key, sorted(fields))
                 raise EraselabError(f"{method}: unknown config key {quoted(key)} (from {source}); {hint}")
             values[key] = coerce(method, key, value, hints[key])
     config = config_cls(**values)

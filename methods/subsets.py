@@ -42,13 +42,12 @@ of the words, so an optimiser sees the same parameter list for the same subset.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import re
 from dataclasses import dataclass
 from typing import Callable
 
-from bench.core.errors import EraselabError
+from bench.core.errors import EraselabError, suggest
 
 UNET, TEXT_ENCODER = "unet", "text_encoder"
 COMPONENT_NAMES = {UNET: "UNet", TEXT_ENCODER: "text-encoder"}
@@ -132,9 +131,8 @@ def _word_problem(word: str, component: str) -> str | None:
     if _LAYER_WORD.match(word):
         return None if component == TEXT_ENCODER else \
             f"{word!r} is a text-encoder subset and this method trains the UNet"
-    close = difflib.get_close_matches(word, words(component), n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else \
-        f"; expected {' | '.join(words(component))} (joined by '+')"
+    hint = suggest(word, words(component), fallback=False)
+    hint = f"; {hint}" if hint else f"; expected {' | '.join(words(component))} (joined by '+')"
     return f"unknown {COMPONENT_NAMES[component]} subset {word!r}{hint}"
 
 

@@ -55,6 +55,21 @@ def _bounded_repr(value, budget: int) -> str:
     return text[:budget]
 
 
+SUGGEST_CUTOFF = 0.5  # difflib similarity a name must reach to be offered as "did you mean"
+
+
+def suggest(name, known, fallback: bool = True) -> str:
+    """The hint for an unknown ``name``: "did you mean 'a', 'b'?" (up to three close names),
+    else "known: ..." listing ``known`` (capped), or "" when ``fallback`` is False."""
+    import difflib
+
+    known = [str(k) for k in known]
+    close = difflib.get_close_matches(str(name)[:100], known, n=3, cutoff=SUGGEST_CUTOFF)
+    if close:
+        return f"did you mean {', '.join(repr(c) for c in close)}?"
+    return shorten(f"known: {', '.join(known)}") if fallback and known else ""
+
+
 class EraselabError(Exception):
     """An error caused by user input; its message is one line and says what to fix."""
 

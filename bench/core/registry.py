@@ -26,12 +26,11 @@ A duplicate name is rejected; an unknown name is answered with "did you mean ...
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from bench.core.errors import EraselabError
+from bench.core.errors import EraselabError, suggest
 
 
 @dataclass
@@ -121,10 +120,7 @@ class Registry:
         return self._entries[name]
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(str(name), self.names(), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else \
-            f"; known: {', '.join(self.names())}"
-        return f"unknown {self.kind} {name!r}{hint}"
+        return f"unknown {self.kind} {name!r}; {suggest(name, self.names())}"
 
     def get(self, name: str):
         entry = self.entry(name)

@@ -17,12 +17,11 @@ refused unread.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 
 import yaml
 
-from bench.core.errors import EraselabError, shorten
+from bench.core.errors import EraselabError, shorten, suggest
 
 # The shipped catalogs and suites expand to a few hundred nodes and a few thousand characters.
 MAX_NODES = 100_000
@@ -214,8 +213,7 @@ def _merge_records(base: list, override: list, id_field: str) -> list:
 
 def unknown_key_hint(key: str, allowed) -> str:
     """'did you mean ...?' for a near miss, else the list of allowed keys."""
-    close = difflib.get_close_matches(str(key)[:100], sorted(allowed), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else f"expected one of {sorted(allowed)}"
+    return suggest(key, sorted(allowed), fallback=False) or f"expected one of {sorted(allowed)}"
 
 
 def key_problems(mapping: dict, allowed, required=()) -> list[tuple[str, str]]:

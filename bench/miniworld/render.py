@@ -15,7 +15,6 @@ bytes on any machine. Try it: ``python -m bench.miniworld.render church "van gog
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from bench.core.errors import EraselabError
+from bench.core.errors import EraselabError, suggest
 from bench.core.files import write_png, write_text
 from bench.miniworld.glyphs import GLYPHS, Pen
 from bench.miniworld.styles import STYLE_NAMES, apply_style
@@ -81,15 +80,9 @@ def stable_seed(*parts) -> int:
 def _check(concept: str, style: str) -> None:
     known = list(OBJECTS) + list(INSTANCES) + [NOTHING]
     if concept not in known:
-        close = difflib.get_close_matches(str(concept), known, n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else \
-            f"; known: {', '.join(known)}"
-        raise EraselabError(f"unknown mini-world concept {concept!r}{hint}")
+        raise EraselabError(f"unknown mini-world concept {concept!r}; {suggest(concept, known)}")
     if style not in STYLES:
-        close = difflib.get_close_matches(str(style), STYLES, n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else \
-            f"; known: {', '.join(STYLES)}"
-        raise EraselabError(f"unknown mini-world style {style!r}{hint}")
+        raise EraselabError(f"unknown mini-world style {style!r}; {suggest(style, STYLES)}")
 
 
 def _pick(rng, seq):

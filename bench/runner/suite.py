@@ -14,10 +14,9 @@ for typos; a bad suite is rejected before any model is loaded.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from pathlib import Path
 
-from bench.core.errors import EraselabError, ValidationError, quoted
+from bench.core.errors import EraselabError, ValidationError, quoted, suggest
 from bench.core.paths import SUITE_DIR
 from bench.core.yamlio import key_problems, load_with_includes, unknown_key_hint
 from bench.core.schema import PROMPT_SETS
@@ -86,9 +85,7 @@ def resolve_suite_path(name_or_path) -> Path:
     if named.is_file():
         return named
     known = sorted(p.stem for p in SUITE_DIR.glob("*.yaml") if not p.stem.startswith("_"))
-    close = difflib.get_close_matches(str(name_or_path), known, n=3, cutoff=0.5)
-    hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else f"known: {', '.join(known)}"
-    raise EraselabError(f"unknown suite {quoted(str(name_or_path))}; {hint}")
+    raise EraselabError(f"unknown suite {quoted(str(name_or_path))}; {suggest(name_or_path, known)}")
 
 
 def load_suite(name_or_path) -> Suite:
@@ -159,8 +156,8 @@ def build_suite(raw: dict, path: Path) -> tuple[Suite | None, list[str]]:
             if not isinstance(c, str):
                 bad(f"concepts[{i}]", f"expected a concept name, got {quoted(c)}")
             elif catalog is not None and c not in catalog:
-                close = difflib.get_close_matches(c, list(catalog.concepts), n=1, cutoff=0.5)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = suggest(c, catalog.concepts, fallback=False)
+                hint = f"; {hint}" if hint else ""
                 bad(f"concepts[{i}]", f"no concept {quoted(c)} in catalog {quoted(catalog.name)}{hint}")
             elif c in concepts:
                 bad(f"concepts[{i}]", f"duplicate concept {quoted(c)}")
