@@ -34,7 +34,8 @@ def main(argv=None) -> int:
     import torch
 
     from bench.core.errors import EraselabError
-    from methods.base import erase, reset_edits
+    from methods.delta import reset_edits
+    from methods.erase import erase
 
     if args.threads:
         torch.set_num_threads(args.threads)

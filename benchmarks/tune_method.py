@@ -129,7 +129,8 @@ def main(argv=None) -> int:
     from bench.miniworld.weights import verified_dir, verified_path
     from bench.pipeline_io import default_model, load_pipeline
     from detectors import SCORERS
-    from methods.base import erase, reset_edits
+    from methods.delta import reset_edits
+    from methods.erase import erase
 
     if args.threads:
         torch.set_num_threads(args.threads)

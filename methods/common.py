@@ -178,7 +178,7 @@ def enable_grads(pipe, names: list[str]) -> list[torch.nn.Parameter]:
     """Freeze every tensor of the pipeline except ``names``; returns those parameters in order.
 
     erase() restores the original requires_grad flags afterwards."""
-    from methods.base import named_tensors
+    from methods.delta import named_tensors
 
     tensors = named_tensors(pipe)
     for p in tensors.values():

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from methods.base import ErasureMethod, named_tensors
+from methods.base import ErasureMethod
+from methods.delta import named_tensors
 from methods.common import encode_ids, tokenize
 
 

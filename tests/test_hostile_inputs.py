@@ -466,7 +466,7 @@ def test_cleanup_removes_dead_owners_temps_only(tmp_path):
     """A kill -9 during save_edit leaves `.<id>.tmp-<pid>-*/`: removed once its owner is gone."""
     import tempfile
 
-    import methods.base as base
+    import methods.delta as base
     from bench.core.files import clean_stale_temps
     edits = tmp_path / "edits"
     dead = edits / f".abc.tmp-{dead_pid()}-x1y2z3"
@@ -606,7 +606,7 @@ SET_VALUES = st.sampled_from(["", "1", "-1", "0.5", "nan", "inf", "[a, b]", "[",
        st.sampled_from(["uce", "fewshot-te"]))
 def test_fuzz_set_parser_gives_a_config_or_one_line(pairs, method):
     from methods import METHODS
-    from methods.base import resolve_method_config
+    from methods.erase import resolve_method_config
     from methods.config import parse_set_args
     args = [f"{k}={v}" if sep else f"{k}{v}" for k, v, sep in pairs]
     try:

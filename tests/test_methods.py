@@ -20,7 +20,8 @@ import torch
 from bench.core.errors import EraselabError
 from bench.tiny import tiny_pipeline
 from methods import METHODS
-from methods.base import EDIT_FILE, erase, load_edit, named_tensors
+from methods.delta import EDIT_FILE, load_edit, named_tensors
+from methods.erase import erase
 
 torch.set_num_threads(1)  # tiny models: threads only add contention on a shared 2-core machine
 
@@ -96,7 +97,7 @@ def test_method_contract(name, images_dir, base_tensors, tmp_path):
 
 
 def first_config(result):
-    from methods.base import resolve_method_config
+    from methods.erase import resolve_method_config
     cls = METHODS.get(result.record["method"])
     return resolve_method_config(cls, result.record["family"], overrides=result.record["config"])
 

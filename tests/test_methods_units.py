@@ -15,7 +15,8 @@ import torch
 
 from bench.core.errors import EraselabError
 from bench.tiny import tiny_pipeline
-from methods.base import erase, load_edit, named_tensors, reset_edits
+from methods.delta import load_edit, named_tensors, reset_edits
+from methods.erase import erase
 from tests.test_methods import write_images
 
 torch.set_num_threads(1)
@@ -199,7 +200,7 @@ def test_uce_maps_concept_to_guide():
 # --- configs, families ---------------------------------------------------------------------
 def test_config_errors_and_family_defaults(images_dir):
     from methods import METHODS
-    from methods.base import resolve_method_config
+    from methods.erase import resolve_method_config
     from methods.defaults import detect_family
     cls = METHODS.get("fewshot-te")
     assert detect_family(tiny_pipeline()) == "mini"

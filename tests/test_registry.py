@@ -151,7 +151,8 @@ def test_a_new_method_registers_with_one_decorator(tmp_path):
 
     from bench.tiny import tiny_pipeline
     from methods import METHODS
-    from methods.base import ErasureMethod, erase
+    from methods.base import ErasureMethod
+    from methods.erase import erase
 
     @dataclasses.dataclass
     class Cfg:
@@ -163,7 +164,7 @@ def test_a_new_method_registers_with_one_decorator(tmp_path):
 
         def apply(self, ctx):
             import torch
-            from methods.base import named_tensors
+            from methods.delta import named_tensors
             tensors = named_tensors(ctx.pipe)
             with torch.no_grad():
                 for n in self.trainable(ctx.pipe, ctx.config):

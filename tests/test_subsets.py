@@ -21,7 +21,7 @@ import torch
 from bench.core.errors import EraselabError
 from bench.tiny import tiny_pipeline
 from methods import METHODS, subsets
-from methods.base import resolve_method_config
+from methods.erase import resolve_method_config
 from methods.subsets import TEXT_ENCODER, UNET, canonical, select
 
 torch.set_num_threads(1)

@@ -58,7 +58,8 @@ def _run(args) -> int:
     from bench.pipeline_io import default_model, load_pipeline
     from methods import METHODS
     from bench.core.errors import EraselabError
-    from methods.base import check_out_dir, erase, resolve_method_config
+    from methods.delta import check_out_dir
+    from methods.erase import erase, resolve_method_config
     from methods.config import parse_set_args
 
     method_cls = METHODS.get(args.method)  # unknown method: fail before loading anything

@@ -196,7 +196,7 @@ def _remove_if_empty(folder: Path) -> None:
 def _execute(suite, paths, plan, scoring, keys, todo, store, timer, counts, smoke, device, progress):
     if not todo:
         return
-    from methods.base import reset_edits
+    from methods.delta import reset_edits
 
     by_edit: dict[str, list] = {}
     for b in todo:
@@ -229,7 +229,7 @@ def _execute(suite, paths, plan, scoring, keys, todo, store, timer, counts, smok
 
 
 def _edited_pipeline(pipe, edit, suite, store, counts, smoke, progress):
-    from methods.base import load_edit
+    from methods.delta import load_edit
 
     if store.has_edit(edit.id):
         counts["loaded_edits"] += 1
@@ -247,7 +247,8 @@ def _edited_pipeline(pipe, edit, suite, store, counts, smoke, progress):
 
 
 def _erase_and_save(pipe, edit, suite, store, counts, smoke, progress):
-    from methods.base import erase, resolve_method_config, save_edit
+    from methods.delta import save_edit
+    from methods.erase import erase, resolve_method_config
     from methods import METHODS
 
     catalog = suite.catalog
@@ -448,7 +449,7 @@ def _hardware(device: str) -> dict:
 def edit_records(plan, store) -> dict:
     """edit id -> bench.manifest.EditRecord: what each edit was and what it cost."""
     from bench.manifest import EditRecord
-    from methods.base import DELTA_FILE, read_edit_record
+    from methods.delta import DELTA_FILE, read_edit_record
 
     edits = {}
     for edit_id, e in sorted(plan.edits.items()):

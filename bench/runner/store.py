@@ -4,7 +4,7 @@ bench/core/files.py).
 Layout of ``runs/<suite>/`` (every file is written to a temp name and ``os.replace``d, so a
 ``kill -9`` at any moment leaves either the old state or the new file, never a torn one)::
 
-    edits/<edit_id>/            delta.safetensors + edit.json (methods.base.save_edit)
+    edits/<edit_id>/            delta.safetensors + edit.json (methods.delta.save_edit)
     images/<edit_id>/<id>.png   one PNG per image
     parts/images/<key>.parquet  image-level scores of one batch (key: batch + scorer spec)
     parts/pairs/<key>.parquet   same-seed CLIP image similarity of one edit's images vs twins

@@ -289,7 +289,7 @@ def _methods(methods_raw, bad) -> list[MethodSpec]:
             continue
         # keys, types and variants do not depend on the model family: check against "sd"
         try:
-            from methods.base import resolve_method_config
+            from methods.erase import resolve_method_config
             resolve_method_config(METHODS.get(name), "sd", variant, overrides)
         except EraselabError as exc:
             bad(f"methods[{i}]", str(exc))
