@@ -38,7 +38,6 @@ TABLE = (
     ("advunlearn", "methods.advunlearn:AdvUnlearn", "adversarial text-encoder unlearning"),
     ("negative-prompt", "methods.inference:NegativePrompt", "inference-time: the concept as negative prompt"),
     ("sld", "methods.inference:Sld", "inference-time: Safe Latent Diffusion guidance (presets)"),
-    ("original", "methods.inference:Original", "no edit: the unchanged model (the reference line)"),
 )
 
 for _name, _target, _summary in TABLE:

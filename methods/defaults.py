@@ -23,7 +23,7 @@ Table (what differs from the authors' defaults; blank = authors' value):
 | ga           | lr 1e-5, 8 steps, alpha 0.1                | lr 3e-5, 25 DDIM steps for retain set |
 | salun        | lr 1e-5, 100 steps, alpha 0.5, mask 50%    | lr 3e-5, 40 steps                     |
 | advunlearn   | lr 1e-5, 1000 its (200 no attack), 30 atk  | lr 3e-5, 100 its (8 no attack), 5 atk |
-| sld, negative-prompt, original | presets as published     |                                       |
+| sld, negative-prompt           | presets as published     |                                       |
 
 How the mini values are chosen: lr and steps of every trained method by
 ``benchmarks/tune_method.py`` on its held-apart tuning split (notre dame, apple, neon; training-
@@ -84,7 +84,6 @@ DEFAULTS: dict[str, dict[str, dict]] = {
                                       "ddim_steps": 25}},
     "negative-prompt": {"sd": {}, "mini": {}},
     "sld": {"sd": {}, "mini": {}},
-    "original": {"sd": {}, "mini": {}},
 }
 
 

@@ -114,11 +114,14 @@ def _resident_bytes() -> int:
 
 def erase(pipe, method: str, concept, *, variant: str | None = None, overrides: dict | None = None,
           images: list | None = None, images_dir=None, seed: int = 0, catalog="miniworld",
-          progress: bool = True, out_dir=None, on_checkpoint: Callable | None = None) -> EditResult:
+          progress: bool = True, out_dir=None, on_checkpoint: Callable | None = None,
+          fewshot_source: Callable | None = None) -> EditResult:
     """Erase ``concept`` from ``pipe`` with ``method``; see the module docstring.
 
     Every input is checked before any work; if the method fails the pipeline is restored and
-    nothing is written. ``out_dir`` (optional) saves the edit on success.
+    nothing is written. ``out_dir`` (optional) saves the edit on success. A method that needs
+    few-shot images gets ``images``, else ``fewshot_source(concept, k, seed, size)`` (``size``: the
+    pipeline's image side), else the concept's catalog source (bench.fewshot).
     """
     import torch
     from bench.fewshot import load_fewshot_images
@@ -139,8 +142,12 @@ def erase(pipe, method: str, concept, *, variant: str | None = None, overrides: 
     memory = PeakMemory(device).__enter__()
     if method_cls.needs_images and images is None:
         try:
-            images = load_fewshot_images(concept_obj, getattr(config, method_cls.images_field), seed,
-                                         images_dir=images_dir)
+            k = getattr(config, method_cls.images_field)
+            if fewshot_source is not None:
+                size = inner.unet.config.sample_size * inner.vae_scale_factor
+                images = fewshot_source(concept_obj, k, seed, size)
+            else:
+                images = load_fewshot_images(concept_obj, k, seed, images_dir=images_dir)
         except BaseException:
             memory.__exit__(None, None, None)
             raise

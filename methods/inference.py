@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from methods.base import EmptyConfig, ErasureMethod
+from methods.base import ErasureMethod
 
 # SLD presets (warm-up steps, guidance scale, threshold, momentum scale, momentum beta), as in
 # the SLD paper and diffusers' SafetyConfig; "weak" uses scale 20 (diffusers' value).
@@ -76,12 +76,3 @@ class Sld(ErasureMethod):
                 params[key] = getattr(cfg, key)
         return {"method": self.name, "concept": ctx.concept.name, "preset": cfg.preset,
                 "text": cfg.text or ctx.concept.name, **params}
-
-
-class Original(ErasureMethod):
-    """No edit: the unchanged model."""
-
-    Config = EmptyConfig
-
-    def apply(self, ctx):
-        pass

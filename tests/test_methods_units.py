@@ -333,7 +333,7 @@ def test_cli_without_model_needs_the_mini_world(tmp_path, capsys):
     from bench.core.paths import MINIWORLD_DIR
     if (MINIWORLD_DIR / "pipeline").is_dir():
         pytest.skip("the mini world is installed")
-    code = main(["erase", "--method", "original", "--concept", "snoopy", "--seed", "0",
+    code = main(["erase", "--method", "uce", "--concept", "snoopy", "--seed", "0",
                  "--out", str(tmp_path / "o"), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 1 and len(err.strip().splitlines()) == 1 and "mini-world" in err

@@ -67,7 +67,9 @@ def reference(tmp_path_factory):
 
 def test_run_writes_rows_aggregates_and_manifest(reference):
     _, run_dir, summary = reference
-    assert summary["complete"] and summary["erased"] == 3 and summary["generated"] == 12 + 6
+    # the base model is no edit: two methods erased, nothing saved for the original
+    assert summary["complete"] and summary["erased"] == 2 and summary["generated"] == 12 + 6
+    assert len(list((run_dir / "edits").iterdir())) == 2
     results = pd.read_parquet(run_dir / "results.parquet")
     assert set(ROW_COLUMNS) <= set(results.columns) and "clip-score.version" in results.columns
     assert len(results) == 3 * 3 * 2  # methods x sets x (1 prompt x 2 samples)
@@ -92,7 +94,7 @@ def test_run_writes_rows_aggregates_and_manifest(reference):
     assert set(costs.method) == {"uce", "negative-prompt"} and (costs.value >= 0).all()
     from bench.manifest import read_manifest
     manifest = read_manifest(run_dir / "manifest.json")
-    assert set(manifest.edits) == set(results["edit_id"])
+    assert set(manifest.edits) == set(results.loc[results.method != "original", "edit_id"])
     for record in manifest.edits.values():
         assert record.delta_bytes > 0 and record.seconds is not None
     assert manifest.versions["torch"] and manifest.hardware and manifest.seconds_per_stage

@@ -3,9 +3,9 @@
 Pure Python (no torch): the same suite and inputs always give the same plan, in any process.
 
 * An **edit** is addressed by hash(method, method version, variant, overrides, concept, catalog,
-  base-model fingerprint, seed). The ``original`` model is one edit per base model (no concept,
-  no seed), so its image of a prompt is generated once and is the twin of every edited image of
-  that prompt, sample and seed.
+  base-model fingerprint, seed). The ``original`` model is "no edit" (``Edit.is_base``): one per
+  base model (no concept, no seed), never erased or saved, so its image of a prompt is generated
+  once and is the twin of every edited image of that prompt, sample and seed.
 * An **image** is addressed by hash(edit, prompt id, prompt, sample, image seed, sampler config);
   its seed is ``bench.core.ids.image_seed(prompt_id, sample, suite_seed)``, the same for every
   method, concept and shard. The batch size is NOT in the address: each image has its own
@@ -27,6 +27,10 @@ import random
 
 from bench.core.ids import content_id, image_seed, prompt_id
 from bench.core.schema import ORIGINAL
+
+# The base model is planned as "no edit"; this stands in its content address where an edit has
+# its method's version, so that the base's images keep the addresses they have always had.
+BASE_EDIT_VERSION = "1"
 
 
 
@@ -97,6 +101,11 @@ class Edit:
     concept: str | None      # None for the original model
     seed: int | None
 
+    @property
+    def is_base(self) -> bool:
+        """The unedited base model: nothing to erase, its images are every edit's twins."""
+        return self.method == ORIGINAL
+
 
 @dataclasses.dataclass(frozen=True)
 class Image:
@@ -162,8 +171,9 @@ def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, s
     def edit_for(model, method, concept, seed) -> Edit:
         overrides = {**dict(method.overrides), **extra_overrides.get(method.name, {})}
         is_orig = method.name == ORIGINAL
+        version = BASE_EDIT_VERSION if is_orig else method_versions[method.name]
         payload = {"model": fingerprints[model.id], "method": method.name,
-                   "method_version": method_versions[method.name], "variant": method.variant,
+                   "method_version": version, "variant": method.variant,
                    "overrides": overrides, "catalog": suite.catalog.name,
                    "concept": None if is_orig else suite.catalog[concept].to_dict(),
                    "seed": None if is_orig else seed}

@@ -19,6 +19,7 @@ leaves nothing behind: no run folder it created, no log.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -48,6 +49,29 @@ class Timer:
             yield
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What every stage of one process's run shares: what it runs, where, and how."""
+
+    suite: object                      # bench.runner.suite.Suite (the smoke stand-in with --smoke)
+    store: st.RunStore
+    shard: tuple[int, int]
+    smoke: bool
+    device: str
+    progress: bool
+    timer: Timer = dataclasses.field(default_factory=Timer)
+    counts: dict = dataclasses.field(default_factory=lambda: {"erased": 0, "loaded_edits": 0,
+                                                               "generated": 0, "rescored": 0})
+    t_start: float = dataclasses.field(default_factory=time.perf_counter)
+    paths: dict = dataclasses.field(default_factory=dict)   # model id -> resolved path
+    plan: object = None                                      # bench.runner.plan.Plan
+    scoring: object = None                                   # bench.runner.scoring.Scoring
+    keys: dict = dataclasses.field(default_factory=dict)    # batch id -> its image part's key
+
+    def bar(self, total: int, desc: str, unit: str):
+        return _bar(total, desc, self.progress, unit)
 
 
 def _bar(total: int, desc: str, progress: bool, unit: str):
@@ -82,7 +106,7 @@ def prepare(suite, smoke: bool = False, device: str = "cpu"):
         suite = smoke_mod.smoke_suite(suite)
     paths = {m.id: models.resolve(m.path) for m in suite.models}
     fingerprints = {mid: models.fingerprint(p) for mid, p in paths.items()}
-    names = {m.name for m in suite.methods} | {plan_mod.ORIGINAL}
+    names = {m.name for m in suite.methods} - {plan_mod.ORIGINAL}  # the base model is no method
     versions = {n: str(METHODS.get(n).version) for n in names}
     extra = {}
     if smoke:
@@ -102,59 +126,60 @@ def prepare(suite, smoke: bool = False, device: str = "cpu"):
 def run_suite(suite, out_dir, shard: tuple[int, int] = (0, 1), smoke: bool = False,
               device: str = "cpu", progress: bool = True) -> dict:
     """Run (or resume) ``suite`` into ``out_dir``; returns a summary dict."""
-    t_start = time.perf_counter()
-    timer = Timer()
-    store = st.RunStore(out_dir)
+    ctx = RunContext(suite=suite, store=st.RunStore(out_dir), shard=shard, smoke=smoke, device=device,
+                     progress=progress)
+    store = ctx.store
     created = st.make_run_dir(store.root)
     try:
         with fs.file_lock(store.shard_lock(shard), what=f"shard {shard[0]}/{shard[1]} of this run"):
-            return _run_locked(suite, store, shard, smoke, device, progress, t_start, timer, created)
+            return _run_locked(ctx, created)
     except fs.RunLocked:
         if created:
             _remove_if_empty(store.root)
         raise
 
 
-def _run_locked(suite, store, shard, smoke, device, progress, t_start, timer, created) -> dict:
+def _run_locked(ctx: RunContext, created: bool) -> dict:
+    store, shard, timer = ctx.store, ctx.shard, ctx.timer
     fs.clean_stale_temps(store.root)
     had_work = _has_work(store)
     log_path = _setup_log(store, shard)
-    log.info("run %s into %s shard %d/%d smoke=%s device=%s", suite.name, store.root, shard[0],
-             shard[1], smoke, device)
+    log.info("run %s into %s shard %d/%d smoke=%s device=%s", ctx.suite.name, store.root, shard[0],
+             shard[1], ctx.smoke, ctx.device)
     try:
         with timer("plan"):
-            suite, paths, plan, scoring, keys = prepare(suite, smoke, device)
+            ctx.suite, ctx.paths, ctx.plan, ctx.scoring, ctx.keys = prepare(ctx.suite, ctx.smoke, ctx.device)
     except BaseException:
         _discard_attempt(store, log_path, created, had_work)
         raise
+    plan, keys, counts = ctx.plan, ctx.keys, ctx.counts
     mine = plan.shard_edits(*shard)
     todo = [b for b in plan.batches if b.edit_id in mine and not store.part("images", keys[b.id]).is_file()]
     log.info("plan: %d edits, %d images, %d batches; this shard: %d edits, %d batches to do",
              len(plan.edits), len(plan.images), len(plan.batches), len(mine), len(todo))
-    counts = {"erased": 0, "loaded_edits": 0, "generated": 0, "rescored": 0}
     try:
-        _execute(suite, paths, plan, scoring, keys, todo, store, timer, counts, smoke, device, progress)
+        _execute(ctx, todo)
     except EraselabError as exc:
         log.error("stopped: %s", exc)
         if not had_work and not _has_work(store):
             _discard_attempt(store, log_path, created, had_work)  # e.g. the model did not load
         else:
-            _save_timings(store, shard, timer, counts, t_start, status="error")
+            _save_timings(ctx, status="error")
         raise
     missing = [b for b in plan.batches if not store.part("images", keys[b.id]).is_file()]
-    summary = {"run_dir": str(store.root), "suite": suite.name, "shard": f"{shard[0]}/{shard[1]}",
+    summary = {"run_dir": str(store.root), "suite": ctx.suite.name, "shard": f"{shard[0]}/{shard[1]}",
                "edits": len(plan.edits), "images": len(plan.images), "rows": len(plan.rows),
                **counts, "log": str(log_path), "complete": not missing}
     if missing:
         log.info("%d batches left for other shards; the last shard to finish compacts", len(missing))
-        _save_timings(store, shard, timer, counts, t_start, status="partial")
+        _save_timings(ctx, status="partial")
         summary["batches_left"] = len(missing)
-        summary["seconds"] = round(time.perf_counter() - t_start, 2)
+        summary["seconds"] = round(time.perf_counter() - ctx.t_start, 2)
         return summary
-    finalize(suite, plan, scoring, keys, store, timer, progress, smoke)
-    _save_timings(store, shard, timer, counts, t_start, status="complete")
-    write_manifest(suite, plan, store, smoke, device)
-    summary["seconds"] = round(time.perf_counter() - t_start, 2)
+    finalize(ctx)
+    _save_timings(ctx, status="complete")
+    write_manifest(ctx)
+    summary["seconds"] = round(time.perf_counter() - ctx.t_start, 2)
     log.info("done in %.1f s", summary["seconds"])
     return summary
 
@@ -193,17 +218,18 @@ def _remove_if_empty(folder: Path) -> None:
         pass
 
 
-def _execute(suite, paths, plan, scoring, keys, todo, store, timer, counts, smoke, device, progress):
+def _execute(ctx: RunContext, todo: list) -> None:
     if not todo:
         return
+    plan, timer = ctx.plan, ctx.timer
     from methods.delta import reset_edits
 
     by_edit: dict[str, list] = {}
     for b in todo:
         by_edit.setdefault(b.edit_id, []).append(b)
-    order = sorted(by_edit, key=lambda e: (plan.edits[e].model, plan.edits[e].method != "original", e))
-    bar_e = _bar(len(order), "erase", progress, "edit")
-    bar_i = _bar(sum(len(b.images) for b in todo), "generate+score", progress, "img")
+    order = sorted(by_edit, key=lambda e: (plan.edits[e].model, not plan.edits[e].is_base, e))
+    bar_e = ctx.bar(len(order), "erase", "edit")
+    bar_i = ctx.bar(sum(len(b.images) for b in todo), "generate+score", "img")
     pipes: dict[str, object] = {}
     try:
         for edit_id in order:
@@ -212,14 +238,14 @@ def _execute(suite, paths, plan, scoring, keys, todo, store, timer, counts, smok
                 pipes.clear()  # one base model in memory at a time
                 with timer("load"):
                     from bench.runner import models
-                    pipes[edit.model] = models.load(paths[edit.model], suite.sampler, device)
-                    log.info("loaded model %s from %s", edit.model, paths[edit.model])
+                    pipes[edit.model] = models.load(ctx.paths[edit.model], ctx.suite.sampler, ctx.device)
+                    log.info("loaded model %s from %s", edit.model, ctx.paths[edit.model])
             with timer("erase"):
-                edited = _edited_pipeline(pipes[edit.model], edit, suite, store, counts, smoke, progress)
+                edited = _edited_pipeline(ctx, pipes[edit.model], edit)
             bar_e.update(1)
             try:
                 for batch in by_edit[edit_id]:
-                    _do_batch(edited, batch, suite, scoring, keys, store, timer, counts, device)
+                    _do_batch(ctx, edited, batch)
                     bar_i.update(len(batch.images))
             finally:
                 reset_edits(edited)
@@ -228,9 +254,12 @@ def _execute(suite, paths, plan, scoring, keys, todo, store, timer, counts, smok
         bar_i.close()
 
 
-def _edited_pipeline(pipe, edit, suite, store, counts, smoke, progress):
+def _edited_pipeline(ctx: RunContext, pipe, edit):
     from methods.delta import load_edit
 
+    store, counts = ctx.store, ctx.counts
+    if edit.is_base:
+        return pipe
     if store.has_edit(edit.id):
         counts["loaded_edits"] += 1
         log.info("edit %s (%s %s) loaded from disk", edit.id, edit.method, edit.concept)
@@ -243,27 +272,20 @@ def _edited_pipeline(pipe, edit, suite, store, counts, smoke, progress):
             log.info("edit %s (%s %s) loaded from disk (saved by another process)", edit.id,
                      edit.method, edit.concept)
             return load_edit(pipe, store.edit_dir(edit.id))
-        return _erase_and_save(pipe, edit, suite, store, counts, smoke, progress)
+        return _erase_and_save(ctx, pipe, edit)
 
 
-def _erase_and_save(pipe, edit, suite, store, counts, smoke, progress):
+def _erase_and_save(ctx: RunContext, pipe, edit):
     from methods.delta import save_edit
-    from methods.erase import erase, resolve_method_config
-    from methods import METHODS
+    from methods.erase import erase
 
-    catalog = suite.catalog
-    # the original model has no concept; erase() still wants one for its record
-    concept = catalog[edit.concept or suite.concepts[0]]
-    method_cls = METHODS.get(edit.method)
-    images = None
-    if smoke and method_cls.needs_images:
-        from bench.runner.smoke import fewshot_images
-        from methods.defaults import detect_family
-        config = resolve_method_config(method_cls, detect_family(pipe), edit.variant, edit.overrides)
-        size = pipe.unet.config.sample_size * pipe.vae_scale_factor
-        images = fewshot_images(concept.name, getattr(config, method_cls.images_field), size)
-    result = erase(pipe, edit.method, concept, variant=edit.variant, overrides=dict(edit.overrides),
-                   images=images, seed=edit.seed or 0, catalog=catalog, progress=progress)
+    store = ctx.store
+    fewshot = None
+    if ctx.smoke:  # seeded noise stands in for the few-shot photos of the tiny model
+        from bench.runner.smoke import fewshot_images as fewshot
+    result = erase(pipe, edit.method, ctx.suite.catalog[edit.concept], variant=edit.variant,
+                   overrides=dict(edit.overrides), seed=edit.seed or 0, catalog=ctx.suite.catalog,
+                   progress=ctx.progress, fewshot_source=fewshot)
     try:
         save_edit(result, store.edit_dir(edit.id))
     except EraselabError:
@@ -271,17 +293,18 @@ def _erase_and_save(pipe, edit, suite, store, counts, smoke, progress):
             raise
     except OSError as exc:  # a full disk (a rerun resumes), permissions, a read-only folder
         raise fs.os_error(store.edit_dir(edit.id), exc, "cannot save the edit") from None
-    counts["erased"] += 1
+    ctx.counts["erased"] += 1
     log.info("edit %s (%s %s seed %s) erased in %.2f s", edit.id, edit.method, edit.concept,
              edit.seed, result.record["seconds"])
     return result.pipeline
 
 
-def _do_batch(pipe, batch, suite, scoring, keys, store, timer, counts, device):
+def _do_batch(ctx: RunContext, pipe, batch) -> None:
     import pandas as pd
     from bench.generate import generate
     from detectors.base import load_images
 
+    store, timer, counts, keys = ctx.store, ctx.timer, ctx.counts, ctx.keys
     files = [store.image_path(im.path) for im in batch.images]
     if all(f.is_file() for f in files):
         # killed after the PNGs, before the part: rescore the stored images, do not regenerate
@@ -290,17 +313,17 @@ def _do_batch(pipe, batch, suite, scoring, keys, store, timer, counts, device):
         counts["rescored"] += len(files)
     else:
         with timer("generate"):
-            s = suite.sampler
+            s = ctx.suite.sampler
             images = generate(pipe, [im.prompt for im in batch.images],
                               [im.seed for im in batch.images], steps=s["steps"],
                               guidance=s["guidance"], batch_size=len(batch.images),
-                              resolution=s["resolution"], device=device)
+                              resolution=s["resolution"], device=ctx.device)
         with timer("write_images"):
             for image, f in zip(images, files):
                 fs.write_png(f, image)
         counts["generated"] += len(files)
     with timer("score"):
-        cols = scoring.score_images(images, list(batch.images))
+        cols = ctx.scoring.score_images(images, list(batch.images))
     frame = pd.DataFrame([{"image_id": im.id, **c} for im, c in zip(batch.images, cols)])
     with timer("write_parts"):
         fs.write_parquet(store.part("images", keys[batch.id]), frame)
@@ -308,17 +331,18 @@ def _do_batch(pipe, batch, suite, scoring, keys, store, timer, counts, device):
 
 
 # -- finalize: preservation, compaction, aggregates -------------------------------------------
-def finalize(suite, plan, scoring, keys, store, timer, progress, smoke):
+def finalize(ctx: RunContext):
     import pandas as pd
     from bench.metrics import aggregate
 
+    plan, store, timer, keys = ctx.plan, ctx.store, ctx.timer, ctx.keys
     with timer("compact"):
         frames = [pd.read_parquet(store.part("images", keys[b.id])) for b in plan.batches]
         scores = pd.concat(frames, ignore_index=True).drop_duplicates("image_id")
     with timer("pairs"):
-        pairs = _pair_scores(plan, scoring, store, progress)
+        pairs = _pair_scores(ctx)
     with timer("kid"):
-        kid = _kid_scores(plan, scoring, store, progress)
+        kid = _kid_scores(ctx)
     with timer("compact"):
         rows = pd.DataFrame(plan.rows)
         rows.insert(0, "run", store.root.resolve().name)
@@ -342,10 +366,11 @@ def finalize(suite, plan, scoring, keys, store, timer, progress, smoke):
     return results, agg
 
 
-def _pair_scores(plan, scoring, store, progress):
+def _pair_scores(ctx: RunContext):
     import pandas as pd
     from detectors.base import load_images
 
+    plan, scoring, store = ctx.plan, ctx.scoring, ctx.store
     if not scoring.pair_names:
         return None
     by_edit: dict[str, list] = {}
@@ -353,7 +378,7 @@ def _pair_scores(plan, scoring, store, progress):
         by_edit.setdefault(plan.images[im_id].edit_id, []).append((im_id, twin))
     spec = scoring.spec(scoring.pair_names)
     frames = []
-    bar = _bar(len(plan.twins), "preservation pairs", progress, "pair")
+    bar = ctx.bar(len(plan.twins), "preservation pairs", "pair")
     for edit_id, pairs in sorted(by_edit.items()):
         path = store.part("pairs", content_id({"pairs": pairs, "scorers": spec}))
         if not path.is_file():
@@ -372,16 +397,17 @@ def _pair_scores(plan, scoring, store, progress):
     return pd.concat(frames, ignore_index=True).drop_duplicates("image_id")
 
 
-def _kid_scores(plan, scoring, store, progress):
+def _kid_scores(ctx: RunContext):
     import pandas as pd
     from detectors.base import load_images
 
+    plan, scoring, store = ctx.plan, ctx.scoring, ctx.store
     if not scoring.set_names:
         return None
     spec = scoring.spec(scoring.set_names)
     groups = [(k, v) for k, v in sorted(plan.groups.items()) if k[1] != plan_mod.ORIGINAL]
     frames = []
-    bar = _bar(len(groups), "preservation KID", progress, "set")
+    bar = ctx.bar(len(groups), "preservation KID", "set")
     for key, (edited_ids, orig_ids) in groups:
         edited_ids, orig_ids = sorted(set(edited_ids)), sorted(set(orig_ids))
         if min(len(edited_ids), len(orig_ids)) < 2:
@@ -403,12 +429,13 @@ def _kid_scores(plan, scoring, store, progress):
 
 
 # -- manifest -------------------------------------------------------------------------------
-def _save_timings(store, shard, timer, counts, t_start, status):
-    record = {"pid": os.getpid(), "shard": list(shard), "status": status,
+def _save_timings(ctx: RunContext, status: str) -> None:
+    t_start = ctx.t_start
+    record = {"pid": os.getpid(), "shard": list(ctx.shard), "status": status,
               "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() - (time.perf_counter() - t_start))),
               "wall_seconds": round(time.perf_counter() - t_start, 3),
-              "stages": {k: round(v, 3) for k, v in timer.seconds.items()}, "counts": counts}
-    fs.write_json(store.root / "timings" / f"{time.time_ns()}-{os.getpid()}.json", record)
+              "stages": {k: round(v, 3) for k, v in ctx.timer.seconds.items()}, "counts": ctx.counts}
+    fs.write_json(ctx.store.root / "timings" / f"{time.time_ns()}-{os.getpid()}.json", record)
 
 
 def _versions() -> dict:
@@ -447,12 +474,15 @@ def _hardware(device: str) -> dict:
 
 
 def edit_records(plan, store) -> dict:
-    """edit id -> bench.manifest.EditRecord: what each edit was and what it cost."""
+    """edit id -> bench.manifest.EditRecord: what each edit was and what it cost (the base model
+    is no edit and has no record)."""
     from bench.manifest import EditRecord
     from methods.delta import DELTA_FILE, read_edit_record
 
     edits = {}
     for edit_id, e in sorted(plan.edits.items()):
+        if e.is_base:
+            continue
         rec = read_edit_record(store.edit_dir(edit_id))
         edits[edit_id] = EditRecord(
             method=e.method, variant=e.variant or "", concept=e.concept, model=e.model, seed=e.seed,
@@ -462,9 +492,10 @@ def edit_records(plan, store) -> dict:
     return edits
 
 
-def write_manifest(suite, plan, store, smoke, device):
+def write_manifest(ctx: RunContext) -> None:
     from bench.manifest import RunManifest, write_manifest as write
 
+    suite, plan, store = ctx.suite, ctx.plan, ctx.store
     timings = []
     for p in sorted((store.root / "timings").glob("*.json")):
         try:
@@ -479,12 +510,12 @@ def write_manifest(suite, plan, store, smoke, device):
     manifest = RunManifest(
         run=store.root.resolve().name, suite=suite.name, suite_file=str(suite.path),
         catalog=str(catalog or suite.catalog.name), catalog_path=str(Path(suite.catalog.path).resolve()),
-        smoke=smoke, resolved_suite=_jsonable(suite.raw),
+        smoke=ctx.smoke, resolved_suite=_jsonable(suite.raw),
         effective=_jsonable({"models": [vars(m) for m in suite.models], "sampler": suite.sampler,
                              "prompt_sets": {k: vars(v) for k, v in suite.prompt_sets.items()},
                              "seeds": list(suite.seeds)}),
         counts={"edits": len(plan.edits), "images": len(plan.images), "rows": len(plan.rows)},
-        versions=_versions(), git_commit=_git_commit(), hardware=_hardware(device),
+        versions=_versions(), git_commit=_git_commit(), hardware=_hardware(ctx.device),
         seconds_per_stage=stages, invocations=timings, edits=edit_records(plan, store))
     write(store.manifest, manifest)
 

@@ -68,12 +68,13 @@ def method_overrides(method: str, config_fields) -> dict:
     return {k: v for k, v in SMOKE_OVERRIDES.get(method, {}).items() if k in config_fields}
 
 
-def fewshot_images(concept_name: str, k: int, size: int = 16) -> list:
-    """``k`` seeded random-noise stand-ins for a concept's few-shot images."""
+def fewshot_images(concept, k: int, seed: int = 0, size: int = 16) -> list:
+    """``k`` seeded random-noise stand-ins for a concept's few-shot images (``erase``'s
+    ``fewshot_source``; the stand-ins do not depend on the erasure seed)."""
     import numpy as np
     from PIL import Image
     from bench.core.ids import image_seed
-    rng = np.random.default_rng(image_seed(f"smoke-fewshot:{concept_name}", 0))
+    rng = np.random.default_rng(image_seed(f"smoke-fewshot:{concept.name}", 0))
     return [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(k)]
 
 

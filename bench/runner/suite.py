@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.core.errors import EraselabError, ValidationError, quoted, suggest
 from bench.core.paths import SUITE_DIR
 from bench.core.yamlio import key_problems, load_with_includes, unknown_key_hint
-from bench.core.schema import PROMPT_SETS
+from bench.core.schema import ORIGINAL, PROMPT_SETS
 from bench.samplers import SCHEDULER_CLASSES
 
 TOP_KEYS = {"suite", "version", "description", "smoke_sized", "catalog", "models", "methods",
@@ -276,6 +276,12 @@ def _methods(methods_raw, bad) -> list[MethodSpec]:
             if key not in METHOD_KEYS:
                 bad(f"methods[{i}].{key}", f"unknown key; {_unknown(key, METHOD_KEYS)}")
         name = m.get("name")
+        if name == ORIGINAL:  # the base model: always planned, listed or not; nothing to configure
+            if m.get("variant") is not None or m.get("overrides"):
+                bad(f"methods[{i}]", f"{ORIGINAL!r} is the unedited base model: it takes no variant or overrides")
+            elif MethodSpec(ORIGINAL) not in out:
+                out.append(MethodSpec(ORIGINAL))
+            continue
         if not isinstance(name, str) or name not in METHODS:
             bad(f"methods[{i}].name", METHODS.unknown_message(name) if isinstance(name, str)
                 else f"expected a method name, got {quoted(name)}")
