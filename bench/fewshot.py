@@ -23,13 +23,13 @@ before it is decoded.
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 import warnings
 from pathlib import Path
 
 from bench.core.errors import EraselabError, quoted, shorten
+from bench.core.files import read_jsonl_objects
 from bench.core.paths import DATASETS_DIR
 
 CAPTIONS_FILE = "captions.jsonl"
@@ -66,18 +66,8 @@ def _read_image(path: Path):
 def read_captions(path: Path, names: set[str]) -> dict[str, str]:
     """{file name: caption} from a captions.jsonl; every listed file must be among ``names``."""
     captions: dict[str, str] = {}
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EraselabError(f"{path}: unreadable captions file ({exc})") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EraselabError(f"{path}: line {number}: not JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("file"), str) \
+    for number, record in read_jsonl_objects(path):
+        if not isinstance(record.get("file"), str) \
                 or not isinstance(record.get("caption"), str):
             raise EraselabError(f"{path}: line {number}: expected {{\"file\": NAME, \"caption\": TEXT}}")
         if record["file"] not in names:

@@ -10,7 +10,6 @@ renders land on "van gogh" in the styles space (over object labels they never di
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 import numpy as np
@@ -24,6 +23,7 @@ from bench.core.paths import MINIWORLD_DIR
 from detectors import SCORERS
 from detectors.mapping import ALL_LABELS, MIXED, mapping_analysis
 from bench.labels import OBJECTS_SPACE, PLAIN, STYLES_SPACE, label_space, space_prompts
+from tests.tiny_clip import register_tiny_clip
 
 torch.set_num_threads(1)
 TINY_CLIP = "eraselab-mapping-test-clip"
@@ -41,12 +41,7 @@ def catalog():
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    import open_clip
-    folder = tmp_path_factory.mktemp("clipcfg")
-    (folder / f"{TINY_CLIP}.json").write_text(json.dumps(TINY_CLIP_CONFIG))
-    open_clip.add_model_config(folder)
-    torch.manual_seed(0)
-    return TINY_CLIP
+    return register_tiny_clip(tmp_path_factory.mktemp("clipcfg"), TINY_CLIP, TINY_CLIP_CONFIG)
 
 
 def noise(n: int) -> list:

@@ -25,6 +25,7 @@ from PIL import Image
 from bench.catalog import load_catalog
 from bench.core.errors import EraselabError
 from detectors import SCORERS
+from tests.tiny_clip import register_tiny_clip
 
 TINY_CLIP = "eraselab-tiny-test-clip"
 TINY_CLIP_CONFIG = {
@@ -56,13 +57,7 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    import open_clip
-    folder = tmp_path_factory.mktemp("clipcfg")
-    (folder / f"{TINY_CLIP}.json").write_text(json.dumps(TINY_CLIP_CONFIG))
-    open_clip.add_model_config(folder)
-    import torch
-    torch.manual_seed(0)
-    return TINY_CLIP
+    return register_tiny_clip(tmp_path_factory.mktemp("clipcfg"), TINY_CLIP, TINY_CLIP_CONFIG)
 
 
 @pytest.fixture(scope="module")

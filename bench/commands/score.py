@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 
 from bench.core.errors import EraselabError, UsageError
+from bench.core.files import read_jsonl_objects
 
 FORMATS = (".jsonl", ".csv", ".txt")
 PRESERVATION_DEFAULTS = ("clip-image-similarity", "kid-clip")
@@ -65,15 +66,7 @@ def read_prompt_file(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     rows: list[dict] = []
     if suffix == ".jsonl":
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise EraselabError(f"{path}: line {number}: not JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise EraselabError(f"{path}: line {number}: expected a JSON object")
+        for number, record in read_jsonl_objects(path):
             rows.append({**record, "_where": f"{path}: line {number}"})
     elif suffix == ".csv":
         with open(path, newline="") as handle:

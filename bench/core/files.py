@@ -179,6 +179,28 @@ def write_npy(path, array) -> Path:
     return atomic_write(path, write)
 
 
+def read_jsonl_objects(path) -> list[tuple[int, dict]]:
+    """(line number, object) for every non-blank line of a JSON-lines file; a line that is not a
+    JSON object is a one-line error naming the file and the line."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EraselabError(f"{path}: unreadable ({exc})") from None
+    out = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EraselabError(f"{path}: line {number}: not JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise EraselabError(f"{path}: line {number}: expected a JSON object")
+        out.append((number, record))
+    return out
+
+
 def replace_folder(new, target) -> Path:
     """Swap the finished folder ``new`` into place at ``target``: the previous folder is renamed
     aside first and removed only once the new one is there, so ``target`` is never half-written
