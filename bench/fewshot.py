@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import random
 import sys
-import warnings
 from pathlib import Path
 
-from bench.core.errors import EraselabError, quoted, shorten
+from bench.core.errors import EraselabError, quoted
 from bench.core.files import read_jsonl_objects
+from bench.core.images import read_image
 from bench.core.paths import DATASETS_DIR
 
 CAPTIONS_FILE = "captions.jsonl"
@@ -37,25 +37,7 @@ MIN_SIDE = 16
 
 
 def _read_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            # PIL only warns between 1x and 2x its pixel limit; refuse the whole range
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                img.load()
-                image = img.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise EraselabError(f"{path}: image has more than {Image.MAX_IMAGE_PIXELS:,} pixels "
-                            f"(a decompression bomb?); refused") from None
-    except UnidentifiedImageError:
-        raise EraselabError(f"{path}: not an image file") from None
-    except ImportError:  # ultralytics' patched Image.open: an unknown format asks for a plugin
-        raise EraselabError(f"{path}: not an image file") from None
-    except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable"
-        reason = shorten(str(exc).splitlines()[0]) if str(exc) else type(exc).__name__
-        raise EraselabError(f"{path}: unreadable image ({reason})") from None
+    image = read_image(path)
     if min(image.size) < MIN_SIDE:
         raise EraselabError(f"{path}: image is {image.size[0]}x{image.size[1]}; few-shot images need "
                             f"at least {MIN_SIDE} pixels a side (they are resized to the model's "

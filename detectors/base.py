@@ -31,28 +31,15 @@ from typing import Sequence
 
 from bench.core.errors import EraselabError
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+from bench.core.images import read_image
 
 
 def load_images(paths: Sequence[str | Path], size: int | tuple[int, int] | None = None) -> list:
     """Open every path as an RGB PIL image; ``size`` (side or (width, height)) is enforced."""
-    from PIL import Image
-
     want = (size, size) if isinstance(size, int) else (tuple(size) if size is not None else None)
     images = []
     for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise EraselabError(f"{path}: image file not found")
-        try:
-            with Image.open(path) as handle:
-                handle.load()  # decode now: a truncated file must fail here, not later in a batch
-                image = handle.convert("RGB")
-        except Exception as exc:  # noqa: BLE001 - any decoder failure means "unreadable"
-            # (importing ultralytics patches Image.open: an unknown format then surfaces as
-            # ModuleNotFoundError for its optional HEIF plugin, not UnidentifiedImageError)
-            reason = "unknown image format" if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
-            raise EraselabError(f"{path}: not a readable image ({reason})") from None
+        image = read_image(path)
         if want is not None and image.size != want:
             raise EraselabError(f"{path}: image is {image.size[0]}x{image.size[1]}, "
                                 f"expected {want[0]}x{want[1]}")

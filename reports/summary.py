@@ -60,11 +60,18 @@ def headline(summary) -> list[Line]:
             text = (f"{row['label']} cut {row['concept']} detection from {_pct(before)} to {_pct(after)}"
                     f" ({change}){' in ' + secs if secs else ''}{keep}{seeds}.")
             lines.append(Line(text, True, row["concept"], row["label"]))
-        else:
+        elif after.delta < 0:
+            # Detection went down, but the test cannot tell it from chance (too few pairs after
+            # false-discovery control) or it did not hold across erasure seeds: not shown erased.
             why = ("significant for these edits, but not across erasure seeds"
-                   if after.verdict == BETTER_SEED_DEPENDENT else "not a significant decrease")
+                   if after.verdict == BETTER_SEED_DEPENDENT else "not significant")
+            text = (f"{row['label']} on {row['concept']}: erasure NOT established: detection "
+                    f"{_pct(after)} vs {_pct(before)} for the original model ({change}: {why})"
+                    f"{'; the edit took ' + secs if secs else ''}{seeds}.")
+            lines.append(Line(text, False, row["concept"], row["label"]))
+        else:
             text = (f"{row['label']} did NOT erase {row['concept']}: detection {_pct(after)} vs "
-                    f"{_pct(before)} for the original model ({change}: {why})"
+                    f"{_pct(before)} for the original model ({change})"
                     f"{'; the edit took ' + secs if secs else ''}{seeds}.")
             lines.append(Line(text, False, row["concept"], row["label"]))
     return lines

@@ -163,13 +163,12 @@ def run(args) -> int:
     return 0
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
 def _note_unlisted(folder: Path, rows: list[dict]) -> None:
     """One line on stderr when the folder holds images the prompts file does not list: they are
     not scored (only listed images are), and silence would hide a mismatched prompts file."""
     import sys
+
+    from bench.core.images import IMAGE_SUFFIXES
     listed = {(folder / r["image"]).resolve() for r in rows}
     unlisted = sorted(p.name for p in folder.iterdir()
                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and p.resolve() not in listed)
