@@ -1,6 +1,6 @@
 """How close generation runs to this machine's arithmetic limit, and the loops peers run.
 
-    python -m benchmarks.generation_limit            # prints one JSON object (about 2 minutes)
+    python -m benchmarks.generation_limit     # about 2 minutes; benchmarks/results/generation_limit.json
 
 The measurements ``benchmarks/runner_speed.py`` records beside its runner-vs-bare ratio, all in
 one process so that their ratios are comparable on a shared machine:
@@ -86,11 +86,17 @@ def main() -> int:
     loop = per_prompt_seconds(pipe, prompts, seeds, steps, guidance, size)
     batched = batched_seconds(pipe, prompts, seeds, steps, guidance, size, batch=len(prompts))
     evals = len(prompts) * steps * 2  # classifier-free guidance: two UNet evaluations per step
-    print(json.dumps({"threads": torch.get_num_threads(), "unet_gflop_per_eval": round(gflop, 3),
-                      "gemm_peak_gflops": round(peak, 1),
-                      "batched_unet_gflops": round(evals * gflop / batched, 1),
-                      "per_prompt_images_per_s": round(len(prompts) / loop, 3),
-                      "batched_images_per_s": round(len(prompts) / batched, 3)}, indent=2))
+    from benchmarks.results_io import RESULTS_DIR, machine, write_result
+    report = {"benchmark": "generation_limit", "machine": machine(), "threads": torch.get_num_threads(),
+              "images": len(prompts), "steps": steps, "guidance": guidance, "batch": len(prompts),
+              "unet_gflop_per_eval": round(gflop, 3), "gemm_peak_gflops": round(peak, 1),
+              "batched_unet_gflops": round(evals * gflop / batched, 1),
+              "batched_vs_gemm_peak": round(evals * gflop / batched / peak, 3),
+              "per_prompt_images_per_s": round(len(prompts) / loop, 3),
+              "batched_images_per_s": round(len(prompts) / batched, 3),
+              "batched_vs_per_prompt": round(loop / batched, 2)}
+    write_result(report, RESULTS_DIR / "generation_limit.json")
+    print(json.dumps(report, indent=2))
     return 0
 
 
