@@ -10,8 +10,8 @@ sampler). The rule for adopting a sampler in a suite: every concept's rate lies 
 95% interval for that concept (the card's percentile bootstrap interval). Beside it the record keeps
 a check that does not degenerate at 100%: the candidate's rate inside the Clopper-Pearson 95%
 interval of the card's count, and Fisher's exact test of the two counts per concept with
-Benjamini-Hochberg over the concepts. The record lands in
-benchmarks/results/sampler_fidelity_<label>.json.
+Benjamini-Hochberg over the concepts. Each candidate's record lands under its label
+(``dpm15``: scheduler and steps) in benchmarks/results/sampler_fidelity.json.
 """
 
 from __future__ import annotations
@@ -72,7 +72,11 @@ def main(argv=None) -> int:
               "outside_card_interval": outside, "adoptable": not outside,
               "outside_clopper_pearson": outside_exact, "fisher_bh_differ": differ, "per_concept": rows}
     label = f"{args.scheduler}{args.steps}"
-    out = write_result(report, RESULTS_DIR / f"sampler_fidelity_{label}.json")
+    path = RESULTS_DIR / "sampler_fidelity.json"
+    record = json.loads(path.read_text()) if path.is_file() else {"benchmark": "sampler_fidelity",
+                                                                   "candidates": {}}
+    record["candidates"][label] = report
+    out = write_result(record, path)
     print(f"{label}: {seconds:.0f} s, mean {got['mean_detection']:.3f}; outside the card's intervals: "
           f"{outside or 'none'}; outside Clopper-Pearson: {outside_exact or 'none'}; differ (Fisher, BH): "
           f"{differ or 'none'} -> {out}")
