@@ -156,7 +156,7 @@ def aggregate(results, kid=None, edits: dict | None = None):
     """The aggregates table (AGGREGATE_COLUMNS, one row per scope x group x metric) of a run.
 
     ``kid``: the runner's KID parts (GROUP_KEY + kid_clip, kid_clip_std); ``edits``: edit id ->
-    record with ``seconds`` and ``params_changed`` (the manifest's edits)."""
+    bench.manifest.EditRecord (the manifest's edits: seconds, params_changed)."""
     import pandas as pd
 
     df = normalise(results)
@@ -216,11 +216,22 @@ def _per_image_row(scope, group, metric, g, twins) -> dict:
         if pair.any():
             d = values[pair] - twin[pair]
             row["delta"], row["delta_lo"], row["delta_hi"] = stats.hierarchical_bootstrap(d, clusters[pair])
-            if metric.kind == BINARY:
-                row["test"], row["p"] = "mcnemar-exact", stats.mcnemar_exact(twin[pair], values[pair])
-            else:
-                row["test"], row["p"] = "wilcoxon-signed-rank", stats.wilcoxon_paired(d)
+            row["test"], row["p"] = paired_test(metric, twin[pair], values[pair])
     return row
+
+
+def paired_test(metric: Metric, a, b) -> tuple[str, float]:
+    """(test name, p) for paired observations ``a`` -> ``b`` of a per-image metric."""
+    if metric.kind == BINARY:
+        return "mcnemar-exact", stats.mcnemar_exact(a, b)
+    return "wilcoxon-signed-rank", stats.wilcoxon_paired(b - a)
+
+
+def unpaired_test(metric: Metric, a, b) -> tuple[str, float]:
+    """(test name, p) for two unpaired samples of a per-image metric."""
+    if metric.kind == BINARY:
+        return "fisher-exact", stats.fisher_exact(a, b)
+    return "mann-whitney-u", stats.mann_whitney(a, b)
 
 
 def _cluster_ids(column):
@@ -284,7 +295,8 @@ def _edit_rows(df, edits: dict) -> list[dict]:
         for metric in METRICS:
             if metric.kind != EDIT:
                 continue
-            values = [float(_field(r, metric.source)) for r in records if _field(r, metric.source) is not None]
+            values = [float(getattr(r, metric.source)) for r in records
+                      if getattr(r, metric.source, None) is not None]
             row = _empty_row(CONCEPT_SCOPE, group, metric)
             row["n"] = row["n_seeds"] = len(values)
             if values:
@@ -294,10 +306,6 @@ def _edit_rows(df, edits: dict) -> list[dict]:
                     _, row["lo"], row["hi"] = stats.hierarchical_bootstrap(values, list(range(len(values))))
             rows.append(row)
     return rows
-
-
-def _field(record, name):
-    return record.get(name) if isinstance(record, dict) else getattr(record, name, None)
 
 
 # -- comparison of two runs -------------------------------------------------------------------
@@ -381,18 +389,12 @@ def _compare_per_image(group, metric, ga, gb) -> dict | None:
         d = xb[ok] - xa[ok]
         row["delta"], row["delta_lo"], row["delta_hi"] = stats.hierarchical_bootstrap(
             d, _cluster_ids(merged["suite_seed"][ok]))
-        if metric.kind == BINARY:
-            row["test"], row["p"] = "mcnemar-exact", stats.mcnemar_exact(xa[ok], xb[ok])
-        else:
-            row["test"], row["p"] = "wilcoxon-signed-rank", stats.wilcoxon_paired(d)
+        row["test"], row["p"] = paired_test(metric, xa[ok], xb[ok])
     else:
         row["delta"] = row["b"] - row["a"]
         row["delta_lo"], row["delta_hi"] = stats.unpaired_difference_interval(
             va, _cluster_ids(ga["suite_seed"]), vb, _cluster_ids(gb["suite_seed"]))
-        if metric.kind == BINARY:
-            row["test"], row["p"] = "fisher-exact", stats.fisher_exact(va, vb)
-        else:
-            row["test"], row["p"] = "mann-whitney-u", stats.mann_whitney(va, vb)
+        row["test"], row["p"] = unpaired_test(metric, va, vb)
     row["paired"] = paired
     return row
 

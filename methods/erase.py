@@ -139,62 +139,56 @@ def erase(pipe, method: str, concept, *, variant: str | None = None, overrides: 
 
     t0 = time.perf_counter()
     device = inner.unet.device
-    memory = PeakMemory(device).__enter__()
-    if method_cls.needs_images and images is None:
-        try:
+    with PeakMemory(device) as memory:
+        if method_cls.needs_images and images is None:
             k = getattr(config, method_cls.images_field)
             if fewshot_source is not None:
                 size = inner.unet.config.sample_size * inner.vae_scale_factor
                 images = fewshot_source(concept_obj, k, seed, size)
             else:
                 images = load_fewshot_images(concept_obj, k, seed, images_dir=images_dir)
+        impl = method_cls()
+        from methods.config import config_to_dict
+
+        def describe(checkpoint: str | None = None) -> dict:
+            """This edit's entry in ``edit.json`` (``checkpoint``: an intermediate one's tag)."""
+            return {"method": method, "method_version": method_cls.version,
+                    "variant": getattr(config, method_cls.variant_field) if method_cls.variant_field else None,
+                    "config": config_to_dict(config), "concept": concept_obj.name,
+                    "concept_type": concept_obj.type, "catalog": getattr(cat, "name", None),
+                    "family": family, "seed": seed, "seconds": round(time.perf_counter() - t0, 4),
+                    "images": len(images) if images is not None else 0,
+                    **({"checkpoint": checkpoint} if checkpoint else {})}
+
+        ctx = EditContext(method=method, pipe=inner, concept=concept_obj, catalog=cat, config=config,
+                          family=family, seed=seed, images=images, progress=progress,
+                          on_checkpoint=on_checkpoint, describe=describe)
+        state = edit_state(inner)
+        tensors = named_tensors(inner)
+        names = impl.trainable(inner, config)
+        unknown = [n for n in names if n not in tensors]
+        if unknown:
+            raise RuntimeError(f"{method}: claims unknown tensors {unknown[:3]}")
+        snapshot = {n: tensors[n].detach().clone() for n in names}
+        ctx.snapshot = snapshot
+        grad_flags = {n: p.requires_grad for n, p in tensors.items()}
+        spec = None
+        try:
+            if method_cls.inference_time:
+                spec = impl.inference_spec(ctx)
+            else:
+                impl.apply(ctx)
         except BaseException:
-            memory.__exit__(None, None, None)
+            with torch.no_grad():
+                for n, t in snapshot.items():
+                    tensors[n].copy_(t)
+            if not state.originals and not state.edits and not state.inference:
+                delattr(inner, STATE_ATTR)
             raise
-    impl = method_cls()
-    from methods.config import config_to_dict
-
-    def describe(checkpoint: str | None = None) -> dict:
-        """This edit's entry in ``edit.json`` (``checkpoint``: an intermediate one's tag)."""
-        return {"method": method, "method_version": method_cls.version,
-                "variant": getattr(config, method_cls.variant_field) if method_cls.variant_field else None,
-                "config": config_to_dict(config), "concept": concept_obj.name,
-                "concept_type": concept_obj.type, "catalog": getattr(cat, "name", None),
-                "family": family, "seed": seed, "seconds": round(time.perf_counter() - t0, 4),
-                "images": len(images) if images is not None else 0,
-                **({"checkpoint": checkpoint} if checkpoint else {})}
-
-    ctx = EditContext(method=method, pipe=inner, concept=concept_obj, catalog=cat, config=config,
-                      family=family, seed=seed, images=images, progress=progress,
-                      on_checkpoint=on_checkpoint, describe=describe)
-    state = edit_state(inner)
-    tensors = named_tensors(inner)
-    names = impl.trainable(inner, config)
-    unknown = [n for n in names if n not in tensors]
-    if unknown:
-        memory.__exit__(None, None, None)
-        raise RuntimeError(f"{method}: claims unknown tensors {unknown[:3]}")
-    snapshot = {n: tensors[n].detach().clone() for n in names}
-    ctx.snapshot = snapshot
-    grad_flags = {n: p.requires_grad for n, p in tensors.items()}
-    spec = None
-    try:
-        if method_cls.inference_time:
-            spec = impl.inference_spec(ctx)
-        else:
-            impl.apply(ctx)
-    except BaseException:
-        with torch.no_grad():
-            for n, t in snapshot.items():
-                tensors[n].copy_(t)
-        if not state.originals and not state.edits and not state.inference:
-            delattr(inner, STATE_ATTR)
-        raise
-    finally:
-        for n, p in tensors.items():
-            p.requires_grad_(grad_flags[n])
-            p.grad = None
-        memory.__exit__(None, None, None)
+        finally:
+            for n, p in tensors.items():
+                p.requires_grad_(grad_flags[n])
+                p.grad = None
     seconds = time.perf_counter() - t0
     peak_mb, peak_kind = memory.mb, memory.kind
 

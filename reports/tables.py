@@ -133,7 +133,7 @@ def target_verdict(row: dict) -> str:
     if row["method"] == ORIGINAL or not est.verdict:
         return ""
     word = {BETTER: "erased", BETTER_SEED_DEPENDENT: "erased in these edits, not across seeds"}.get(
-        est.verdict, "NOT erased")
+        est.verdict, "NOT established" if est.delta < 0 else "NOT erased")
     return word + (" (single erasure seed)" if est.single_seed else "")
 
 

@@ -131,7 +131,7 @@ def test_the_report_table_says_each_rows_space(tmp_path):
 
 
 @pytest.mark.skipif(not (MINIWORLD_DIR / "clip" / "model.safetensors").is_file(),
-                    reason="mini-world CLIP not shipped")
+                    reason="needs the mini-world CLIP weights (datasets/miniworld/v1/clip)")
 def test_van_gogh_renders_map_to_van_gogh_among_styles(catalog):
     """32 van gogh renders of varied objects: most map to "van gogh" (measured: 19/32, mean
     p 0.59, on these seeds), where the object labels put p(van gogh) at 0.00 for all 32."""

@@ -40,7 +40,7 @@ def harness_call(folder) -> np.ndarray:
 
 
 @pytest.mark.skipif(not (MINIWORLD_DIR / "pipeline" / "model_index.json").is_file(),
-                    reason="mini-world pipeline not shipped")
+                    reason="needs the mini-world pipeline (datasets/miniworld/v1/pipeline)")
 def test_shipped_folder_generates_with_the_plain_diffusers_call():
     from bench.miniworld.weights import verified_dir
     folder = verified_dir("pipeline")  # the checksums, text encoder config included, still hold
