@@ -32,11 +32,13 @@ def unet_gflop_per_eval(pipe, batch: int = 1) -> float:
     return counter.get_total_flops() / batch / 1e9
 
 
-def gemm_peak_gflops(n: int = 1024, repeats: int = 20) -> float:
-    """fp32 GEMM GFLOP/s (the best of ``repeats`` n x n x n products after a warm-up)."""
+def gemm_peak_gflops(n: int = 1024, repeats: int = 20, dtype=None) -> float:
+    """GEMM GFLOP/s in ``dtype`` (default fp32): the best of ``repeats`` n x n x n products after
+    a warm-up."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    dtype = dtype or torch.float32
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     torch.mm(a, b)
     best = float("inf")
     for _ in range(repeats):

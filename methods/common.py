@@ -129,8 +129,13 @@ def denoising_loss(unet, noisy, timesteps, cond, target) -> torch.Tensor:
 
 
 def training_scheduler(pipe):
-    """A private copy of the pipeline's scheduler (sampling mutates scheduler state)."""
-    return type(pipe.scheduler).from_config(pipe.scheduler.config)
+    """A private DDIM scheduler on the model's noise schedule (sampling mutates scheduler state).
+
+    DDIM whatever the pipeline samples with: its ``add_noise`` is the forward process every
+    DDPM-family scheduler shares, and its deterministic step is the sampler ESD's z_t is defined
+    with, so an edit does not depend on the solver a suite generates its images with."""
+    from diffusers import DDIMScheduler
+    return DDIMScheduler.from_config(pipe.scheduler.config)
 
 
 # --- sampling with the frozen model ----------------------------------------------------------
@@ -140,14 +145,34 @@ def ddim_sample(unet, scheduler, cond, uncond, n_steps: int, stop_at: int, guida
     """Classifier-free-guided DDIM from noise for ``stop_at`` of ``n_steps`` steps.
 
     Returns (z, t): the latent after ``stop_at`` steps and the timestep it is at (ESD's z_t)."""
+    noise = randn(shape, generator, cond)
+    z, t = ddim_sample_batch(unet, scheduler, cond, uncond, n_steps, [stop_at], guidance, noise)
+    return z, t[0]
+
+
+@torch.no_grad()
+def ddim_sample_batch(unet, scheduler, cond, uncond, n_steps: int, stops: list[int], guidance: float,
+                      noise: torch.Tensor):
+    """``ddim_sample`` for many trajectories at once: trajectory i starts from ``noise[i]`` and
+    stops after ``stops[i]`` steps. Returns (z [N, ...], t [N]).
+
+    The trajectories run longest first, so the ones still running are always a leading slice of
+    the batch; each UNet call evaluates only those (a deterministic DDIM step has no state across
+    steps, which is what lets the batch shrink)."""
     scheduler.set_timesteps(n_steps)
-    z = randn(shape, generator, cond) * scheduler.init_noise_sigma
-    both = torch.cat([uncond, cond])
-    for t in scheduler.timesteps[:stop_at]:
-        zin = scheduler.scale_model_input(torch.cat([z, z]), t)
-        e_u, e_c = unet_out(unet, zin, t, both).chunk(2)
-        z = scheduler.step(e_u + guidance * (e_c - e_u), t, z).prev_sample
-    return z, scheduler.timesteps[min(stop_at, n_steps - 1)]
+    order = sorted(range(len(stops)), key=lambda i: (-stops[i], i))
+    running = [stops[i] for i in order]
+    z = noise[order] * scheduler.init_noise_sigma
+    for step, t in enumerate(scheduler.timesteps[:max(stops, default=0)]):
+        m = sum(1 for s in running if s > step)
+        zin = scheduler.scale_model_input(torch.cat([z[:m], z[:m]]), t)
+        embeds = torch.cat([uncond.expand(m, *uncond.shape[1:]), cond.expand(m, *cond.shape[1:])])
+        e_u, e_c = unet_out(unet, zin, t, embeds).chunk(2)
+        z[:m] = scheduler.step(e_u + guidance * (e_c - e_u), t, z[:m]).prev_sample
+    unsorted = torch.empty_like(z)
+    unsorted[order] = z
+    t_at = torch.stack([scheduler.timesteps[min(s, n_steps - 1)] for s in stops])
+    return unsorted, t_at
 
 
 @contextmanager

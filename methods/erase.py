@@ -64,7 +64,10 @@ class PeakMemory:
     """The peak memory of the work inside ``with PeakMemory(device) as peak:``, in MiB above the
     start (``peak.mb``, ``peak.kind``). On CUDA: the allocator's peak. On the CPU: the resident set,
     sampled every few milliseconds by a thread (the process-wide high-water mark would read 0 for
-    every edit that stays below an earlier peak, and tracemalloc is far too slow)."""
+    every edit that stays below an earlier peak, and tracemalloc is far too slow). The C heap's
+    free pages go back to the system first (glibc ``malloc_trim``): memory an earlier edit freed
+    but the heap kept would otherwise be reused without raising the resident set, and the edit
+    would read 0."""
 
     INTERVAL = 0.005
 
@@ -78,6 +81,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start = torch.cuda.memory_allocated(self.device)
             return self
+        _trim_heap()
         self.start = self.high = _resident_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -99,6 +103,16 @@ class PeakMemory:
         self.high = max(self.high, _resident_bytes())
         self.mb, self.kind = (self.high - self.start) / 2**20, "cpu-rss-peak-delta"
         return False
+
+
+def _trim_heap() -> None:
+    """Return the C heap's free pages to the system (glibc only; elsewhere nothing happens)."""
+    import ctypes
+    import ctypes.util
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _resident_bytes() -> int:

@@ -41,6 +41,9 @@ class GuidedPipeline:
     def __getattr__(self, name):  # unet, text_encoder, device, ... come from the pipeline
         return getattr(self.__dict__["eraselab_inner"], name)
 
+    def __setattr__(self, name, value):  # a swapped scheduler reaches the pipeline that samples
+        setattr(self.__dict__["eraselab_inner"], name, value)
+
     def __repr__(self):
         return f"GuidedPipeline({[(s['method'], s['concept']) for s in self.specs]})"
 

@@ -348,3 +348,52 @@ def test_generating_inside_a_method_keeps_the_callers_progress_setting():
         pipe.set_progress_bar_config(**setting)
         generate_latents(pipe, ["a photo of a snoopy"], 2, 1.0, torch.Generator().manual_seed(0))
         assert pipe._progress_bar_config == setting
+
+
+# --- ESD: the frozen model's part batched ahead ---------------------------------------------
+def test_batched_zt_matches_one_trajectory_at_a_time():
+    from methods.common import ddim_sample_batch, encode_prompts, training_scheduler
+    pipe = tiny_pipeline(seed=0)
+    cond, uncond = encode_prompts(pipe, ["snoopy"]), encode_prompts(pipe, [""])
+    stops = [3, 0, 5, 1, 5]
+    noise = torch.randn(len(stops), 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    scheduler = training_scheduler(pipe)
+    z, t = ddim_sample_batch(pipe.unet, scheduler, cond, uncond, 6, stops, 3.0, noise)
+    for i, k in enumerate(stops):
+        z1, t1 = ddim_sample_batch(pipe.unet, scheduler, cond, uncond, 6, [k], 3.0, noise[i:i + 1])
+        assert int(t[i]) == int(t1[0]) == int(scheduler.timesteps[min(k, 5)])
+        assert torch.allclose(z[i:i + 1], z1, atol=1e-5), f"trajectory {i} (stop {k})"
+    assert torch.equal(z[1], noise[1] * scheduler.init_noise_sigma)  # 0 steps: the start noise
+
+
+def _esd_change(sample_batch, scheduler=None, seed=0):
+    """ESD-x's weight change on the tiny pipeline (edited minus base weights)."""
+    pipe = tiny_pipeline(seed=0)
+    base = {k: v.clone() for k, v in named_tensors(pipe).items()}
+    if scheduler:
+        from bench.samplers import set_scheduler
+        set_scheduler(pipe, scheduler)
+    result = erase(pipe, "esd-x", "snoopy", overrides={"steps": 6, "ddim_steps": 4, "lr": 1e-3,
+                                                        "sample_batch": sample_batch},
+                   seed=seed, progress=False)
+    return {k: (v - base[k]).detach() for k, v in result.delta.items()}
+
+
+def _largest_gap(a, b):
+    assert a.keys() == b.keys() and a
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def test_esd_batched_ahead_makes_the_step_by_step_edit():
+    # sample_batch 1 is the one-step-at-a-time loop; 4 draws the same k and noise per step, so
+    # the two differ by batched rounding only, far below what other draws (another seed) change
+    one, ahead, other_draws = _esd_change(1), _esd_change(4), _esd_change(4, seed=1)
+    size = max(float(v.abs().max()) for v in one.values())
+    assert size > 1e-3
+    assert _largest_gap(one, ahead) < 0.01 * size
+    assert _largest_gap(one, other_draws) > 0.5 * size
+
+
+def test_an_edit_does_not_depend_on_the_scheduler_a_suite_samples_with():
+    default, dpm = _esd_change(4), _esd_change(4, scheduler="dpm")
+    assert _largest_gap(default, dpm) == 0.0

@@ -130,6 +130,22 @@ def test_rerun_does_no_model_work(reference, monkeypatch):
     pd.testing.assert_frame_equal(canonical(run_dir), before)
 
 
+def test_changing_one_methods_config_reruns_only_its_edits_and_images(reference, tmp_path):
+    suite, run_dir, _ = reference
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    before = canonical(copy)
+    changed = write_suite(tmp_path, SUITE.replace("methods: [original, uce, negative-prompt]",
+                                                  "methods: [original, {name: uce, overrides: {lam: 0.25}}, negative-prompt]"))
+    summary = run(changed, copy)
+    after = canonical(copy)
+    uce = before["method"] == "uce"
+    assert summary["erased"] == 1 and summary["generated"] == int(uce.sum())
+    keep = ["image_id", "png_sha", "detected"]
+    pd.testing.assert_frame_equal(after[~uce][keep], before[~uce][keep])
+    assert not set(after[uce]["image_id"]) & set(before[uce]["image_id"])
+
+
 def test_failing_scorer_stops_cleanly_and_resumes(reference, tmp_path, monkeypatch):
     suite, ref_dir, _ = reference
     from bench.runner.scoring import Scoring

@@ -28,8 +28,11 @@ def test_shipped_suites_meet_the_spec():
     methods = {m.name for m in default.methods}
     assert {"original", "fewshot-te"} <= methods and len(methods - {"fewshot-te", "original"}) >= 4
     types = {default.catalog[c].type for c in default.concepts}
-    assert {"instance", "style", "object"} <= types and len(default.concepts) >= 4
-    assert default.smoke_sized  # < 64 images per (concept, set): it must say so
+    assert {"instance", "style", "object"} <= types
+    assert not default.smoke_sized and len(default.seeds) >= 2  # the main job is reportable
+    sizes = images_per_group(default)
+    assert min(n for (_, ps), n in sizes.items() if ps != "related") >= 64
+    assert min(n for (_, ps), n in sizes.items() if ps == "related") >= 32
     full = load_suite("mini-full")
     from methods import METHODS
     assert {m.name for m in full.methods} - {"original"} == set(METHODS.names())
@@ -38,7 +41,7 @@ def test_shipped_suites_meet_the_spec():
     paper = load_suite("paper-sd14")
     assert paper.models[0].path == "CompVis/stable-diffusion-v1-4" and paper.catalog.name == "paper"
     assert paper.sampler == {"scheduler": "pndm", "steps": 50, "guidance": 7.5, "resolution": 512,
-                             "batch_size": 4}
+                             "batch_size": 4, "precision": "fp32"}
     assert paper.prompt_sets["target"].samples == 4
     assert paper.scorer_options["clip-score"] == {"clip_model": "ViT-L-14", "clip_pretrained": "openai"}
     assert min(images_per_group(paper).values()) >= 64
@@ -52,7 +55,7 @@ models: [{id: m, path: ./no/such/folder}]
 methods: [{name: esdx}, {name: uce, overrides: {lamb: 1}}, {name: sld, variant: extreme}]
 concepts: [snoopy, snoopie]
 prompt_sets: {target: {prompts: 1, samples: 1}, relatd: {prompts: 1, samples: 1}}
-sampler: {steps: 0, guidence: 7}
+sampler: {steps: 0, guidence: 7, precision: fp16}
 scorers: [clip-scor]
 seeds: [0]
 """
@@ -67,7 +70,7 @@ def test_bad_suite_lists_every_problem_one_line_each(tmp_path):
     for needle in ["'models[0].path'", "model folder not found", "'methods[0].name'", "'esd-x'",
                    "'methods[1]'", "lamb", "'methods[2]'", "extreme", "'concepts[1]'", "snoopie",
                    "'prompt_sets.relatd'", "'related'", "'sampler.steps'", "'sampler.guidence'",
-                   "'guidance'", "'scorers[0]'", "'clip-score'"]:
+                   "'guidance'", "'sampler.precision'", "fp32, bf16, auto", "'scorers[0]'", "'clip-score'"]:
         assert needle in text, needle
     assert all(p.startswith(str(path)) and "\n" not in p for p in problems)
 
@@ -83,10 +86,11 @@ def test_model_folder_without_model_index_is_rejected(tmp_path):
 def test_size_rule_and_include(tmp_path):
     from bench.suite import load_suite
     path = tmp_path / "v.yaml"
-    path.write_text(f"include: {SUITE_DIR / 'mini-default.yaml'}\nsuite: v\nsmoke_sized: false\n")
+    # one seed is below the reporting size: the suite must declare itself smoke-sized
+    path.write_text(f"include: {SUITE_DIR / 'mini-default.yaml'}\nsuite: v\nseeds: [3]\n")
     with pytest.raises(ValidationError, match="smoke_sized"):
         load_suite(path)
-    path.write_text(f"include: {SUITE_DIR / 'mini-default.yaml'}\nsuite: v\nseeds: [3]\n")
+    path.write_text(f"include: {SUITE_DIR / 'mini-default.yaml'}\nsuite: v\nseeds: [3]\nsmoke_sized: true\n")
     suite = load_suite(path)
     assert suite.name == "v" and suite.seeds == (3,) and suite.concepts == load_suite("mini-default").concepts
 

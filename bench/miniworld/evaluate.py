@@ -124,19 +124,18 @@ CARD_SAMPLER = {"scheduler": "default", "steps": 25, "guidance": 6.0}
 def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path | None, sampler: dict | None = None) -> dict:
     """Generate from each catalog concept's prompts and judge with the detector or style probe.
 
-    ``sampler`` (scheduler, steps, guidance; default CARD_SAMPLER) lets a benchmark measure the
+    ``sampler`` (scheduler, steps, guidance, precision; default CARD_SAMPLER) lets a benchmark measure the
     same bars under another sampler; the card itself always uses CARD_SAMPLER."""
     from bench.catalog import load_catalog
     from bench.core.ids import image_seed
     from bench.generate import generate
     from bench.pipeline_io import load_pipeline
+    from bench.samplers import resolve_precision, sampling
     from detectors import SCORERS
     catalog = load_catalog("miniworld")
     sampler = {**CARD_SAMPLER, **(sampler or {})}
+    sampler["precision"] = resolve_precision(sampler.get("precision", "fp32"))
     pipe = load_pipeline(str(root / "pipeline"), progress=False)  # eval has its own bars
-    if sampler["scheduler"] != "default":
-        from bench.samplers import set_scheduler
-        set_scheduler(pipe, sampler["scheduler"])
     detector = SCORERS.get("miniworld-yolo")(miniworld_root=str(root))
     probe = SCORERS.get("miniworld-style-probe")(probe_dir=str(root / "probe"), clip_root=str(root))
     per_concept, sheet_rows = {}, []
@@ -144,8 +143,9 @@ def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path | None, sampl
         prompts = concept.prompts()
         jobs = [(prompts[i % len(prompts)], image_seed(f"card:{concept.name}:{i}", i, seed))
                 for seed in CARD_SEEDS for i in range(n_per_concept // len(CARD_SEEDS))]
-        images = generate(pipe, [p for p, _ in jobs], [s for _, s in jobs], steps=sampler["steps"],
-                          guidance=sampler["guidance"], batch_size=32)
+        with sampling(pipe, sampler):
+            images = generate(pipe, [p for p, _ in jobs], [s for _, s in jobs], steps=sampler["steps"],
+                              guidance=sampler["guidance"], batch_size=32)
         scorer = probe if concept.is_style else detector
         rows = scorer.score(images, [p for p, _ in jobs], [concept] * len(images))
         per_concept[concept.name] = _ci([bool(r["detected"]) for r in rows])

@@ -14,7 +14,6 @@ from pathlib import Path
 from bench.core.errors import EraselabError
 from bench.runner.smoke import SMOKE_MODEL
 from bench.runner.suite import MINIWORLD
-from bench.samplers import set_scheduler
 
 _MIB = 1 << 20
 
@@ -65,14 +64,14 @@ def _hub_revision(repo_id: str) -> str:
         return "unknown"
 
 
-def load(path: str, sampler: dict, device: str = "cpu"):
-    """The pipeline with the suite's scheduler, progress bars off."""
+def load(path: str, device: str = "cpu"):
+    """The pipeline with the scheduler it ships with (erasure trains against it; the suite's
+    sampler is swapped in only while images are generated), progress bars off."""
     if path == SMOKE_MODEL:
         from bench.tiny import tiny_pipeline
         pipe = tiny_pipeline(seed=0).to(device)
     else:
         from bench.pipeline_io import load_pipeline
         pipe = load_pipeline(path, device=device, progress=False)  # the runner shows its own bars
-    set_scheduler(pipe, sampler.get("scheduler", "default"))
     pipe.set_progress_bar_config(disable=True)
     return pipe

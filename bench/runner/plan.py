@@ -161,6 +161,9 @@ def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, s
 
     extra_overrides = extra_overrides or {}
     sampler = {k: suite.sampler[k] for k in ("scheduler", "steps", "guidance", "resolution")}
+    if suite.sampler.get("precision", "fp32") != "fp32":
+        # fp32 images keep the addresses they had before precision was a setting
+        sampler["precision"] = suite.sampler["precision"]
     edits: dict[str, Edit] = {}
     images: dict[str, Image] = {}
     rows: list[dict] = []

@@ -33,6 +33,7 @@ from bench.core.ids import content_id
 from bench.runner import plan as plan_mod
 from bench.core import files as fs
 from bench.runner import store as st
+from bench.samplers import resolve_precision, sampling
 from bench.core.schema import GROUP_KEY, ROW_COLUMNS
 
 log = logging.getLogger("eraselab.run")
@@ -104,13 +105,15 @@ def prepare(suite, smoke: bool = False, device: str = "cpu"):
         from bench.runner import smoke as smoke_mod
         smoke_mod.smoke_env()
         suite = smoke_mod.smoke_suite(suite)
+    # "auto" becomes what this device runs fast, before any address is computed from the sampler
+    suite = dataclasses.replace(suite, sampler={**suite.sampler, "precision": resolve_precision(
+        suite.sampler.get("precision", "fp32"), device)})
     paths = {m.id: models.resolve(m.path) for m in suite.models}
     fingerprints = {mid: models.fingerprint(p) for mid, p in paths.items()}
     names = {m.name for m in suite.methods} - {plan_mod.ORIGINAL}  # the base model is no method
     versions = {n: str(METHODS.get(n).version) for n in names}
     extra = {}
     if smoke:
-        import dataclasses
         from bench.runner.smoke import method_overrides
         for n in names:
             fields = {f.name for f in dataclasses.fields(METHODS.get(n).Config)}
@@ -238,15 +241,16 @@ def _execute(ctx: RunContext, todo: list) -> None:
                 pipes.clear()  # one base model in memory at a time
                 with timer("load"):
                     from bench.runner import models
-                    pipes[edit.model] = models.load(ctx.paths[edit.model], ctx.suite.sampler, ctx.device)
+                    pipes[edit.model] = models.load(ctx.paths[edit.model], ctx.device)
                     log.info("loaded model %s from %s", edit.model, ctx.paths[edit.model])
             with timer("erase"):
                 edited = _edited_pipeline(ctx, pipes[edit.model], edit)
             bar_e.update(1)
             try:
-                for batch in by_edit[edit_id]:
-                    _do_batch(ctx, edited, batch)
-                    bar_i.update(len(batch.images))
+                with sampling(edited, ctx.suite.sampler):
+                    for batch in by_edit[edit_id]:
+                        _do_batch(ctx, edited, batch)
+                        bar_i.update(len(batch.images))
             finally:
                 reset_edits(edited)
     finally:

@@ -20,7 +20,7 @@ from bench.core.errors import EraselabError, ValidationError, quoted, suggest
 from bench.core.paths import SUITE_DIR
 from bench.core.yamlio import key_problems, load_with_includes, unknown_key_hint
 from bench.core.schema import ORIGINAL, PROMPT_SETS
-from bench.samplers import SCHEDULER_CLASSES
+from bench.samplers import PRECISIONS, SCHEDULER_CLASSES
 
 TOP_KEYS = {"suite", "version", "description", "smoke_sized", "catalog", "models", "methods",
             "concepts", "prompt_sets", "general_prompts", "sampler", "scorers", "preservation",
@@ -29,7 +29,7 @@ REQUIRED_TOP = ("suite", "catalog", "models", "methods", "concepts", "prompt_set
 MODEL_KEYS = {"id", "path"}
 METHOD_KEYS = {"name", "variant", "overrides"}
 SET_KEYS = {"prompts", "samples", "extra"}
-SAMPLER_KEYS = {"scheduler", "steps", "guidance", "resolution", "batch_size"}
+SAMPLER_KEYS = {"scheduler", "steps", "guidance", "resolution", "batch_size", "precision"}
 SCHEDULERS = ("default", *SCHEDULER_CLASSES)
 MINIWORLD = "miniworld"  # model path meaning the shipped mini-world pipeline
 
@@ -392,14 +392,14 @@ def _prompt_sets(raw, bad):
 
 def _sampler(s, bad) -> dict:
     if not isinstance(s, dict):
-        bad("sampler", "expected a mapping {scheduler, steps, guidance, resolution, batch_size}")
+        bad("sampler", "expected a mapping {scheduler, steps, guidance, resolution, batch_size, precision}")
         return {}
     for key in s:
         if key not in SAMPLER_KEYS:
             bad(f"sampler.{key}", f"unknown key; {_unknown(key, SAMPLER_KEYS)}")
     out = {"scheduler": s.get("scheduler", "default"), "steps": s.get("steps"),
            "guidance": s.get("guidance", 7.5), "resolution": s.get("resolution"),
-           "batch_size": s.get("batch_size", 16)}
+           "batch_size": s.get("batch_size", 16), "precision": s.get("precision", "fp32")}
     if out["scheduler"] not in SCHEDULERS:
         bad("sampler.scheduler", f"unknown scheduler {quoted(out['scheduler'])}; {_unknown(out['scheduler'], SCHEDULERS)}")
     if not _is_int(out["steps"]) or out["steps"] <= 0:
@@ -411,5 +411,7 @@ def _sampler(s, bad) -> dict:
         bad("sampler.resolution", f"expected null or a positive multiple of 8, got {quoted(r)}")
     if not _is_int(out["batch_size"]) or out["batch_size"] < 1:
         bad("sampler.batch_size", f"expected a positive integer, got {quoted(out['batch_size'])}")
+    if out["precision"] not in PRECISIONS:
+        bad("sampler.precision", f"expected one of {', '.join(PRECISIONS)}, got {quoted(out['precision'])}")
     out["guidance"] = float(out["guidance"]) if _is_number(out["guidance"]) else out["guidance"]
     return out
