@@ -35,6 +35,7 @@ class EditRecord:
     peak_memory_mb: float | None = None
     params_changed: int | None = None
     delta_bytes: int | None = None
+    change_by_group: list = field(default_factory=list)   # methods/change_map.py rows
 
 
 @dataclass

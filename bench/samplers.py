@@ -63,6 +63,11 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
 
 def resolve_precision(name: str, device: str = "cpu") -> str:
     """``fp32`` or ``bf16`` for a suite's ``sampler.precision`` on ``device``."""
+    if name == "bf16" and not str(device).startswith("cuda") and not cpu_has_native_bf16():
+        import logging
+        logging.getLogger("eraselab").warning(
+            "sampler.precision bf16 on a CPU without avx512_bf16 or amx_bf16: emulated bf16 runs "
+            "many times slower than fp32 (precision: auto picks fp32 here)")
     if name != "auto":
         return name
     if str(device).startswith("cuda"):

@@ -111,6 +111,7 @@ def build_record(pipe, edits: list[dict], inference: list, delta: dict, original
     """``edit.json`` for ``delta`` (every change against the base, whose values are ``originals``);
     the last of ``edits`` names the method, config, concept and cost."""
     from bench import __version__
+    from methods.change_map import change_by_group
     state = edit_state(pipe)
     tensors = named_tensors(unwrap(pipe))
     base_hash, hash_of = _base_hash(tensors, originals, delta)
@@ -123,7 +124,8 @@ def build_record(pipe, edits: list[dict], inference: list, delta: dict, original
             "seconds": last.get("seconds"), "peak_memory_mb": last.get("peak_memory_mb"),
             "peak_memory_kind": last.get("peak_memory_kind"),
             "params_changed": sum(int((t != originals[n]).sum()) for n, t in delta.items()),
-            "tensors_changed": len(delta), "edits": list(edits), "inference": list(inference),
+            "tensors_changed": len(delta), "change_by_group": change_by_group(delta, originals),
+            "edits": list(edits), "inference": list(inference),
             "delta_file": DELTA_FILE}
 
 

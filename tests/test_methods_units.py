@@ -397,3 +397,48 @@ def test_esd_batched_ahead_makes_the_step_by_step_edit():
 def test_an_edit_does_not_depend_on_the_scheduler_a_suite_samples_with():
     default, dpm = _esd_change(4), _esd_change(4, scheduler="dpm")
     assert _largest_gap(default, dpm) == 0.0
+
+
+# --- where the change went ------------------------------------------------------------------
+def test_group_names_follow_the_modules():
+    from methods.change_map import group_of
+    assert group_of("unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight") == \
+        ("unet", "down_blocks.1", "cross-attention")
+    assert group_of("unet.mid_block.attentions.0.transformer_blocks.0.attn1.to_q.weight") == \
+        ("unet", "mid_block", "self-attention")
+    assert group_of("unet.up_blocks.2.resnets.1.conv1.weight") == ("unet", "up_blocks.2", "resnet")
+    assert group_of("text_encoder.text_model.encoder.layers.3.mlp.fc1.weight") == \
+        ("text_encoder", "layer3", "mlp")
+    assert group_of("text_encoder.text_model.encoder.layers.0.self_attn.q_proj.bias") == \
+        ("text_encoder", "layer0", "attention")
+    assert group_of("text_encoder.text_model.embeddings.token_embedding.weight") == \
+        ("text_encoder", "embeddings", "other")
+
+
+def test_change_by_group_is_the_relative_frobenius_change():
+    from methods.change_map import change_by_group
+    a, b = "unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight", \
+        "unet.mid_block.attentions.0.transformer_blocks.0.attn2.to_v.weight"
+    c = "text_encoder.text_model.encoder.layers.1.mlp.fc2.weight"
+    base = {a: torch.full((2, 2), 1.0), b: torch.full((2, 2), 1.0), c: torch.full((3,), 2.0)}
+    new = {a: torch.tensor([[1.0, 1.0], [1.0, 3.0]]), b: base[b].clone(), c: torch.full((3,), 2.2)}
+    rows = {(r["block"], r["kind"]): r for r in change_by_group(new, base)}
+    xattn = rows[("mid_block", "cross-attention")]
+    assert xattn["tensors"] == 2 and xattn["params"] == 8 and xattn["params_changed"] == 1
+    assert xattn["relative_change"] == pytest.approx(2.0 / 8 ** 0.5)       # ||(0,0,0,2)|| / ||ones(8)||
+    assert rows[("layer1", "mlp")]["relative_change"] == pytest.approx(0.1)
+    assert [r["kind"] for r in change_by_group(new, base)] == ["cross-attention", "mlp"]
+
+
+@pytest.mark.parametrize("method,component,kinds", [
+    ("esd-x", "unet", {"cross-attention"}),
+    ("fewshot-te", "text_encoder", {"mlp", "attention"}),
+])
+def test_an_edit_records_where_its_change_went(method, component, kinds, images_dir):
+    images = {"images_dir": images_dir} if method == "fewshot-te" else {}
+    result = erase(tiny_pipeline(seed=0), method, "snoopy", progress=False,
+                   overrides={"steps": 2, "lr": 1e-3}, **images)
+    rows = result.record["change_by_group"]
+    assert rows and {r["component"] for r in rows} == {component}
+    assert {r["kind"] for r in rows} <= kinds and all(r["relative_change"] > 0 for r in rows)
+    assert sum(r["params_changed"] for r in rows) == result.record["params_changed"]

@@ -97,6 +97,10 @@ def test_run_writes_rows_aggregates_and_manifest(reference):
     assert set(manifest.edits) == set(results.loc[results.method != "original", "edit_id"])
     for record in manifest.edits.values():
         assert record.delta_bytes > 0 and record.seconds is not None
+    # where each edit's change went: UCE's cross-attention keys and values, nothing for a prompt
+    changes = {r.method: r.change_by_group for r in manifest.edits.values()}
+    assert changes["negative-prompt"] == []
+    assert changes["uce"] and {g["kind"] for g in changes["uce"]} == {"cross-attention"}
     assert manifest.versions["torch"] and manifest.hardware and manifest.seconds_per_stage
     assert list((run_dir / "logs").glob("*.log"))
 

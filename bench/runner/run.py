@@ -492,7 +492,8 @@ def edit_records(plan, store) -> dict:
             method=e.method, variant=e.variant or "", concept=e.concept, model=e.model, seed=e.seed,
             overrides=dict(e.overrides), seconds=rec.get("seconds"),
             peak_memory_mb=rec.get("peak_memory_mb"), params_changed=rec.get("params_changed"),
-            delta_bytes=(store.edit_dir(edit_id) / DELTA_FILE).stat().st_size)
+            delta_bytes=(store.edit_dir(edit_id) / DELTA_FILE).stat().st_size,
+            change_by_group=list(rec.get("change_by_group") or []))
     return edits
 
 
