@@ -162,7 +162,7 @@ def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, s
     extra_overrides = extra_overrides or {}
     sampler = {k: suite.sampler[k] for k in ("scheduler", "steps", "guidance", "resolution")}
     if suite.sampler.get("precision", "fp32") != "fp32":
-        # fp32 images keep the addresses they had before precision was a setting
+        # fp32 leaves the key out: its addresses equal those of a suite that never names precision
         sampler["precision"] = suite.sampler["precision"]
     edits: dict[str, Edit] = {}
     images: dict[str, Image] = {}
