@@ -148,7 +148,9 @@ def main(argv=None) -> int:
         return {"target": sum(r["target"] for r in per.values()) / len(per),
                 "unrelated": sum(r["unrelated"] for r in per.values()) / len(per), "per_concept": per}
 
+    from bench.runner.models import fingerprint
     report = {"benchmark": "tune_method", "method": args.method, "grid": grid, "model": model_label(model),
+              "model_fingerprint": fingerprint(str(model)),
               "tuning_concepts": list(TUNING_CONCEPTS), "target_prompts": TARGET_PROMPTS,
               "unrelated_prompts": [p for p, _ in UNRELATED_PROMPTS],
               "images_per_concept": {"target": TARGET_SAMPLES * 2, "unrelated": UNRELATED_SAMPLES * 4},
@@ -192,15 +194,18 @@ def _rule_text() -> str:
 
 
 def _resumable(path: str, report: dict) -> dict | None:
-    """The earlier result at ``path`` if it measured the same method, model and tuning split, with
+    """The earlier result at ``path`` if it measured the same method, model (by content
+    fingerprint) and tuning split, with
     only the settings that the new grid also holds (so a grid can be extended, e.g. to lower
     learning rates when no setting kept unrelated prompts); else None."""
     try:
         earlier = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    same = all(earlier.get(k) == report[k] for k in ("method", "model", "tuning_concepts",
-                                                      "target_prompts", "unrelated_prompts"))
+    # the fingerprint, not the path: another model saved at the same path must measure again
+    same = all(earlier.get(k) == report[k] for k in ("method", "model", "model_fingerprint",
+                                                      "tuning_concepts", "target_prompts",
+                                                      "unrelated_prompts"))
     if not same:
         return None
     wanted = [dict(zip(report["grid"], values)) for values in itertools.product(*report["grid"].values())]

@@ -56,11 +56,13 @@ def test_rule_text_is_the_docstrings():
 
 
 @pytest.mark.parametrize("change, kept", [({}, [8, 40]), ({"grid": {"steps": [8, 100]}}, [8]),
-                                          ({"method": "esd-x"}, None), ({"model": "other"}, None)])
+                                          ({"method": "esd-x"}, None), ({"model": "other"}, None),
+                                          ({"model_fingerprint": "miniworld:other-weights"}, None)])
 def test_earlier_results_are_reused_only_for_the_same_sweep(tmp_path, change, kept):
     """Same method, model and split: the settings the new grid holds are reused (resume, or an
     extended grid); anything else measures again."""
-    report = {"method": "ga", "grid": {"steps": [8, 40]}, "model": "m", "tuning_concepts": ["a"],
+    report = {"method": "ga", "grid": {"steps": [8, 40]}, "model": "m",
+              "model_fingerprint": "miniworld:0123", "tuning_concepts": ["a"],
               "target_prompts": {"a": ["p"]}, "unrelated_prompts": ["q"]}
     settings = [{"overrides": {"steps": 8}}, {"overrides": {"steps": 40}}]
     earlier = {**report, "original": {}, "settings": settings, "complete": True}  # or partial
