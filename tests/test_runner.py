@@ -235,7 +235,7 @@ def test_cli_smoke_prints_run_dir_and_summary(reference, capsys):
     suite, run_dir, _ = reference
     assert main(["run", str(suite), "--smoke", "--out", str(run_dir), "--no-progress"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == str(run_dir) and "3 edits" in out[1]
+    assert out[0] == str(run_dir) and "2 edits" in out[1]  # uce and negative-prompt; the original is no edit
 
 
 def test_shard_from_environment():

@@ -139,6 +139,11 @@ class Plan:
     twins: dict          # edited image id -> original image id
     groups: dict         # (model, method, variant, concept, set) -> (edited ids, original ids)
 
+    @property
+    def erasures(self) -> int:
+        """How many edits erase something (the base model's "no edit" is not one)."""
+        return sum(not e.is_base for e in self.edits.values())
+
     def shard_edits(self, index: int, count: int) -> set[str]:
         """The edit ids of shard ``index`` of ``count``: greedy by image count, deterministic."""
         sizes = {e: 0 for e in self.edits}

@@ -158,8 +158,8 @@ def _run_locked(ctx: RunContext, created: bool) -> dict:
     plan, keys, counts = ctx.plan, ctx.keys, ctx.counts
     mine = plan.shard_edits(*shard)
     todo = [b for b in plan.batches if b.edit_id in mine and not store.part("images", keys[b.id]).is_file()]
-    log.info("plan: %d edits, %d images, %d batches; this shard: %d edits, %d batches to do",
-             len(plan.edits), len(plan.images), len(plan.batches), len(mine), len(todo))
+    log.info("plan: %d edits and the original model, %d images, %d batches; this shard: %d models, "
+             "%d batches to do", plan.erasures, len(plan.images), len(plan.batches), len(mine), len(todo))
     try:
         _execute(ctx, todo)
     except EraselabError as exc:
@@ -171,7 +171,7 @@ def _run_locked(ctx: RunContext, created: bool) -> dict:
         raise
     missing = [b for b in plan.batches if not store.part("images", keys[b.id]).is_file()]
     summary = {"run_dir": str(store.root), "suite": ctx.suite.name, "shard": f"{shard[0]}/{shard[1]}",
-               "edits": len(plan.edits), "images": len(plan.images), "rows": len(plan.rows),
+               "edits": plan.erasures, "images": len(plan.images), "rows": len(plan.rows),
                **counts, "log": str(log_path), "complete": not missing}
     if missing:
         log.info("%d batches left for other shards; the last shard to finish compacts", len(missing))
@@ -519,7 +519,7 @@ def write_manifest(ctx: RunContext) -> None:
         effective=_jsonable({"models": [vars(m) for m in suite.models], "sampler": suite.sampler,
                              "prompt_sets": {k: vars(v) for k, v in suite.prompt_sets.items()},
                              "seeds": list(suite.seeds)}),
-        counts={"edits": len(plan.edits), "images": len(plan.images), "rows": len(plan.rows)},
+        counts={"edits": plan.erasures, "images": len(plan.images), "rows": len(plan.rows)},
         versions=_versions(), git_commit=_git_commit(), hardware=_hardware(ctx.device),
         seconds_per_stage=stages, invocations=timings, edits=edit_records(plan, store))
     write(store.manifest, manifest)
