@@ -5,7 +5,7 @@ config with seeded random weights; ``imagenet-classifier`` uses timm's ``test_vi
 YOLOv8n-config model (the mini world's classes) built once into the eraselab cache; the style probe is fitted on the
 tiny CLIP's features of solid-colour images. These are the builders tests/test_scorers.py uses.
 Prompts, samples, seeds and steps shrink (``smoke_suite``), and methods run a few steps
-(``SMOKE_OVERRIDES``, as tests/test_methods.py's ``FAST``). Numbers from a smoke run mean nothing;
+(each method's ``quick_overrides``, as tests/test_methods.py uses them). Numbers from a smoke run mean nothing;
 it checks that the path runs.
 
     eraselab run paper-sd14 --smoke --out /tmp/smoke
@@ -29,18 +29,9 @@ SMOKE_CLIP_CONFIG = {
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
 }
 
-SMOKE_OVERRIDES = {
-    "fewshot-te": {"steps": 2, "k": 2},
-    "esd-x": {"steps": 2, "ddim_steps": 3},
-    "esd-x-strict": {"steps": 2, "ddim_steps": 3},
-    "esd-u": {"steps": 2, "ddim_steps": 3},
-    "ca": {"steps": 2, "anchor_images": 2, "gen_steps": 2, "batch_size": 2},
-    "fmn": {"steps": 2, "k": 2},
-    "ga": {"steps": 2, "gen_steps": 2, "retain_images": 2, "k": 2},
-    "salun": {"steps": 2, "gen_steps": 2, "retain_images": 2, "k": 2},
-    "advunlearn": {"steps": 2, "warmup_steps": 1, "attack_steps": 2, "ddim_steps": 3},
-    "sld": {"warmup_steps": 0},
-}
+# Methods run with their own ``quick_overrides`` (methods/*.py: tiny step counts) and, where they
+# take few-shot images, two of the seeded noise stand-ins.
+SMOKE_SHOTS = 2
 # 1 prompt x 2 samples per set (KID needs 2 a side), at most 4 concepts (distinct types first)
 SMOKE_PROMPTS, SMOKE_SAMPLES, SMOKE_STEPS, SMOKE_CONCEPTS = 1, 2, 2, 4
 
@@ -65,7 +56,13 @@ def smoke_suite(suite):
 
 
 def method_overrides(method: str, config_fields) -> dict:
-    return {k: v for k, v in SMOKE_OVERRIDES.get(method, {}).items() if k in config_fields}
+    """The smoke run's overrides of ``method``: its ``quick_overrides``, and ``k`` (few-shot
+    images) at SMOKE_SHOTS when its config has one."""
+    from methods import METHODS
+    out = dict(METHODS.get(method).quick_overrides)
+    if "k" in config_fields:
+        out["k"] = SMOKE_SHOTS
+    return {k: v for k, v in out.items() if k in config_fields}
 
 
 def fewshot_images(concept, k: int, seed: int = 0, size: int = 16) -> list:
