@@ -67,11 +67,12 @@ MINI_MAX_HIDDEN = 256
 DEFAULTS: dict[str, dict[str, dict]] = {
     # mini: every lr/steps value below was chosen by benchmarks/tune_method.py (module docstring).
     "fewshot-te": {"sd": {}, "mini": {"lr": 1e-4, "steps": 40}},
-    # 25 DDIM steps keep sampling z_t cheap (cost only, not swept).
-    "esd-x": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "ddim_steps": 25}},
-    "esd-x-strict": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "ddim_steps": 25}},
+    # 25 DDIM steps keep sampling z_t cheap (cost only, not swept); the mini UNet samples 32
+    # trajectories ahead in one batch (speed only), SD's 8 (memory).
+    "esd-x": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "ddim_steps": 25, "sample_batch": 32}},
+    "esd-x-strict": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "ddim_steps": 25, "sample_batch": 32}},
     # The whole UNet: every lr >= 3e-6 cost unrelated prompts more than 10 points on the split.
-    "esd-u": {"sd": {}, "mini": {"lr": 1e-6, "steps": 50, "ddim_steps": 25}},
+    "esd-u": {"sd": {}, "mini": {"lr": 1e-6, "steps": 50, "ddim_steps": 25, "sample_batch": 32}},
     "uce": {"sd": {}, "mini": {}},
     # CA's anchor set: the authors generate 1,000 images; 16 suffice for the mini world's glyphs.
     "ca": {"sd": {}, "mini": {"lr": 2e-5, "steps": 40, "anchor_images": 16, "gen_steps": 25}},

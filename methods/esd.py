@@ -41,7 +41,7 @@ class EsdConfig:
     eta: float = 1.0
     ddim_steps: int = 50
     start_guidance: float = 3.0
-    sample_batch: int = 32        # steps whose z_t and targets the frozen model computes together
+    sample_batch: int = 8         # steps whose z_t and targets the frozen model computes together
 
     def check(self):
         if self.lr <= 0 or self.steps < 1 or self.ddim_steps < 1 or self.sample_batch < 1:
@@ -51,7 +51,7 @@ class EsdConfig:
 
 class _Esd(ErasureMethod):
     Config = EsdConfig
-    version = "2"  # the frozen model's part batched ahead (same draws and objective as version 1)
+    version = "2"  # z_t and targets batched ahead: rounding differs from one-at-a-time edits
     quick_overrides = {"steps": 2, "ddim_steps": 3}
 
     def apply(self, ctx):
