@@ -170,11 +170,11 @@ def aggregate(results, kid=None, edits: dict | None = None):
                 out.append(_per_image_row(CONCEPT_SCOPE, group, metric, g, twins))
     for key, g in df.groupby(["model", "method", "variant", "prompt_set"], sort=True, dropna=False):
         group = {**dict(zip(("model", "method", "variant", "prompt_set"), key)), "concept": ""}
-        g = g.assign(suite_seed=list(zip(g["concept"], g["suite_seed"])))  # each edit a cluster
+        g = g.assign(_cluster=list(zip(g["concept"], g["suite_seed"])))  # each edit a cluster
         for metric in METRICS:
             if metric.kind in (BINARY, CONTINUOUS) and group["prompt_set"] in metric.prompt_sets \
                     and metric.source in g:
-                out.append(_per_image_row(POOLED_SCOPE, group, metric, g, None))
+                out.append(_per_image_row(POOLED_SCOPE, group, metric, g, twins, cluster="_cluster"))
     out += _kid_rows(kid)
     out += _edit_rows(df, edits or {})
     agg = pd.DataFrame(out, columns=list(AGGREGATE_COLUMNS))
@@ -194,13 +194,13 @@ def _empty_row(scope: str, group: dict, metric: Metric) -> dict:
     return row
 
 
-def _per_image_row(scope, group, metric, g, twins) -> dict:
+def _per_image_row(scope, group, metric, g, twins, cluster: str = "suite_seed") -> dict:
     import numpy as np
     import pandas as pd
 
     row = _empty_row(scope, group, metric)
     values = pd.to_numeric(g[metric.source], errors="coerce").to_numpy(dtype=float)
-    clusters = _cluster_ids(g["suite_seed"])
+    clusters = _cluster_ids(g[cluster])
     ok = ~np.isnan(values)
     row["n"] = int(ok.sum())
     if not ok.any():
@@ -218,6 +218,37 @@ def _per_image_row(scope, group, metric, g, twins) -> dict:
             row["delta"], row["delta_lo"], row["delta_hi"] = stats.hierarchical_bootstrap(d, clusters[pair])
             row["test"], row["p"] = paired_test(metric, twin[pair], values[pair])
     return row
+
+
+def contrast(results, a: tuple, b: tuple, prompt_set: str, metric_name: str = "detected") -> dict:
+    """Arm ``b`` minus arm ``a`` (each a (model, method, variant) key) on one prompt set, paired
+    image by image over the prompts, samples and seeds both arms drew, pooled over the concepts
+    both erased: {"delta", "delta_lo", "delta_hi", "n_pairs", "test", "p"}. Intervals resample
+    the (concept, erasure seed) clusters first, as every pooled interval does."""
+    import numpy as np
+
+    metric = METRIC_BY_NAME[metric_name]
+    df = normalise(results)
+    key = ["concept", "prompt_id", "sample", "suite_seed"]
+
+    def arm(k):
+        sel = df[(df["model"] == k[0]) & (df["method"] == k[1]) & (df["variant"] == k[2])
+                 & (df["prompt_set"] == prompt_set)]
+        return sel.drop_duplicates(key).set_index(key)[metric.source]
+
+    import pandas as pd
+    both = pd.concat([arm(a).rename("a"), arm(b).rename("b")], axis=1, join="inner")
+    both = both.apply(pd.to_numeric, errors="coerce").dropna()
+    out = {"delta": math.nan, "delta_lo": math.nan, "delta_hi": math.nan, "n_pairs": int(len(both)),
+           "test": "", "p": math.nan}
+    if both.empty:
+        return out
+    clusters = _cluster_ids(list(zip(both.index.get_level_values("concept"),
+                                     both.index.get_level_values("suite_seed"))))
+    d = both["b"].to_numpy(dtype=float) - both["a"].to_numpy(dtype=float)
+    out["delta"], out["delta_lo"], out["delta_hi"] = stats.hierarchical_bootstrap(d, clusters)
+    out["test"], out["p"] = paired_test(metric, both["a"].to_numpy(dtype=float), both["b"].to_numpy(dtype=float))
+    return out
 
 
 def paired_test(metric: Metric, a, b) -> tuple[str, float]:

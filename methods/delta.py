@@ -120,7 +120,9 @@ def build_record(pipe, edits: list[dict], inference: list, delta: dict, original
             **{k: last.get(k) for k in ("method", "method_version", "variant", "config", "concept",
                                         "concept_type", "catalog", "family", "seed")},
             **({"checkpoint": last["checkpoint"]} if "checkpoint" in last else {}),
-            "base": {"id": state.base_id, "hash": base_hash, "hash_of": hash_of},
+            "base": {"id": state.base_id, "hash": base_hash, "hash_of": hash_of,
+                     # the replaced values alone: what another base must hold to take the edit
+                     "replaced_hash": hash_tensors({n: originals.get(n, tensors[n]) for n in sorted(delta)})},
             "seconds": last.get("seconds"), "peak_memory_mb": last.get("peak_memory_mb"),
             "peak_memory_kind": last.get("peak_memory_kind"),
             "params_changed": sum(int((t != originals[n]).sum()) for n, t in delta.items()),
@@ -223,12 +225,16 @@ def read_edit_record(delta_dir) -> dict:
     return record
 
 
-def load_edit(base_pipeline, delta_dir, copy: bool = False):
+def load_edit(base_pipeline, delta_dir, copy: bool = False, transfer: bool = False):
     """Rebuild an edited pipeline from ``base_pipeline`` and a saved delta folder.
 
     The base's hash (over the tensors the delta replaces, plus a fingerprint) must match the one
     recorded at erase time. The delta is applied IN PLACE unless ``copy=True``; ``reset_edits``
     undoes it. Returns the pipeline, wrapped in a ``GuidedPipeline`` for inference-time edits.
+
+    ``transfer=True`` plugs a text-encoder edit made on another model into this one (the seed
+    paper's claim that an erased text encoder serves every model that shares it): the delta must
+    touch the text encoder only, and this base must hold the very values it replaced.
     """
     import torch
     from safetensors.torch import load_file
@@ -255,11 +261,13 @@ def load_edit(base_pipeline, delta_dir, copy: bool = False):
             raise EraselabError(f"{delta_path}: tensor {name!r} has shape {tuple(t.shape)}, the "
                                 f"base has {tuple(tensors[name].shape)}")
     base = record["base"]
-    missing = [n for n in base["hash_of"] if n not in tensors]
+    if transfer:
+        _check_transfer(delta, record, tensors, delta_dir)
+    missing = [] if transfer else [n for n in base["hash_of"] if n not in tensors]
     if missing:
         raise EraselabError(f"{delta_dir}: base pipeline lacks {missing[0]!r}; wrong base model")
-    actual = hash_tensors({n: tensors[n] for n in base["hash_of"]})
-    if actual != base["hash"]:
+    actual = None if transfer else hash_tensors({n: tensors[n] for n in base["hash_of"]})
+    if not transfer and actual != base["hash"]:
         raise EraselabError(f"{delta_dir}: base model hash mismatch (edit made on {base['id']!r}, "
                             f"hash {base['hash'][:12]}...; this base hashes {actual[:12]}...)")
     state = edit_state(pipe)
@@ -270,6 +278,20 @@ def load_edit(base_pipeline, delta_dir, copy: bool = False):
     state.edits = list(record.get("edits", []))
     state.inference = list(record.get("inference", []))
     return wrap(pipe, state)
+
+
+def _check_transfer(delta: dict, record: dict, tensors: dict, delta_dir) -> None:
+    other = sorted(n for n in delta if not n.startswith("text_encoder."))
+    if other or record.get("inference"):
+        raise EraselabError(f"{delta_dir}: only a text-encoder edit transfers to another model; this one "
+                            f"changes {(other or ['inference-time guidance'])[0]!r}")
+    expected = record["base"].get("replaced_hash")
+    if expected is None:
+        raise EraselabError(f"{delta_dir}: the edit records no hash of the values it replaced (saved by an "
+                            f"older eraselab); erase it again to transfer it")
+    if hash_tensors({n: tensors[n] for n in sorted(delta)}) != expected:
+        raise EraselabError(f"{delta_dir}: this model's text encoder differs from the one the edit was "
+                            f"made on; a transfer needs the same text encoder")
 
 
 def wrap(pipe, state: EditState):

@@ -79,7 +79,6 @@ def _write(run, comparison, baseline_path, folder: Path, formats) -> str:
     from reports.grid import grid_figure
     from reports.mapping import analyse_run
     from reports.metrics import summarize
-    from reports.render import to_latex, to_markdown
     from reports.summary import headline
     from reports.tables import main_table, mapping_table
 
@@ -102,12 +101,7 @@ def _write(run, comparison, baseline_path, folder: Path, formats) -> str:
     table_files: dict[str, dict[str, str]] = {}
     (folder / "tables").mkdir()
     for table in tables_all:
-        table_files[table.name] = {}
-        for fmt, render in (("md", to_markdown), ("tex", to_latex)):
-            if fmt in formats:
-                rel = f"tables/{table.name}.{fmt}"
-                (folder / rel).write_text(render(table), encoding="utf-8")
-                table_files[table.name]["Markdown" if fmt == "md" else "LaTeX"] = rel
+        _write_table_files(table, folder, formats, table_files)
 
     fig_dir = folder / "figures"
     figures, grids = [], []
@@ -138,6 +132,9 @@ def _write(run, comparison, baseline_path, folder: Path, formats) -> str:
             figs.save(fig, fig_dir, name)
             figures.append({"name": name, "title": title, "caption": caption,
                             "png": f"figures/{name}.png", "pdf": f"figures/{name}.pdf"})
+    studies = _studies(run, summary, fig_dir)
+    for study in studies:
+        _write_table_files(study["table"], folder, formats, table_files)
     suite = run.suite
     n_methods = sum(1 for k in summary.methods if k[1] != "original")
     ctx = {
@@ -150,6 +147,7 @@ def _write(run, comparison, baseline_path, folder: Path, formats) -> str:
         "problems": run.problems, "method_note": method_note(run.aggregates),
         "tables": [(t, table_files.get(t.name, {})) for t in tables], "figures": figures, "grids": grids,
         "compare": cmp, "provenance": _provenance(run),
+        "studies": [{**st, "files": table_files.get(st["table"].name, {})} for st in studies],
     }
     main = None
     if "tex" in formats:
@@ -163,6 +161,35 @@ def _write(run, comparison, baseline_path, folder: Path, formats) -> str:
         (folder / "index.html").write_text(page(ctx), encoding="utf-8")
         main = "index.html"
     return main
+
+
+def _write_table_files(table, folder: Path, formats, table_files: dict) -> None:
+    from reports.render import to_latex, to_markdown
+    table_files[table.name] = {}
+    for fmt, render in (("md", to_markdown), ("tex", to_latex)):
+        if fmt in formats:
+            rel = f"tables/{table.name}.{fmt}"
+            (folder / rel).write_text(render(table), encoding="utf-8")
+            table_files[table.name]["Markdown" if fmt == "md" else "LaTeX"] = rel
+
+
+def _studies(run, summary, fig_dir: Path) -> list[dict]:
+    """Each study's section: its title, one-sentence answer, table and figures."""
+    from reports import figures as figs
+    from reports.studies import answer, find_studies, study_table
+    from reports.study_figures import study_figures
+
+    out = []
+    for i, study in enumerate(find_studies(run, summary), start=1):
+        prefix = f"study-{i:02d}"
+        figures = []
+        for name, title, fig, caption in study_figures(study, prefix):
+            figs.save(fig, fig_dir, name)
+            figures.append({"name": name, "title": title, "caption": caption,
+                            "png": f"figures/{name}.png", "pdf": f"figures/{name}.pdf"})
+        out.append({"title": f"{study.name} ({study.method}, {study.model})", "answer": answer(study),
+                    "table": study_table(study, i), "figures": figures})
+    return out
 
 
 def _provenance(run) -> list[tuple[str, object]]:
@@ -184,6 +211,13 @@ def _markdown_document(ctx: dict) -> str:
     lines += ["## Figures", ""]
     for f in ctx["figures"] + ctx["grids"]:
         lines += [f"![{_md_escape(f['title'])}]({f['png']})", "", f"*{_md_escape(f['caption'])}*", ""]
+    if ctx["studies"]:
+        lines += ["## Studies", ""]
+    for st in ctx["studies"]:
+        lines += [f"### {_md_escape(st['title'])}", "", f"**Answer:** {_md_escape(st['answer'])}", "",
+                  to_markdown(st["table"])]
+        for f in st["figures"]:
+            lines += [f"![{_md_escape(f['title'])}]({f['png']})", "", f"*{_md_escape(f['caption'])}*", ""]
     if ctx["compare"]:
         lines += ["## Comparison", ""]
         lines += [f"- **REGRESSION:** {_md_escape(r)}" for r in ctx["compare"]["regressions"]] or \
@@ -206,7 +240,10 @@ def _latex_document(ctx: dict) -> str:
     lines += [to_latex(t) for t, _ in ctx["tables"]]
     if ctx["compare"]:
         lines.append(to_latex(ctx["compare"]["table"]))
-    for f in ctx["figures"] + ctx["grids"]:
+    for st in ctx["studies"]:
+        lines += [rf"\subsection*{{Study: {tex_escape(st['title'])}}}", tex_escape(st["answer"]), "",
+                  to_latex(st["table"])]
+    for f in ctx["figures"] + ctx["grids"] + [f for st in ctx["studies"] for f in st["figures"]]:
         lines += [r"\begin{figure}[p]\centering",
                   rf"\includegraphics[width=\linewidth,height=0.8\textheight,keepaspectratio]{{{f['pdf']}}}",
                   rf"\caption{{{tex_escape(f['title'])}. {tex_escape(f['caption'])}}}", r"\end{figure}"]

@@ -79,6 +79,8 @@ def page(ctx: dict) -> str:
            f"<title>{e(ctx['title'])}</title>", f"<style>{CSS}</style></head><body>",
            f"<h1>{e(ctx['title'])}</h1>", f'<p class="meta">{e(ctx["subtitle"])}</p>']
     sections = [("summary", "Summary"), ("tables", "Tables"), ("figures", "Figures"), ("grids", "Image grids")]
+    if ctx.get("studies"):
+        sections.append(("studies", "Studies"))
     if ctx.get("compare"):
         sections.append(("compare", "Comparison"))
     sections.append(("provenance", "Provenance"))
@@ -108,6 +110,16 @@ def page(ctx: dict) -> str:
     out += [_figure(f) for f in ctx["figures"]] or ['<p class="note">No figures: nothing to plot.</p>']
     out.append('<h2 id="grids">Image grids</h2>')
     out += [_figure(f, "grid") for f in ctx["grids"]] or ['<p class="note">No images to show.</p>']
+
+    if ctx.get("studies"):
+        out.append('<h2 id="studies">Studies</h2>')
+        for st in ctx["studies"]:
+            links = " \u00b7 ".join(f'<a href="{e(path)}">{e(fmt)}</a>' for fmt, path in st["files"].items())
+            out.append(f"<h3>{e(st['title'])}</h3>")
+            out.append(f'<p class="answer"><strong>Answer:</strong> {e(st["answer"])}</p>')
+            out.append((f'<p class="meta">Table also as {links}.</p>' if links else "")
+                       + f'<div class="scroll">{to_html(st["table"])}</div>')
+            out += [_figure(f) for f in st["figures"]]
 
     if ctx.get("compare"):
         cmp = ctx["compare"]

@@ -33,6 +33,7 @@ class Estimate:
     delta_hi: float = math.nan
     p_adj: float = math.nan        # Benjamini-Hochberg adjusted p of that difference
     verdict: str = ""              # bench.metrics.verdict of that difference
+    p: float = math.nan            # the unadjusted p of that difference (pooled rows: not in the run's family)
 
     @property
     def missing(self) -> bool:
@@ -127,7 +128,7 @@ def _estimate(rec: dict | None) -> Estimate:
     f = lambda k: float(rec[k]) if rec.get(k) is not None else math.nan  # noqa: E731
     return Estimate(f("value"), f("lo"), f("hi"), int(rec.get("n") or 0), int(rec.get("n_seeds") or 0),
                     f("seed_min"), f("seed_max"), f("delta"), f("delta_lo"), f("delta_hi"), f("p_adj"),
-                    str(rec.get("verdict") or ""))
+                    str(rec.get("verdict") or ""), f("p"))
 
 
 def summarize(run) -> Summary:

@@ -134,6 +134,71 @@ def make_run(folder, concepts=("snoopy", "apple logo"), methods=tuple(BEHAVIOUR)
     return folder
 
 
+def make_study_run(folder, arms: dict, original=(0.9, 0.9), concepts=("snoopy", "tench"),
+                   images: int = 40, seeds=(0, 1), study: str = "ablation", method: str = "fewshot-te",
+                   swept_key: str = "variant") -> Path:
+    """A run folder holding one study with exact, known detection rates: ``arms`` maps each arm's
+    swept value (a variant, or a number for ``swept_key``) to its (target, unrelated) rate, and
+    in every (concept, seed) group the first round(rate x images) images are the detected ones,
+    so every pooled rate and paired change is known to the image. ``original`` is the base
+    model's pair. Each arm's edits record a change in one text-encoder group named after it."""
+    import pandas as pd
+    from PIL import Image, ImageDraw
+
+    from bench.manifest import EditRecord, RunManifest
+    from bench.metrics import aggregate
+
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows, edits, arm_list = [], {}, []
+    everyone = {"original": original, **arms}
+    for value, rates in everyone.items():
+        is_orig = value == "original"
+        name = "original" if is_orig else method
+        label = "" if is_orig else (str(value) if swept_key == "variant" else f"{swept_key}={value}")
+        if not is_orig:
+            arm_list.append({"method": method, "label": label,
+                             "variant": str(value) if swept_key == "variant" else None,
+                             "overrides": {} if swept_key == "variant" else {swept_key: value},
+                             "study": study, "swept": [[swept_key, value]]})
+        for concept in concepts:
+            for seed in seeds:
+                edit_id = "" if is_orig else f"{label}-{concept}-{seed}"
+                if not is_orig:
+                    layer = str(value).split("-")[1] if str(value).startswith("te-layer") else "layer0"
+                    edits[edit_id] = EditRecord(method=method, concept=concept, variant=label, model="mini-sd",
+                                                seed=seed, seconds=1.0, params_changed=1000,
+                                                change_by_group=[{"component": "text_encoder", "block": layer,
+                                                                  "kind": "mlp", "relative_change": 0.01}])
+                for prompt_set, rate in zip(("target", "unrelated"), rates):
+                    subject = concept if prompt_set == "target" else OTHER
+                    for i in range(images):
+                        detected = i < round(rate * images)
+                        rel = f"images/{len(rows):05d}.png"
+                        if not (folder / rel).exists():
+                            _draw(folder / rel, "original", prompt_set, i, detected, Image, ImageDraw)
+                        rows.append({"run": "study", "model": "mini-sd", "method": name, "variant": label,
+                                     "concept": concept, "concept_type": "instance", "prompt_set": prompt_set,
+                                     "prompt_id": f"{prompt_set}-{i % 4}", "prompt": f"a photo of {subject}",
+                                     "sample": i // 4, "seed": 1000 * seed + i, "image_path": rel,
+                                     "edit_id": edit_id, "image_id": f"img{len(rows):05d}", "subject": subject,
+                                     "suite_seed": seed, "detected": detected, "clip_score": 0.3,
+                                     "mapped_to": subject, "mapped_p": 0.9,
+                                     "mapping_dist": json.dumps({subject: 0.9, "nothing": 0.1}),
+                                     "clip_image_cosine": math.nan if is_orig else 0.9})
+    df = pd.DataFrame(rows)
+    df.to_parquet(folder / "results.parquet", index=False)
+    (folder / "catalog.yaml").write_text(catalog_yaml([c for c in concepts if c != OTHER]), encoding="utf-8")
+    agg = aggregate(df, None, edits)
+    agg.to_parquet(folder / "aggregates.parquet", index=False)
+    agg.to_csv(folder / "aggregates.csv", index=False)
+    manifest = RunManifest(run="study", suite="synthetic-study", catalog="catalog.yaml",
+                           resolved_suite={"name": "synthetic-study", "catalog": "catalog.yaml"},
+                           effective={"arms": arm_list}, edits=edits)
+    (folder / "manifest.json").write_text(manifest.to_json(), encoding="utf-8")
+    return folder
+
+
 def _draw(path: Path, method: str, prompt_set: str, seed: int, detected: bool, Image, ImageDraw) -> None:
     """A 32x32 stand-in image: the seed sets the background, a detected concept draws a white dog-ish blob."""
     shade = (seed * 37) % 160 + 60

@@ -442,3 +442,35 @@ def test_an_edit_records_where_its_change_went(method, component, kinds, images_
     assert rows and {r["component"] for r in rows} == {component}
     assert {r["kind"] for r in rows} <= kinds and all(r["relative_change"] > 0 for r in rows)
     assert sum(r["params_changed"] for r in rows) == result.record["params_changed"]
+
+
+# --- transfer: an erased text encoder plugged into another model --------------------------
+def _sharing_text_encoder(seed: int):
+    """A tiny pipeline with its own UNet (``seed``) and the text encoder of ``tiny_pipeline()``."""
+    pipe = tiny_pipeline(seed=seed)
+    pipe.text_encoder.load_state_dict(tiny_pipeline().text_encoder.state_dict())
+    return pipe
+
+
+def test_a_text_encoder_edit_transfers_to_a_model_that_shares_the_encoder(images_dir, tmp_path):
+    result = erase(tiny_pipeline(), "fewshot-te", "snoopy", images_dir=images_dir, seed=0,
+                   progress=False, overrides={"steps": 1})
+    out = result.save(tmp_path / "fs")
+    other = _sharing_text_encoder(seed=1)
+    with pytest.raises(EraselabError, match="hash mismatch"):  # a plain load checks the whole base
+        load_edit(other, out)
+    moved = load_edit(other, out, transfer=True)
+    edited = named_tensors(result.pipeline)
+    for name, t in named_tensors(moved).items():
+        if name.startswith("text_encoder."):
+            assert torch.equal(t, edited[name])  # the erased encoder, exactly
+    assert torch.equal(named_tensors(moved)["unet.conv_in.weight"],
+                       named_tensors(tiny_pipeline(seed=1))["unet.conv_in.weight"])  # its own UNet
+    with pytest.raises(EraselabError, match="text encoder differs"):
+        load_edit(tiny_pipeline(seed=1), out, transfer=True)
+
+
+def test_only_a_text_encoder_edit_transfers(tmp_path):
+    out = erase(tiny_pipeline(), "uce", "snoopy", seed=0, progress=False).save(tmp_path / "uce")
+    with pytest.raises(EraselabError, match="only a text-encoder edit transfers"):
+        load_edit(_sharing_text_encoder(seed=1), out, transfer=True)

@@ -12,7 +12,7 @@ import pytest
 from bench.core.errors import ValidationError
 from bench.core.paths import SUITE_DIR
 
-SHIPPED = ["mini-default", "mini-full", "paper-sd14"]
+SHIPPED = sorted(p.stem for p in SUITE_DIR.glob("*.yaml") if not p.stem.startswith("_"))
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -166,3 +166,72 @@ def test_prompt_sets_name_the_right_subjects(tmp_path):
     assert {p.subject for p in sets["target"]} == {"snoopy"}
     assert {p.subject for p in sets["related"]} <= {"english springer", "tench"}
     assert not {p.subject for p in sets["unrelated"]} & {"snoopy", "english springer"}
+
+
+# -- sweeps and studies -------------------------------------------------------------------------
+SWEEP = PLAN.replace("methods: [original, uce, fewshot-te]", """methods:
+  - original
+  - {name: fewshot-te, study: subsets, overrides: {steps: 4}, sweep: {variant: [te-mlp, te-attn]}}
+  - {name: fewshot-te, label: "shots {}", sweep: {k: [1, 2, 4]}}
+  - {name: fewshot-te, label: same as te-mlp, variant: te-mlp, overrides: {steps: 4}}""")
+
+
+def test_a_sweep_expands_into_one_labelled_arm_per_value(tmp_path):
+    suite, plan = _plan(SWEEP, tmp_path)
+    arms = [m for m in suite.methods if m.name == "fewshot-te"]
+    assert [m.label for m in arms] == ["te-mlp", "te-attn", "shots k=1", "shots k=2", "shots k=4", "same as te-mlp"]
+    assert [m.variant for m in arms[:2]] == ["te-mlp", "te-attn"]
+    assert dict(arms[3].overrides) == {"k": 2} and arms[3].swept == (("k", 2),)
+    assert arms[0].study == "subsets" and arms[2].study == "fewshot-te: k" and arms[5].study is None
+    labels = {r["variant"] for r in plan.rows if r["method"] == "fewshot-te"}
+    assert labels == {m.label for m in arms}
+    # an arm that repeats another's config is the same edit: erased and drawn once
+    edit_of = {}
+    for r in plan.rows:
+        edit_of.setdefault(r["variant"], set()).add(r["edit_id"])
+    assert edit_of["te-mlp"] == edit_of["same as te-mlp"] and edit_of["te-mlp"] != edit_of["te-attn"]
+    per_arm = len(plan.rows) // (len(arms) + 1)
+    assert len({r["image_id"] for r in plan.rows}) == per_arm * (5 + 1)  # 5 distinct arms + the original
+    assert plan.erasures == 5 * 2 * 2
+
+
+@pytest.mark.parametrize("entry, key, message", [
+    ("{name: fewshot-te, sweep: {kk: [1, 2]}}", "methods[1].sweep.kk", "did you mean 'k'"),
+    ("{name: fewshot-te, sweep: {lr: []}}", "methods[1].sweep.lr", "non-empty list"),
+    ("{name: fewshot-te, sweep: {}}", "methods[1].sweep", "mapping key -> [values]"),
+    ("{name: fewshot-te, sweep: {lr: [1, 1]}}", "methods[1].sweep.lr", "duplicate value"),
+    ("{name: fewshot-te, overrides: {lr: 1}, sweep: {lr: [2]}}", "methods[1].sweep.lr", "both swept and fixed"),
+    ("{name: fewshot-te, label: x, sweep: {lr: [2]}}", "methods[1].label", "template"),
+    ("{name: fewshot-te, sweep: {variant: [te-foo]}}", "methods[1] (arm 'te-foo')", "unknown text-encoder subset"),
+    ("{name: negative-prompt, sweep: {variant: [a]}}", "methods[1].sweep.variant", "unknown key"),
+])
+def test_a_bad_sweep_is_one_line_naming_the_key(tmp_path, entry, key, message):
+    from bench.suite import validate_suite_file
+    path = tmp_path / "s.yaml"
+    path.write_text(PLAN.replace("methods: [original, uce, fewshot-te]", f"methods: [original, {entry}]"))
+    problems = validate_suite_file(path)
+    assert len(problems) == 1, problems
+    assert (repr(key) in problems[0] or f'"{key}"' in problems[0]) and message in problems[0], problems
+
+
+def test_two_arms_with_one_label_are_refused(tmp_path):
+    from bench.suite import validate_suite_file
+    path = tmp_path / "s.yaml"
+    path.write_text(PLAN.replace("methods: [original, uce, fewshot-te]",
+                                 "methods: [original, {name: fewshot-te, variant: te-mlp}, "
+                                 "{name: fewshot-te, label: te-mlp, overrides: {lr: 1}}]"))
+    problems = validate_suite_file(path)
+    assert len(problems) == 1 and "duplicate arm" in problems[0]
+
+
+def test_edit_addresses_follow_the_methods_family_defaults(tmp_path):
+    """Re-tuned defaults (methods/defaults.py) erase again: they are part of an edit's address."""
+    from bench.runner.plan import build_plan
+    suite, plan = _plan(PLAN, tmp_path)
+    versions = {m: "1" for m in ["original", "uce", "fewshot-te"]}
+    same = build_plan(suite, {"m": "fp"}, versions, None, {"fewshot-te": {"mini": {}}, "uce": {}})
+    retuned = build_plan(suite, {"m": "fp"}, versions, None, {"fewshot-te": {"mini": {"lr": 2e-4}}})
+    ids = lambda p, m: {e.id for e in p.edits.values() if e.method == m}  # noqa: E731
+    assert ids(same, "fewshot-te") == ids(plan, "fewshot-te")  # no defaults: the old address
+    assert ids(retuned, "fewshot-te").isdisjoint(ids(plan, "fewshot-te"))
+    assert ids(retuned, "uce") == ids(plan, "uce") and ids(retuned, "original") == ids(plan, "original")

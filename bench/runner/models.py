@@ -13,17 +13,21 @@ from pathlib import Path
 
 from bench.core.errors import EraselabError
 from bench.runner.smoke import SMOKE_MODEL
-from bench.runner.suite import MINIWORLD
+from bench.runner.suite import SHIPPED_MODELS
 
 _MIB = 1 << 20
 
 
 def resolve(path: str) -> str:
-    """``miniworld`` -> the verified shipped folder (one-line error if it is not installed)."""
-    if path == MINIWORLD:
+    """``miniworld`` (or another shipped name) -> the verified shipped folder (one-line error if
+    it is not installed); a shipped folder's linked parts are verified where they live."""
+    if path in SHIPPED_MODELS:
         try:
-            from bench.pipeline_io import default_model
-            return str(default_model())
+            from bench.miniworld.weights import verified_dir
+            folder = verified_dir(SHIPPED_MODELS[path])
+            for part in _linked_folders(folder):
+                verified_dir(part)
+            return str(folder)
         except EraselabError as exc:
             raise EraselabError(f"the shipped mini-world pipeline is not available ({exc}); "
                                 f"run with --smoke to check the suite on tiny stand-ins") from None
@@ -38,8 +42,10 @@ def fingerprint(path: str) -> str:
         return f"hub:{path}@{_hub_revision(path)}"
     sums = local.parent / "SHA256SUMS"
     digest = hashlib.sha256()
-    if sums.is_file() and local.name == "pipeline":  # the shipped mini world: already checksummed
-        lines = [l for l in sums.read_text().splitlines() if " pipeline/" in l or "*pipeline/" in l]
+    if sums.is_file() and local.name in SHIPPED_MODELS.values():  # shipped: already checksummed
+        folders = {local.name, *_linked_folders(local)}
+        lines = [l for l in sums.read_text().splitlines()
+                 if any(f" {f}/" in l or f"*{f}/" in l for f in folders)]
         digest.update("\n".join(sorted(lines)).encode())
         return "miniworld:" + digest.hexdigest()[:16]
     for f in sorted(p for p in local.rglob("*") if p.is_file()):
@@ -53,6 +59,17 @@ def fingerprint(path: str) -> str:
                 h.seek(size - _MIB)
                 digest.update(h.read(_MIB))
     return "folder:" + digest.hexdigest()[:16]
+
+
+def _linked_folders(folder: Path) -> list[str]:
+    """The sibling folders a shipped pipeline's parts link to (``text_encoder -> ../pipeline/...``)."""
+    out = []
+    for part in sorted(Path(folder).iterdir()):
+        if part.is_symlink():
+            target = (part.parent / part.readlink()).resolve()
+            if target.parent.parent == Path(folder).resolve().parent:
+                out.append(target.parent.name)
+    return sorted(set(out))
 
 
 def _hub_revision(repo_id: str) -> str:

@@ -2,8 +2,8 @@
 
 Pure Python (no torch): the same suite and inputs always give the same plan, in any process.
 
-* An **edit** is addressed by hash(method, method version, variant, overrides, concept, catalog,
-  base-model fingerprint, seed). The ``original`` model is "no edit" (``Edit.is_base``): one per
+* An **edit** is addressed by hash(method, method version, variant, overrides, the method's
+  per-family defaults, concept, catalog, base-model fingerprint, seed). The ``original`` model is "no edit" (``Edit.is_base``): one per
   base model (no concept, no seed), never erased or saved, so its image of a prompt is generated
   once and is the twin of every edited image of that prompt, sample and seed.
 * An **image** is addressed by hash(edit, prompt id, prompt, sample, image seed, sampler config);
@@ -100,6 +100,7 @@ class Edit:
     overrides: dict
     concept: str | None      # None for the original model
     seed: int | None
+    source: str | None = None  # a transfer: the edit (made on another model) plugged in here
 
     @property
     def is_base(self) -> bool:
@@ -160,11 +161,15 @@ class Plan:
 
 
 def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, str],
-               extra_overrides: dict[str, dict] | None = None) -> Plan:
+               extra_overrides: dict[str, dict] | None = None,
+               method_defaults: dict[str, dict] | None = None) -> Plan:
     """The whole grid. ``fingerprints``: model id -> base-model fingerprint; ``method_versions``:
-    method -> its class ``version``; ``extra_overrides``: method -> overrides added (--smoke)."""
+    method -> its class ``version``; ``extra_overrides``: method -> overrides added (--smoke);
+    ``method_defaults``: method -> its per-family defaults (methods/defaults.py), part of an
+    edit's address so that re-tuned defaults erase again."""
 
     extra_overrides = extra_overrides or {}
+    method_defaults = method_defaults or {}
     sampler = {k: suite.sampler[k] for k in ("scheduler", "steps", "guidance", "resolution")}
     if suite.sampler.get("precision", "fp32") != "fp32":
         # fp32 leaves the key out: its addresses equal those of a suite that never names precision
@@ -185,6 +190,8 @@ def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, s
                    "overrides": overrides, "catalog": suite.catalog.name,
                    "concept": None if is_orig else suite.catalog[concept].to_dict(),
                    "seed": None if is_orig else seed}
+        if any(method_defaults.get(method.name, {}).values()):  # no defaults: the address it always had
+            payload["family_defaults"] = method_defaults[method.name]
         e = Edit(content_id(payload), model.id, method.name, method.variant, overrides,
                  None if is_orig else concept, None if is_orig else seed)
         edits.setdefault(e.id, e)
@@ -198,6 +205,15 @@ def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, s
         images.setdefault(iid, im)
         return im
 
+    def transfer_for(model, method, concept, seed) -> Edit:
+        """The edit of ``method`` made on its ``transfer_from`` model, plugged into ``model``."""
+        source_model = next(m for m in suite.models if m.id == method.transfer_from)
+        source = edit_for(source_model, dataclasses.replace(method, transfer_from=None), concept, seed)
+        e = Edit(content_id({"transfer_of": source.id, "model": fingerprints[model.id]}), model.id,
+                 method.name, method.variant, dict(source.overrides), concept, seed, source=source.id)
+        edits.setdefault(e.id, e)
+        return e
+
     from bench.runner.suite import MethodSpec
     original = MethodSpec(ORIGINAL)
     listed_original = any(m.name == ORIGINAL for m in suite.methods)
@@ -207,7 +223,9 @@ def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, s
                 ctype = suite.catalog[concept].type
                 orig_edit = edit_for(model, original, concept, seed)
                 for method in suite.methods:
-                    edit = edit_for(model, method, concept, seed)
+                    if method.transfer_from == model.id:
+                        continue  # a transfer arm draws on the models it is plugged into
+                    edit = (transfer_for if method.transfer_from else edit_for)(model, method, concept, seed)
                     for set_name, prompts in prompts_of[concept].items():
                         key = (model.id, method.name, method.label, concept, set_name)
                         g_edit, g_orig = groups.setdefault(key, ([], []))

@@ -118,7 +118,9 @@ def prepare(suite, smoke: bool = False, device: str = "cpu"):
         for n in names:
             fields = {f.name for f in dataclasses.fields(METHODS.get(n).Config)}
             extra[n] = method_overrides(n, fields)
-    plan = plan_mod.build_plan(suite, fingerprints, versions, extra)
+    from methods.defaults import DEFAULTS
+    plan = plan_mod.build_plan(suite, fingerprints, versions, extra,
+                               {n: DEFAULTS.get(n, {}) for n in names})
     scoring = Scoring(suite, device=device, smoke=smoke,
                       subjects={im.subject for im in plan.images.values()})
     spec = scoring.spec(scoring.image_names)
@@ -264,6 +266,8 @@ def _edited_pipeline(ctx: RunContext, pipe, edit):
     store, counts = ctx.store, ctx.counts
     if edit.is_base:
         return pipe
+    if edit.source is not None:
+        return _transferred_pipeline(ctx, pipe, edit)
     if store.has_edit(edit.id):
         counts["loaded_edits"] += 1
         log.info("edit %s (%s %s) loaded from disk", edit.id, edit.method, edit.concept)
@@ -277,6 +281,26 @@ def _edited_pipeline(ctx: RunContext, pipe, edit):
                      edit.method, edit.concept)
             return load_edit(pipe, store.edit_dir(edit.id))
         return _erase_and_save(ctx, pipe, edit)
+
+
+def _transferred_pipeline(ctx: RunContext, pipe, edit):
+    """``pipe`` with the text-encoder edit made on another model (erased first when no process
+    has saved it yet: that model is loaded for it, then let go)."""
+    from methods.delta import load_edit
+    store = ctx.store
+    source = ctx.plan.edits[edit.source]
+    if not store.has_edit(source.id):
+        with fs.file_lock(store.edit_lock(source.id), wait=True):
+            if not store.has_edit(source.id):
+                from bench.runner import models
+                with ctx.timer("load"):
+                    source_pipe = models.load(ctx.paths[source.model], ctx.device)
+                _erase_and_save(ctx, source_pipe, source)
+                del source_pipe
+    ctx.counts["loaded_edits"] += 1
+    log.info("edit %s: the text encoder of edit %s (%s %s, made on %s) plugged into %s", edit.id,
+             source.id, source.method, source.concept, source.model, edit.model)
+    return load_edit(pipe, store.edit_dir(source.id), transfer=True)
 
 
 def _erase_and_save(ctx: RunContext, pipe, edit):
@@ -487,12 +511,14 @@ def edit_records(plan, store) -> dict:
     for edit_id, e in sorted(plan.edits.items()):
         if e.is_base:
             continue
-        rec = read_edit_record(store.edit_dir(edit_id))
+        # a transfer costs what its source cost: the edit is the source's, plugged in elsewhere
+        saved = e.source or edit_id
+        rec = read_edit_record(store.edit_dir(saved))
         edits[edit_id] = EditRecord(
             method=e.method, variant=e.variant or "", concept=e.concept, model=e.model, seed=e.seed,
             overrides=dict(e.overrides), seconds=rec.get("seconds"),
             peak_memory_mb=rec.get("peak_memory_mb"), params_changed=rec.get("params_changed"),
-            delta_bytes=(store.edit_dir(edit_id) / DELTA_FILE).stat().st_size,
+            delta_bytes=(store.edit_dir(saved) / DELTA_FILE).stat().st_size,
             change_by_group=list(rec.get("change_by_group") or []))
     return edits
 
@@ -518,11 +544,19 @@ def write_manifest(ctx: RunContext) -> None:
         smoke=ctx.smoke, resolved_suite=_jsonable(suite.raw),
         effective=_jsonable({"models": [vars(m) for m in suite.models], "sampler": suite.sampler,
                              "prompt_sets": {k: vars(v) for k, v in suite.prompt_sets.items()},
-                             "seeds": list(suite.seeds)}),
+                             "seeds": list(suite.seeds), "arms": arms(suite)}),
         counts={"edits": plan.erasures, "images": len(plan.images), "rows": len(plan.rows)},
         versions=_versions(), git_commit=_git_commit(), hardware=_hardware(ctx.device),
         seconds_per_stage=stages, invocations=timings, edits=edit_records(plan, store))
     write(store.manifest, manifest)
+
+
+def arms(suite) -> list[dict]:
+    """Each arm as the report reads it (reports/studies.py): its table label, what it ran, and
+    the study and swept values that place it in a study's figures."""
+    return [{"method": m.name, "label": m.label, "variant": m.variant, "overrides": dict(m.overrides),
+             "study": m.study, "swept": [list(kv) for kv in m.swept], "transfer_from": m.transfer_from}
+            for m in suite.methods]
 
 
 def _jsonable(x):

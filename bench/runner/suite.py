@@ -27,11 +27,16 @@ TOP_KEYS = {"suite", "version", "description", "smoke_sized", "catalog", "models
             "scorer_options", "seeds"}
 REQUIRED_TOP = ("suite", "catalog", "models", "methods", "concepts", "prompt_sets", "sampler", "seeds")
 MODEL_KEYS = {"id", "path"}
-METHOD_KEYS = {"name", "variant", "overrides"}
+METHOD_KEYS = {"name", "variant", "overrides", "label", "study", "sweep", "transfer_from"}
+VARIANT_KEY = "variant"  # a sweep over it changes the variant, not a config key
 SET_KEYS = {"prompts", "samples", "extra"}
 SAMPLER_KEYS = {"scheduler", "steps", "guidance", "resolution", "batch_size", "precision"}
 SCHEDULERS = ("default", *SCHEDULER_CLASSES)
 MINIWORLD = "miniworld"  # model path meaning the shipped mini-world pipeline
+# Model paths naming shipped mini-world pipelines -> their folder in datasets/miniworld/v1/. The
+# second shares the first's text encoder (and VAE) with the earlier 3.2M-parameter UNet: the
+# model an erased text encoder is transferred to.
+SHIPPED_MODELS = {MINIWORLD: "pipeline", "miniworld-small-unet": "pipeline-small-unet"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,13 +47,20 @@ class ModelSpec:
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
+    """One arm of the run: a method, its variant and overrides, and how tables name it."""
+
     name: str
     variant: str | None = None
     overrides: tuple = ()  # sorted (key, value) pairs, hashable
+    arm: str | None = None  # the entry's label (a sweep arm's, formatted); None: the variant
+    study: str | None = None  # the study the arm belongs to (a sweep's, by default)
+    swept: tuple = ()  # (key, value) pairs this arm of a sweep sets, in the sweep's key order
+    transfer_from: str | None = None  # a model id: erase there, plug the text encoder in here
 
     @property
     def label(self) -> str:
-        return self.variant or ""
+        """The arm's name in every table (the results' ``variant`` column)."""
+        return self.arm or self.variant or ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +178,13 @@ def build_suite(raw: dict, path: Path) -> tuple[Suite | None, list[str]]:
 
     models = _models(raw.get("models"), path, bad)
     methods = _methods(raw.get("methods"), bad)
+    ids = [mo.id for mo in models]
+    for m in methods:
+        if m.transfer_from is not None and m.transfer_from not in ids:
+            bad("methods", f"arm {m.label!r}: transfer_from {quoted(m.transfer_from)} is no model of this "
+                           f"suite; {_unknown(m.transfer_from, ids)}")
+        elif m.transfer_from is not None and len(ids) < 2:
+            bad("methods", f"arm {m.label!r}: transfer_from needs a second model to plug the edit into")
     scorers, preservation, options = _scorers(raw, catalog, concepts, bad)
     sets, general = _prompt_sets(raw, bad)
     sampler = _sampler(raw.get("sampler"), bad)
@@ -240,7 +259,7 @@ def _looks_local(p: str) -> bool:
 
 def _model_path(p: str, suite_path: Path) -> str:
     """``miniworld`` and hub ids (``org/name``) stay; a relative folder is relative to the suite."""
-    if p == MINIWORLD or not _looks_local(p):
+    if p in SHIPPED_MODELS or not _looks_local(p):
         return p
     local = Path(p).expanduser()
     if not local.is_absolute() and not local.exists():
@@ -249,7 +268,7 @@ def _model_path(p: str, suite_path: Path) -> str:
 
 
 def _model_path_problem(p: str) -> str | None:
-    if p == MINIWORLD or not _looks_local(p):
+    if p in SHIPPED_MODELS or not _looks_local(p):
         return None  # the shipped model is checked when a run starts; a hub id when it loads
     local = Path(p)
     if not local.is_dir():
@@ -261,6 +280,8 @@ def _model_path_problem(p: str) -> str | None:
 
 
 def _methods(methods_raw, bad) -> list[MethodSpec]:
+    """The arms of the suite's ``methods`` list: an entry is one arm, or with ``sweep:`` one arm
+    per combination of the swept values (docs/contributing.md, "Sweeps and studies")."""
     from methods import METHODS
     out: list[MethodSpec] = []
     if not isinstance(methods_raw, list) or not methods_raw:
@@ -277,8 +298,9 @@ def _methods(methods_raw, bad) -> list[MethodSpec]:
                 bad(f"methods[{i}].{key}", f"unknown key; {_unknown(key, METHOD_KEYS)}")
         name = m.get("name")
         if name == ORIGINAL:  # the base model: always planned, listed or not; nothing to configure
-            if m.get("variant") is not None or m.get("overrides"):
-                bad(f"methods[{i}]", f"{ORIGINAL!r} is the unedited base model: it takes no variant or overrides")
+            if any(m.get(k) for k in ("variant", "overrides", "sweep", "label", "study")):
+                bad(f"methods[{i}]", f"{ORIGINAL!r} is the unedited base model: it takes no variant, "
+                                     f"overrides, label, study or sweep")
             elif MethodSpec(ORIGINAL) not in out:
                 out.append(MethodSpec(ORIGINAL))
             continue
@@ -293,20 +315,77 @@ def _methods(methods_raw, bad) -> list[MethodSpec]:
         if not isinstance(overrides, dict):
             bad(f"methods[{i}].overrides", f"expected a mapping of config keys, got {quoted(overrides)}")
             continue
-        # keys, types and variants do not depend on the model family: check against "sd"
-        try:
-            from methods.erase import resolve_method_config
-            resolve_method_config(METHODS.get(name), "sd", variant, overrides)
-        except EraselabError as exc:
-            bad(f"methods[{i}]", str(exc))
+        for key in ("label", "study", "transfer_from"):
+            if m.get(key) is not None and (not isinstance(m[key], str) or not m[key].strip()):
+                bad(f"methods[{i}].{key}", f"expected a non-empty text, got {quoted(m[key])}")
+        source = m.get("transfer_from")
+        cls = METHODS.get(name)
+        if source is not None and (cls.component != "text_encoder" or cls.inference_time):
+            bad(f"methods[{i}].transfer_from", f"{name!r} does not edit the text encoder alone; only a "
+                                               f"text-encoder edit transfers to another model")
             continue
-        spec = MethodSpec(name=name, variant=variant,
-                          overrides=tuple(sorted((k, _freeze(v)) for k, v in overrides.items())))
-        if spec in out:
-            bad(f"methods[{i}]", f"duplicate method entry {quoted(name)} (variant {quoted(variant)})")
-            continue
-        out.append(spec)
+        arms = _arms(METHODS.get(name), m, variant, overrides, f"methods[{i}]", bad)
+        for arm_variant, arm_overrides, label, study, swept in arms:
+            # keys, types and variants do not depend on the model family: check against "sd"
+            try:
+                from methods.erase import resolve_method_config
+                resolve_method_config(METHODS.get(name), "sd", arm_variant, arm_overrides)
+            except EraselabError as exc:
+                bad(f"methods[{i}]" + (f" (arm {label!r})" if swept else ""), str(exc))
+                continue
+            if source and not m.get("label"):
+                label = f"{label + ' ' if label else (arm_variant + ' ' if arm_variant else '')}from {source}"
+            spec = MethodSpec(name=name, variant=arm_variant,
+                              overrides=tuple(sorted((k, _freeze(v)) for k, v in arm_overrides.items())),
+                              arm=label, study=study, swept=swept, transfer_from=source)
+            if any(o.name == name and o.label == spec.label for o in out):
+                bad(f"methods[{i}]", f"duplicate arm: method {quoted(name)} labelled {quoted(spec.label)} "
+                                     f"twice (give the entries distinct labels)")
+                continue
+            out.append(spec)
     return out
+
+
+def _arms(method_cls, m: dict, variant, overrides: dict, where: str, bad) -> list[tuple]:
+    """(variant, overrides, label, study, swept) of each arm one ``methods`` entry declares."""
+    label, study, sweep = m.get("label"), m.get("study"), m.get("sweep")
+    if sweep is None:
+        return [(variant, overrides, label, study, ())]
+    if not isinstance(sweep, dict) or not sweep:
+        bad(f"{where}.sweep", f"expected a mapping key -> [values], got {quoted(sweep)}")
+        return []
+    fields = {f.name for f in dataclasses.fields(method_cls.Config)}
+    keys = fields | ({VARIANT_KEY} if method_cls.variants or method_cls.variant_field else set())
+    ok = True
+    for key, values in sweep.items():
+        if key not in keys:
+            bad(f"{where}.sweep.{key}", f"unknown key of {quoted(m['name'])}; {_unknown(key, sorted(keys))}")
+            ok = False
+        elif not isinstance(values, list) or not values:
+            bad(f"{where}.sweep.{key}", f"expected a non-empty list of values, got {quoted(values)}")
+            ok = False
+        elif len(set(map(repr, values))) != len(values):
+            bad(f"{where}.sweep.{key}", "duplicate value")
+            ok = False
+        elif key in overrides or (key == VARIANT_KEY and variant is not None):
+            bad(f"{where}.sweep.{key}", f"{key!r} is both swept and fixed in this entry")
+            ok = False
+    if label is not None and isinstance(label, str) and "{}" not in label:
+        bad(f"{where}.label", "a sweep's label is a template with one '{}' for each arm's values")
+        ok = False
+    if not ok:
+        return []
+    import itertools
+    study = study or f"{m['name']}: " + " x ".join(sweep)
+    arms = []
+    for values in itertools.product(*sweep.values()):
+        swept = tuple((k, _freeze(v)) for k, v in zip(sweep, values))
+        text = ", ".join(str(v) if k == VARIANT_KEY else f"{k}={v}" for k, v in swept)
+        arm_variant = dict(swept).get(VARIANT_KEY, variant)
+        arm_overrides = {**overrides, **{k: v for k, v in swept if k != VARIANT_KEY}}
+        arms.append((None if arm_variant is None else str(arm_variant), arm_overrides,
+                     label.replace("{}", text) if label else text, study, swept))
+    return arms
 
 
 def _freeze(v):
