@@ -16,7 +16,8 @@ arithmetic runs on batches instead of single latents (faster on every device).
   esd-x-strict  ``xattn-kv``: cross-attention to_k / to_v only
   esd-u         ``non-xattn``: every Linear/Conv outside cross-attention, except the time
                 embedding and the output layers
-(the subsets of methods/subsets.py).
+(the subsets of methods/subsets.py). ``--variant`` (config ``params``) trains another subset with
+the same objective, e.g. ``full`` for the whole UNet, so ESD joins the UNet ablation.
 
     eraselab erase --method esd-x --concept "van gogh" --seed 0 --out out/esd-vg
 """
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from methods.base import ErasureMethod
 from methods.common import (ddim_sample_batch, enable_grads, encode_prompts, optimise, randn,
                             training_scheduler, unet_out)
+from methods.subsets import UNET, check, words
 
 
 @dataclass
@@ -42,15 +44,19 @@ class EsdConfig:
     ddim_steps: int = 50
     start_guidance: float = 3.0
     sample_batch: int = 8         # steps whose z_t and targets the frozen model computes together
+    params: str | None = None     # a UNet subset (methods/subsets.py); None: the class's own
 
     def check(self):
         if self.lr <= 0 or self.steps < 1 or self.ddim_steps < 1 or self.sample_batch < 1:
             return "lr, steps, ddim_steps and sample_batch must be positive"
-        return None
+        return None if self.params is None else check(self.params, UNET)
 
 
 class _Esd(ErasureMethod):
     Config = EsdConfig
+    variants = tuple(words(UNET))
+    variant_field = "params"
+    open_variants = True  # unions too; the config checks the words
     version = "2"  # z_t and targets batched ahead: rounding differs from one-at-a-time edits
     quick_overrides = {"steps": 2, "ddim_steps": 3}
 

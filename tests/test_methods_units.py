@@ -98,6 +98,25 @@ def test_fewshot_variant_trains_exactly_the_named_parameters(variant, expect, im
     assert all(torch.equal(t, base[n]) for n, t in named_tensors(pipe).items() if n not in expected)
 
 
+@pytest.mark.parametrize("method, variant", [(m, v) for m in ("esd-x", "ga", "ca", "fmn")
+                                             for v in ("xattn", "xattn-kv", "non-xattn", "full")])
+def test_unet_variant_trains_only_the_named_parameters(method, variant, images_dir):
+    """The UNet counterparts of the ablation: each method, on each shared subset, changes only
+    the tensors the subset names, and some of them."""
+    from methods import METHODS
+    from methods.subsets import select
+    pipe = tiny_pipeline()
+    base = {n: t.detach().clone() for n, t in named_tensors(pipe).items()}
+    quick = dict(METHODS.get(method).quick_overrides)
+    kwargs = {"images_dir": images_dir} if METHODS.get(method).needs_images else {}
+    result = erase(pipe, method, "snoopy", variant=variant, seed=0, progress=False,
+                   overrides={**quick, "lr": 1e-3}, **kwargs)
+    named = set(select(tiny_pipeline(), variant, "unet"))
+    assert result.delta and set(result.delta) <= named
+    assert result.record["variant"] == variant
+    assert all(torch.equal(t, base[n]) for n, t in named_tensors(pipe).items() if n not in named)
+
+
 @pytest.mark.parametrize("bad", ["mlps", "layers=[9]", "layers=x", "mlp:attn", "te-layer9",
                                  "te-mlp+attn", "xattn", ""])
 def test_fewshot_bad_variant_is_one_line_error(bad, images_dir):

@@ -79,6 +79,8 @@ OLD = {  # (method, variant as the old code spelled it) -> the old rule
     ("esd-x", None): lambda p: _old_attn2(p.unet),
     ("esd-x-strict", None): lambda p: _old_attn2(p.unet, ("to_k", "to_v")),
     ("esd-u", None): lambda p: _old_esd_u(p.unet),
+    ("esd-x", "full"): lambda p: _old_full(p.unet),      # ESD's objective on another subset
+    ("esd-u", "xattn"): lambda p: _old_attn2(p.unet),
     ("uce", None): lambda p: [n for n in _old_attn2(p.unet, ("to_k", "to_v")) if n.endswith(".weight")],
     ("ca", None): lambda p: _old_attn2(p.unet, ("to_k", "to_v")),
     ("ca", "kv"): lambda p: _old_attn2(p.unet, ("to_k", "to_v")),
@@ -145,7 +147,7 @@ def test_one_word_selects_the_same_parameters_in_every_method(pipe):
     assert trains("ga", "xattn-kv") == trains("fmn", "xattn-kv") == trains("ca") == trains("esd-x-strict")
     assert trains("uce") == [n for n in trains("esd-x-strict") if n.endswith(".weight")]
     assert trains("ga", "non-xattn") == trains("esd-u")
-    assert trains("ga") == trains("fmn") == trains("salun") == select(pipe, "full", UNET)
+    assert trains("ga") == trains("fmn") == trains("salun") == trains("esd-x", "full") == select(pipe, "full", UNET)
     assert trains("advunlearn") == select(pipe, "te-non-embeddings", TEXT_ENCODER)
 
 

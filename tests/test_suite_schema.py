@@ -235,3 +235,50 @@ def test_edit_addresses_follow_the_methods_family_defaults(tmp_path):
     assert ids(same, "fewshot-te") == ids(plan, "fewshot-te")  # no defaults: the old address
     assert ids(retuned, "fewshot-te").isdisjoint(ids(plan, "fewshot-te"))
     assert ids(retuned, "uce") == ids(plan, "uce") and ids(retuned, "original") == ids(plan, "original")
+
+
+TRANSFER = PLAN.replace("models: [{id: m, path: miniworld}]",
+                        "models: [{id: m, path: miniworld}, {id: b, path: miniworld-small-unet}]")
+
+
+def test_a_transfer_arm_draws_on_the_other_model_with_the_source_edit(tmp_path):
+    from bench.runner.plan import build_plan
+    from bench.suite import load_suite
+    path = tmp_path / "t.yaml"
+    path.write_text(TRANSFER.replace("methods: [original, uce, fewshot-te]",
+                                     "methods: [original, fewshot-te, {name: fewshot-te, transfer_from: m}]"))
+    suite = load_suite(path)
+    assert [m.label for m in suite.methods] == ["", "", "from m"]
+    plan = build_plan(suite, {"m": "fa", "b": "fb"}, {"fewshot-te": "1"})
+    rows = {(r["model"], r["variant"]) for r in plan.rows}
+    assert rows == {("m", ""), ("b", "")} | {("b", "from m")}  # never plugged into its own model
+    transfers = [e for e in plan.edits.values() if e.source]
+    assert len(transfers) == 2 * 2 and all(e.model == "b" for e in transfers)
+    for e in transfers:  # the source is model m's own fewshot-te edit of the same concept and seed
+        source = plan.edits[e.source]
+        assert (source.model, source.method, source.concept, source.seed, source.source) == \
+            ("m", "fewshot-te", e.concept, e.seed, None)
+        assert any(r["edit_id"] == source.id and r["model"] == "m" for r in plan.rows)
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("{name: fewshot-te, transfer_from: z}", "is no model of this suite"),
+    ("{name: uce, transfer_from: m}", "only a text-encoder edit transfers"),
+    ("{name: negative-prompt, transfer_from: m}", "only a text-encoder edit transfers"),
+])
+def test_a_bad_transfer_is_one_line(tmp_path, entry, message):
+    from bench.suite import validate_suite_file
+    path = tmp_path / "t.yaml"
+    path.write_text(TRANSFER.replace("methods: [original, uce, fewshot-te]", f"methods: [original, {entry}]"))
+    problems = validate_suite_file(path)
+    assert len(problems) == 1 and message in problems[0], problems
+
+
+def test_the_transfer_model_shares_the_shipped_text_encoder():
+    """miniworld-small-unet links the shipped text encoder, tokenizer and VAE, and has its own UNet."""
+    from bench.runner import models
+    a, b = Path(models.resolve("miniworld")), Path(models.resolve("miniworld-small-unet"))
+    for part in ("text_encoder", "tokenizer", "vae", "scheduler"):
+        assert (b / part).resolve() == (a / part).resolve()
+    assert (b / "unet").resolve() != (a / "unet").resolve()
+    assert models.fingerprint(str(a)) != models.fingerprint(str(b))
