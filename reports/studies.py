@@ -148,8 +148,15 @@ def _pair(study: Study):
     return None
 
 
+def _ends(study: Study):
+    """A numeric sweep's first and last arm by the swept value, as an answer pair."""
+    key = study.keys[0]
+    arms = sorted(study.arms, key=lambda a: a.swept[key])
+    return arms[-1], arms[0], f"{key}={arms[-1].swept[key]}", f"{key}={arms[0].swept[key]}"
+
+
 def _contrasts(run, study: Study) -> None:
-    pair = _pair(study)
+    pair = _ends(study) if study.is_curve else _pair(study)
     if pair is None:
         return
     a, b, what_a, what_b = pair
@@ -223,24 +230,45 @@ def answer(study: Study) -> str:
     front = pareto_front(study.arms)
     front_text = ("; the Pareto front (least target, most unrelated detection) is "
                   + ", ".join(a.label for a in front)) if front else ""
+    front_text += _layers_text(study)
     if target:
         c = target[0]
         a, b = c["a"], c["b"]
         diff = (f"{c['what_a']} minus {c['what_b']}, paired: {_pt(c['delta'])}"
                 f"{_interval(c['delta_lo'], c['delta_hi'])} (adjusted p {_p_text(c.get('p_adj'))})")
-        robust = c.get("verdict") in ("lower", "higher") and (
-            c["delta_hi"] < 0 if c["delta"] < 0 else c["delta_lo"] > 0)
-        if robust:
-            more = c["what_a"] if c["delta"] < 0 else c["what_b"]
+        significant = c.get("verdict") in ("lower", "higher")
+        robust = significant and (c["delta_hi"] < 0 if c["delta"] < 0 else c["delta_lo"] > 0)
+        more = c["what_a"] if c["delta"] < 0 else c["what_b"]
+        cannot = f"the mini world cannot tell {c['what_a']} from {c['what_b']} at this budget"
+        if study.is_curve:
+            verdict = (f"{more} erases more than {c['what_b'] if more == c['what_a'] else c['what_a']}"
+                       if robust else cannot[0].upper() + cannot[1:])
+        elif robust:
             verdict = f"{more[0].upper() + more[1:]} erase more"
+        elif significant:
+            verdict = (f"In these edits {more} erased more, but not reliably across erasure seeds (the "
+                       f"interval reaches zero): {cannot}")
         else:
-            verdict = f"The mini world cannot tell {c['what_a']} from {c['what_b']} at this budget"
+            verdict = cannot[0].upper() + cannot[1:]
         return (f"{verdict}: {c['what_a']} ({arm_text(a)}), {c['what_b']} ({arm_text(b)}); "
                 f"{diff}{front_text}.")
     best = min((a for a in study.arms if not a.target.missing), key=lambda a: a.target.value, default=None)
     if best is None:
         return f"{study.name}: no arm has target detections."
     return f"{study.name}: the strongest erasure is {arm_text(best)}{front_text}."
+
+
+def _layers_text(study: Study) -> str:
+    """What the single-layer arms did, in a clause (empty without them)."""
+    layer = study.layer_arms
+    if not layer:
+        return ""
+    erased = [a.label for a in layer if a.verdicts.get("target") in (bm.BETTER, bm.BETTER_SEED_DEPENDENT)]
+    changes = [a.target.delta for a in layer if not math.isnan(a.target.delta)]
+    span = f" (target changes {_pt(min(changes))} to {_pt(max(changes))})" if changes else ""
+    if not erased:
+        return f"; no single layer's MLP or attention erases alone{span}"
+    return f"; of {len(layer)} single-layer arms, {', '.join(erased)} erase{'s' if len(erased) == 1 else ''}{span}"
 
 
 def _p_text(p) -> str:
