@@ -8,7 +8,7 @@ Layers, bottom to top (docs/contributing.md, "Layers"):
   world    the mini world's renderer and model definitions
   models   model loading, generation, methods, detectors
   tools    the mini world's training and evaluation stages
-  runner   bench.runner
+  runner   bench.runner, bench.suite, bench.tuning
   top      the CLI, its commands, the reports
 A module may import its own layer or any below it. Every import counts, including the lazy ones
 inside functions: a lazy upward import is still a dependency.
@@ -33,7 +33,7 @@ LAYERS = (
     ("models", ("bench.pipeline_io", "bench.generate", "bench.samplers", "bench.tiny", "bench.fewshot",
                 "bench.offline", "detectors", "methods")),
     ("tools", ("bench.miniworld",)),  # every other bench.miniworld module: training, evaluation
-    ("runner", ("bench.runner", "bench.suite")),
+    ("runner", ("bench.runner", "bench.suite", "bench.tuning")),
     ("top", ("bench.cli", "bench.commands", "reports")),
 )
 

@@ -225,7 +225,7 @@ def test_config_errors_and_family_defaults(images_dir):
     assert detect_family(tiny_pipeline()) == "mini"
     mini = resolve_method_config(cls, "mini")
     sd = resolve_method_config(cls, "sd")
-    assert (mini.lr, mini.steps) == (1e-4, 40) and (sd.lr, sd.steps, sd.batch_size) == (1e-5, 8, 2)
+    assert (mini.lr, mini.steps) == (1.2e-4, 40) and (sd.lr, sd.steps, sd.batch_size) == (1e-5, 8, 2)
     assert resolve_method_config(cls, "mini", overrides={"lr": "3e-4", "steps": "5"}).lr == 3e-4
     for bad in ({"lr": "abc"}, {"steps": "1.5"}, {"steps": True}, {"lrr": 1}, {"hflip_p": "2"}):
         with pytest.raises(EraselabError) as info:

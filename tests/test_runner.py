@@ -202,15 +202,16 @@ def test_bad_suite_fails_before_model_work(tmp_path, monkeypatch, capsys):
     assert "ucee" in err and "sampler.steps" in err and not (tmp_path / "r").exists()
 
 
-def test_missing_mini_world_says_use_smoke(monkeypatch):
-    import bench.pipeline_io
+@pytest.mark.parametrize("name", ["miniworld", "miniworld-small-unet"])
+def test_missing_mini_world_says_use_smoke(monkeypatch, name):
+    import bench.miniworld.weights
     from bench.runner.models import resolve
 
-    def missing():
+    def missing(reldir, root=None):
         raise EraselabError("datasets/miniworld/v1/SHA256SUMS: missing")
-    monkeypatch.setattr(bench.pipeline_io, "default_model", missing)
+    monkeypatch.setattr(bench.miniworld.weights, "verified_dir", missing)
     with pytest.raises(EraselabError, match="--smoke"):
-        resolve("miniworld")
+        resolve(name)
 
 
 def test_compare_of_a_run_with_itself_finds_nothing_and_refuses_other_suites(reference, tmp_path, capsys):

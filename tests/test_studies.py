@@ -52,6 +52,8 @@ def test_pareto_front_and_answer(ablation):
     text = answer(study)
     assert text.startswith("MLPs alone erase more")
     assert "-70 pt" in text and "-10 pt" in text and "-60 pt" in text  # each arm, and MLP minus attention
+    assert text.endswith("of 4 single-layer arms, te-layer0-mlp, te-layer1-mlp, te-layer1-attn erase "
+                         "(target changes -60 pt to +0 pt).")
     target = next(c for c in study.contrasts if c["prompt_set"] == "target")
     assert target["delta"] == pytest.approx(-0.6) and target["delta_hi"] < 0 and target["p_adj"] < 0.05
 
@@ -96,6 +98,9 @@ def test_sweep_curve_plots_the_swept_values(tmp_path):
     assert lines["original, target"].get_ydata()[0] == pytest.approx(90)
     assert ax.get_xscale() == "log"
     assert layer_heatmap_figure(study) is None  # no per-layer arms
+    from reports.studies import answer
+    assert answer(study).startswith("k=16 erases more than k=1")  # the sweep's ends, paired: -70 pt
+    assert "-70 pt" in answer(study)
 
 
 def test_report_has_a_study_section(ablation, tmp_path):
