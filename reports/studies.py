@@ -43,6 +43,7 @@ class Arm:
     seconds: float = math.nan
     params_changed: float = math.nan
     change: dict = field(default_factory=dict)   # (component, block, kind) -> mean relative change
+    transfer_from: str | None = None             # the model the edit was made on (a transfer arm)
     p_adj: dict = field(default_factory=dict)    # prompt set -> adjusted p (the study's family)
     verdicts: dict = field(default_factory=dict)  # prompt set -> bench.metrics.verdict
 
@@ -104,7 +105,7 @@ def _study(run, summary, name, model, members) -> Study | None:
                         target=pooled["det_target"], unrelated=pooled["det_unrelated"],
                         seconds=_mean(r["seconds"].value for r in rows),
                         params_changed=_mean(r["params_changed"].value for r in rows),
-                        change=_change(run, key)))
+                        change=_change(run, key), transfer_from=a.get("transfer_from")))
     if len(arms) < 2:
         return None
     original = summary.pooled.get((model, ORIGINAL, ""), {})
@@ -137,9 +138,20 @@ def _change(run, key) -> dict:
     return {g: sum(v) / len(records) for g, v in sorted(sums.items())} if records else {}
 
 
+def _transfer_pair(study: Study):
+    """A transfer arm and the same method erasing this model directly, as an answer pair."""
+    for a in study.arms:
+        direct = [b for b in study.arms if b.transfer_from is None and b.key[1] == a.key[1]
+                  and b.variant == a.variant]
+        if a.transfer_from and direct:
+            return (a, direct[0], f"the text encoder erased on {a.transfer_from}",
+                    f"erasing {study.model} itself")
+    return None
+
+
 def _pair(study: Study):
-    """The study's first answer pair both of whose arms one method holds: (arm a, arm b, what
-    a is, what b is), or None."""
+    """The first of ANSWER_PAIRS both of whose arms one method holds: (arm a, arm b, what a is,
+    what b is), or None."""
     by_variant = {(a.key[1], a.variant): a for a in study.arms}
     for va, vb, what_a, what_b in ANSWER_PAIRS:
         for method in dict.fromkeys(a.key[1] for a in study.arms):
@@ -156,7 +168,7 @@ def _ends(study: Study):
 
 
 def _contrasts(run, study: Study) -> None:
-    pair = _ends(study) if study.is_curve else _pair(study)
+    pair = _transfer_pair(study) or (_ends(study) if study.is_curve else _pair(study))
     if pair is None:
         return
     a, b, what_a, what_b = pair
@@ -240,9 +252,13 @@ def answer(study: Study) -> str:
         robust = significant and (c["delta_hi"] < 0 if c["delta"] < 0 else c["delta_lo"] > 0)
         more = c["what_a"] if c["delta"] < 0 else c["what_b"]
         cannot = f"the mini world cannot tell {c['what_a']} from {c['what_b']} at this budget"
-        if study.is_curve:
-            verdict = (f"{more} erases more than {c['what_b'] if more == c['what_a'] else c['what_a']}"
-                       if robust else cannot[0].upper() + cannot[1:])
+        singular = study.is_curve or a.transfer_from is not None  # "k=16 erases", "the encoder erases"
+        if singular:
+            other = c["what_b"] if more == c["what_a"] else c["what_a"]
+            lead = more if "=" in more.split()[0] else more[0].upper() + more[1:]  # "k=16" stays
+            verdict = f"{lead} erases more than {other}" if robust else \
+                (f"In these edits {more} erased more, but not reliably across erasure seeds (the interval "
+                 f"reaches zero): {cannot}" if significant else cannot[0].upper() + cannot[1:])
         elif robust:
             verdict = f"{more[0].upper() + more[1:]} erase more"
         elif significant:

@@ -136,12 +136,13 @@ def make_run(folder, concepts=("snoopy", "apple logo"), methods=tuple(BEHAVIOUR)
 
 def make_study_run(folder, arms: dict, original=(0.9, 0.9), concepts=("snoopy", "tench"),
                    images: int = 40, seeds=(0, 1), study: str = "ablation", method: str = "fewshot-te",
-                   swept_key: str = "variant") -> Path:
+                   swept_key: str = "variant", transfer_from: dict | None = None) -> Path:
     """A run folder holding one study with exact, known detection rates: ``arms`` maps each arm's
     swept value (a variant, or a number for ``swept_key``) to its (target, unrelated) rate, and
     in every (concept, seed) group the first round(rate x images) images are the detected ones,
     so every pooled rate and paired change is known to the image. ``original`` is the base
-    model's pair. Each arm's edits record a change in one text-encoder group named after it."""
+    model's pair. Each arm's edits record a change in one text-encoder group named after it.
+    ``transfer_from`` marks arms (by swept value) as transfers from the named model."""
     import pandas as pd
     from PIL import Image, ImageDraw
 
@@ -160,7 +161,8 @@ def make_study_run(folder, arms: dict, original=(0.9, 0.9), concepts=("snoopy", 
             arm_list.append({"method": method, "label": label,
                              "variant": str(value) if swept_key == "variant" else None,
                              "overrides": {} if swept_key == "variant" else {swept_key: value},
-                             "study": study, "swept": [[swept_key, value]]})
+                             "study": study, "swept": [[swept_key, value]],
+                             "transfer_from": (transfer_from or {}).get(value)})
         for concept in concepts:
             for seed in seeds:
                 edit_id = "" if is_orig else f"{label}-{concept}-{seed}"

@@ -103,6 +103,17 @@ def test_sweep_curve_plots_the_swept_values(tmp_path):
     assert "-70 pt" in answer(study)
 
 
+def test_a_transfer_is_answered_against_erasing_the_model_itself(tmp_path):
+    from reports.studies import answer
+    from reports.synthetic import make_study_run
+    folder = make_study_run(tmp_path, {1: (0.3, 0.9), 2: (0.6, 0.9)}, swept_key="lr",
+                            transfer_from={2: "model-a"})
+    _, (study,) = _studies(folder)
+    text = answer(study)
+    assert text.startswith("Erasing mini-sd itself erases more than the text encoder erased on model-a")
+    assert "-30 pt" in text and "-60 pt" in text and "+30 pt" in text  # transferred, direct, their difference
+
+
 def test_report_has_a_study_section(ablation, tmp_path):
     from reports.build import build_report
     out = build_report(ablation, out=tmp_path / "report")
