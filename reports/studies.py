@@ -251,7 +251,7 @@ def answer(study: Study) -> str:
         significant = c.get("verdict") in ("lower", "higher")
         robust = significant and (c["delta_hi"] < 0 if c["delta"] < 0 else c["delta_lo"] > 0)
         more = c["what_a"] if c["delta"] < 0 else c["what_b"]
-        cannot = f"the mini world cannot tell {c['what_a']} from {c['what_b']} at this budget"
+        cannot = f"the mini world cannot tell {c['what_a']} from {c['what_b']} in erasure at this budget"
         singular = study.is_curve or a.transfer_from is not None  # "k=16 erases", "the encoder erases"
         if singular:
             other = c["what_b"] if more == c["what_a"] else c["what_a"]
@@ -267,11 +267,22 @@ def answer(study: Study) -> str:
         else:
             verdict = cannot[0].upper() + cannot[1:]
         return (f"{verdict}: {c['what_a']} ({arm_text(a)}), {c['what_b']} ({arm_text(b)}); "
-                f"{diff}{front_text}.")
+                f"{diff}{_preservation_text(study)}{front_text}.")
     best = min((a for a in study.arms if not a.target.missing), key=lambda a: a.target.value, default=None)
     if best is None:
         return f"{study.name}: no arm has target detections."
     return f"{study.name}: the strongest erasure is {arm_text(best)}{front_text}."
+
+
+def _preservation_text(study: Study) -> str:
+    """The answer pair's paired difference on unrelated prompts, when it is robust."""
+    u = next((c for c in study.contrasts if c["prompt_set"] == "unrelated"), None)
+    if u is None or u.get("verdict") not in ("lower", "higher") or \
+            not (u["delta_hi"] < 0 if u["delta"] < 0 else u["delta_lo"] > 0):
+        return ""
+    keeps = u["what_a"] if u["delta"] > 0 else u["what_b"]
+    return (f"; {keeps} keeps unrelated prompts better ({u['what_a']} minus {u['what_b']}: "
+            f"{_pt(u['delta'])}{_interval(u['delta_lo'], u['delta_hi'])}, adjusted p {_p_text(u.get('p_adj'))})")
 
 
 def _layers_text(study: Study) -> str:

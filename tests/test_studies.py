@@ -63,7 +63,7 @@ def test_answer_says_when_the_mini_world_cannot_tell(tmp_path):
     from reports.synthetic import make_study_run
     folder = make_study_run(tmp_path, {"te-mlp": (0.5, 0.9), "te-attn": (0.5, 0.9)})
     _, (study,) = _studies(folder)
-    assert answer(study).startswith("The mini world cannot tell MLPs alone from attention alone")
+    assert answer(study).startswith("The mini world cannot tell MLPs alone from attention alone in erasure")
 
 
 def test_layer_heat_map_shows_each_layers_change(ablation):
