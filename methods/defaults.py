@@ -38,7 +38,9 @@ benchmarks/results/tune_<method>.json.
 fewshot-te is tuned on the shipped 12.6M-parameter UNet and the current split (32 target and 64
 unrelated images per concept, the tolerance at 3.3 standard errors), where the original model
 detects the target in 0.875 of images and unrelated subjects in 0.979; so is ca (record
-benchmarks/results/tune_ca_wide_unet.json). The other rows are from
+benchmarks/results/tune_ca_wide_unet.json) and fmn (tune_fmn_wide_unet.json: the authors' lr
+2e-6 still wins, target 0.85, every 10x higher lr drops unrelated detection to 0.40 or below).
+The other rows are from
 the earlier 3.2M-parameter UNet and a 16 + 16-image split (original 0.69 / 0.69), not yet re-tuned
 on the shipped model (issue 20):
 
@@ -49,7 +51,7 @@ on the shipped model (issue 20):
 | esd-x-strict | steps 50, 100; lr 1e-05, 0.0001, 0.001 | steps 100, lr 0.001 | 0.04 / 0.62 |
 | esd-u | steps 50, 100; lr 1e-06, 3e-06, 1e-05, 0.0001, 0.001 | steps 50, lr 1e-06 | 0.62 / 0.67 |
 | ca | steps 40; lr 2e-05, 6e-05, 0.0002, 0.0006 (shipped UNet) | steps 40, lr 6e-05 | 0.07 / 0.93 |
-| fmn | steps 35, 100; lr 2e-06, 6e-06, 2e-05, 0.0002 | steps 35, lr 2e-06 | 0.65 / 0.62 |
+| fmn | steps 35; lr 2e-06, 2e-05, 0.0002, 0.002 (shipped UNet) | steps 35, lr 2e-06 | 0.85 / 0.96 |
 | ga | steps 8, 40; lr 1e-05, 3e-05, 0.0001, 0.001 | steps 8, lr 3e-05 | 0.62 / 0.79 |
 | salun | steps 40, 100; lr 1e-05, 3e-05, 0.0001, 0.001 | steps 40, lr 3e-05 | 0.42 / 0.67 |
 | advunlearn | steps 40, 100; lr 1e-05, 3e-05, 0.0001, 0.001 | steps 100, lr 3e-05 | 0.15 / 0.62 |
