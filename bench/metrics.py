@@ -28,7 +28,7 @@ import math
 from dataclasses import dataclass, field
 
 from bench.core import stats
-from bench.core.schema import GROUP_KEY, ORIGINAL, PROMPT_SETS
+from bench.core.schema import GROUP_KEY, ORIGINAL, PROMPT_SETS, is_reference
 
 BINARY, CONTINUOUS, SET, EDIT = "binary", "continuous", "set", "edit"
 CONCEPT_SCOPE, POOLED_SCOPE = "concept", "pooled"
@@ -209,7 +209,7 @@ def _per_image_row(scope, group, metric, g, twins, cluster: str = "suite_seed") 
     spread = stats.cluster_means(values, clusters)
     row["n_seeds"] = len(spread)
     row["seed_min"], row["seed_max"] = min(spread.values()), max(spread.values())
-    if twins is not None and metric.vs_original and group["method"] != ORIGINAL:
+    if twins is not None and metric.vs_original and not is_reference(group["method"], group["variant"]):
         twin = _twin_values(g, twins, metric.source)
         pair = ok & ~np.isnan(twin)
         row["n_pairs"] = int(pair.sum())
@@ -274,7 +274,7 @@ def _cluster_ids(column):
 
 
 def _twin_index(df):
-    originals = df[df["method"] == ORIGINAL]
+    originals = df[[is_reference(m, v) for m, v in zip(df["method"], df["variant"])]]
     return originals.drop_duplicates(list(TWIN_KEY)).set_index(list(TWIN_KEY))
 
 
@@ -319,7 +319,7 @@ def _edit_rows(df, edits: dict) -> list[dict]:
     keys = ("model", "method", "variant", "concept")
     for key, g in df.groupby(list(keys), sort=True, dropna=False):
         group = {**dict(zip(keys, key)), "prompt_set": NO_PROMPT_SET}
-        if group["method"] == ORIGINAL:
+        if is_reference(group["method"], group["variant"]):
             continue
         records = [edits[e] for e in sorted(set(g["edit_id"].dropna().astype(str))) if e in edits] \
             if "edit_id" in g else []

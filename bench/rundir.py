@@ -81,3 +81,17 @@ def compare_runs(run_a, run_b, any_suites: bool = False):
     if a.manifest.smoke != b.manifest.smoke:
         notes.append("one run is a --smoke run and the other is not: their numbers are not comparable")
     return compare(a.results, a.aggregates, b.results, b.aggregates), notes
+
+
+def resurgence_rows(results):
+    """The rows a suite's ``resurgence:`` section planned (bench/runner/resurgence_plan.py)."""
+    if "resurgence" not in results.columns:
+        return results.iloc[0:0]
+    return results[results["resurgence"].notna()]
+
+
+def resurgence_arms(results) -> set:
+    """(model, method, variant) of every resurgence arm: main tables and summaries leave them out
+    (they have sections of their own in the report)."""
+    rows = resurgence_rows(results)
+    return set(zip(rows["model"].astype(str), rows["method"].astype(str), rows["variant"].astype(str)))

@@ -105,20 +105,16 @@ class Judges:
     def __init__(self, catalog, device: str = "cpu"):
         self.catalog, self.device, self._loaded = catalog, device, {}
 
-    def detected(self, images, prompts, subjects) -> list[bool]:
+    def _scorer(self, name: str):
         from detectors import SCORERS
-        out = [False] * len(images)
-        by_detector: dict[str, list[int]] = {}
-        for i, s in enumerate(subjects):
-            by_detector.setdefault((self.catalog[s].detector or {})["name"], []).append(i)
-        for name, idx in by_detector.items():
-            if name not in self._loaded:
-                self._loaded[name] = SCORERS.get(name)(device=self.device)
-            rows = self._loaded[name].score([images[i] for i in idx], [prompts[i] for i in idx],
-                                            [self.catalog[subjects[i]] for i in idx])
-            for i, row in zip(idx, rows):
-                out[i] = bool(row["detected"])
-        return out
+        if name not in self._loaded:
+            self._loaded[name] = SCORERS.get(name)(device=self.device)
+        return self._loaded[name]
+
+    def detected(self, images, prompts, subjects) -> list[bool]:
+        from detectors.base import score_by_detector
+        judged = score_by_detector(images, prompts, [self.catalog[s] for s in subjects], self._scorer)
+        return [bool(j is not None and j[1]["detected"]) for j in judged]
 
 
 def measure_concept(pipe, concept: str, judges: Judges, sampler: dict) -> dict:
@@ -171,7 +167,7 @@ def check_grid(method: str, grid: dict, variant: str | None = None, base: dict |
                             f"(--grid lr=1e-4,3e-4)")
     settings = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     for s in settings:
-        resolve_method_config(method_cls, "sd", variant, {**(base or {}), **s})
+        resolve_method_config(method_cls, "sd", variant, base, grid=s)
     return settings
 
 

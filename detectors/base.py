@@ -157,3 +157,22 @@ def concept_label(concept, scorer_name: str) -> str | None:
     if detector.get("name") != scorer_name:
         return None
     return detector.get("label") or concept.name
+
+
+def score_by_detector(images: Sequence, prompts: Sequence[str], concepts: Sequence, scorer_for) -> list:
+    """Each image judged by its concept's own catalog detector (``concept.detector.name``), one
+    batch per detector: in image order, None for an image whose concept is None or
+    names no detector, else (detector name, its output row). ``scorer_for(name)`` returns the
+    (cached) scorer of that name."""
+    out: list = [None] * len(images)
+    by_detector: dict[str, list[int]] = {}
+    for i, concept in enumerate(concepts):
+        name = (getattr(concept, "detector", None) or {}).get("name") if concept is not None else None
+        if name:
+            by_detector.setdefault(name, []).append(i)
+    for name, idx in sorted(by_detector.items()):
+        outs = scorer_for(name).score([images[i] for i in idx], [prompts[i] for i in idx],
+                                      [concepts[i] for i in idx])
+        for i, row in zip(idx, outs):
+            out[i] = (name, row)
+    return out

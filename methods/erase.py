@@ -31,8 +31,9 @@ def get_method(name: str) -> type[ErasureMethod]:
 
 
 def resolve_method_config(method_cls, family: str, variant: str | None = None,
-                          overrides: dict | None = None):
-    """Config = authors' defaults < family defaults (methods/defaults.py) < variant < overrides."""
+                          overrides: dict | None = None, grid: dict | None = None):
+    """Config = authors' defaults < family defaults (methods/defaults.py) < variant < overrides
+    (< one setting of a tuning grid, named as such in an error)."""
     from methods.config import resolve_config
     from methods.defaults import family_defaults
 
@@ -46,6 +47,8 @@ def resolve_method_config(method_cls, family: str, variant: str | None = None,
                                 f"{', '.join(method_cls.variants)}")
         layers.append(("--variant", {method_cls.variant_field: variant}))
     layers.append(("--set", dict(overrides or {})))
+    if grid:
+        layers.append(("--grid", dict(grid)))
     return resolve_config(name, method_cls.Config, layers)
 
 

@@ -82,6 +82,7 @@ def _write(run, comparison, baseline_path, folder: Path, formats) -> str:
     from reports.summary import headline
     from reports.tables import main_table, mapping_table
 
+    full_run, run = run, main_view(run)
     summary = summarize(run)
     analyses = analyse_run(run, summary)
     tables = [main_table(summary)]
@@ -132,7 +133,7 @@ def _write(run, comparison, baseline_path, folder: Path, formats) -> str:
             figs.save(fig, fig_dir, name)
             figures.append({"name": name, "title": title, "caption": caption,
                             "png": f"figures/{name}.png", "pdf": f"figures/{name}.pdf"})
-    studies = _studies(run, summary, fig_dir)
+    studies = _studies(run, summary, fig_dir) + _resurgence(full_run, fig_dir)
     for study in studies:
         _write_table_files(study["table"], folder, formats, table_files)
     suite = run.suite
@@ -189,6 +190,38 @@ def _studies(run, summary, fig_dir: Path) -> list[dict]:
                             "png": f"figures/{name}.png", "pdf": f"figures/{name}.pdf"})
         out.append({"title": f"{study.name} ({study.method}, {study.model})", "answer": answer(study),
                     "table": study_table(study, i), "figures": figures})
+    return out
+
+
+def main_view(run):
+    """The run without its resurgence arms: they have sections of their own (reports/resurgence.py)
+    and would crowd the main table, the grids and the trade-off figure."""
+    import dataclasses
+    from bench.rundir import resurgence_arms, resurgence_rows
+    studied = resurgence_rows(run.results)
+    if studied.empty:
+        return run
+    keys = resurgence_arms(run.results)
+    agg = run.aggregates
+    keep = [(str(m), str(me), str(v)) not in keys for m, me, v in zip(agg["model"], agg["method"], agg["variant"])]
+    return dataclasses.replace(run, results=run.results.drop(studied.index), aggregates=agg[keep])
+
+
+def _resurgence(run, fig_dir: Path) -> list[dict]:
+    """Each resurgence section: its title, answer, table and figures."""
+    from reports import figures as figs
+    from reports.resurgence import resurgence_studies
+    from reports.resurgence_figures import resurgence_figures
+
+    out = []
+    for i, section in enumerate(resurgence_studies(run), start=1):
+        figures = []
+        for name, title, fig, caption in resurgence_figures(section, f"resurgence-{i:02d}"):
+            figs.save(fig, fig_dir, name)
+            figures.append({"name": name, "title": title, "caption": caption,
+                            "png": f"figures/{name}.png", "pdf": f"figures/{name}.pdf"})
+        out.append({"title": section.title, "answer": section.answer, "table": section.table,
+                    "figures": figures})
     return out
 
 

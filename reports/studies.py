@@ -306,7 +306,7 @@ def _p_text(p) -> str:
 
 def study_table(study: Study, index: int):
     """One row per arm: pooled detections with intervals, their changes, verdicts, cost."""
-    from reports.tables import Cell, Column, Table
+    from reports.tables import Cell, Column, Table, erasure_word
     keys = [k for k in study.keys if k != "variant"]
     columns = [Column("arm", "Arm")] + [Column(f"swept_{k}", k) for k in keys] + [
         Column("det_target", "Detection, target", "pct", "lower"),
@@ -331,7 +331,7 @@ def study_table(study: Study, index: int):
                      "det_target": Cell.of(a.target),
                      "change_target": Cell(a.target.delta, a.target.delta_lo, a.target.delta_hi),
                      "p_target": Cell(a.p_adj.get("target", math.nan)),
-                     "verdict_target": Cell(_verdict_word(a.verdicts.get("target", ""), "target")),
+                     "verdict_target": Cell(erasure_word(a.verdicts.get("target", ""), a.target.delta)),
                      "det_unrelated": Cell.of(a.unrelated),
                      "change_unrelated": Cell(a.unrelated.delta, a.unrelated.delta_lo, a.unrelated.delta_hi),
                      "p_unrelated": Cell(a.p_adj.get("unrelated", math.nan)),
@@ -347,8 +347,3 @@ def study_table(study: Study, index: int):
                  columns=columns, rows=rows)
 
 
-def _verdict_word(verdict: str, prompt_set: str) -> str:
-    if prompt_set == "target":
-        return {bm.BETTER: "erased", bm.BETTER_SEED_DEPENDENT: "erased, not across seeds",
-                bm.NO_DIFFERENCE: "not established"}.get(verdict, verdict)
-    return verdict

@@ -127,14 +127,20 @@ def mark_best(table: Table, candidate=lambda row, key: True) -> None:
                 c.best = math.isclose(float(c.value), best, rel_tol=1e-9, abs_tol=1e-12)
 
 
+def erasure_word(verdict: str, delta: float) -> str:
+    """How every table words the verdict of a change in target detection (bench.metrics.verdict)."""
+    if not verdict:
+        return ""
+    return {BETTER: "erased", BETTER_SEED_DEPENDENT: "erased in these edits, not across seeds"}.get(
+        verdict, "NOT established" if delta < 0 else "NOT erased")
+
+
 def target_verdict(row: dict) -> str:
     """The main table's and the summary's wording of one row's target-detection verdict."""
     est = row["det_target"]
     if row["method"] == ORIGINAL or not est.verdict:
         return ""
-    word = {BETTER: "erased", BETTER_SEED_DEPENDENT: "erased in these edits, not across seeds"}.get(
-        est.verdict, "NOT established" if est.delta < 0 else "NOT erased")
-    return word + (" (single erasure seed)" if est.single_seed else "")
+    return erasure_word(est.verdict, est.delta) + (" (single erasure seed)" if est.single_seed else "")
 
 
 def main_table(summary: Summary) -> Table:

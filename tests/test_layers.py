@@ -31,7 +31,7 @@ LAYERS = (
                "bench.miniworld.sheet", "bench.miniworld.data", "bench.miniworld.weights",
                "bench.miniworld.convert", "bench.miniworld.clip_model", "bench.miniworld")),
     ("models", ("bench.pipeline_io", "bench.generate", "bench.samplers", "bench.tiny", "bench.fewshot",
-                "bench.offline", "detectors", "methods")),
+                "bench.finetune", "bench.finetune_data", "bench.offline", "detectors", "methods")),
     ("tools", ("bench.miniworld",)),  # every other bench.miniworld module: training, evaluation
     ("runner", ("bench.runner", "bench.suite", "bench.tuning")),
     ("top", ("bench.cli", "bench.commands", "reports")),

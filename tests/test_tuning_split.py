@@ -106,8 +106,10 @@ def test_grid_parsing_and_checking():
         tuning.check_grid("fewshot-te", {})
     with pytest.raises(EraselabError, match="empty tuning grid"):
         tuning.check_grid("fewshot-te", {"lr": []})
-    with pytest.raises(EraselabError, match="did you mean 'lr'"):
+    with pytest.raises(EraselabError, match=r"\(from --grid\).*did you mean 'lr'"):
         tuning.check_grid("fewshot-te", {"lrr": [1e-4]})
+    with pytest.raises(EraselabError, match=r"\(from --set\)"):
+        tuning.check_grid("fewshot-te", {"lr": [1e-4]}, base={"stepz": 4})
     with pytest.raises(EraselabError, match="te-foo"):
         tuning.check_grid("fewshot-te", {"lr": [1e-4]}, variant="te-foo")
 

@@ -101,10 +101,17 @@ def run(args) -> int:
 def _print_table(run_dir: Path) -> None:
     import pandas as pd
     from bench.metrics import POOLED_SCOPE
+    from bench.rundir import resurgence_arms
     agg = pd.read_parquet(run_dir / "aggregates.parquet")
     agg = agg[(agg["scope"] == POOLED_SCOPE) & (agg["metric"] == "detected")].copy()
+    studied = resurgence_arms(pd.read_parquet(run_dir / "results.parquet"))
+    if studied:
+        agg = agg[[(str(m), str(me), str(v)) not in studied
+                   for m, me, v in zip(agg["model"], agg["method"], agg["variant"])]]
     agg["method"] = agg["method"] + agg["variant"].map(lambda v: f"[{v}]" if v else "")
     table = agg.pivot_table(index="method", columns="prompt_set", values="value", aggfunc="mean")
     print("detection rate (pooled over concepts) by prompt set:")
     print(table.round(3).to_string())
+    if studied:
+        print(f"and {len(studied)} resurgence arms: see the report's resurgence sections")
     sys.stdout.flush()

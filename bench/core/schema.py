@@ -54,7 +54,20 @@ ROW_COLUMNS = ("run", "model", "method", "variant", "concept", "concept_type", "
                "edit_id", "image_id", "detector", "detected", "clip_score", "mapped_to", "mapped_p",
                "mapping_dist", "mapping_space", "clip_image_cosine")
 
+# The columns a resurgence study's rows add (bench/runner/resurgence_plan.py): its kind
+# (finetune, relearn, drift, sequential), the arm it started from, the fine-tuning chain's label
+# (or the sequence so far), the step (or the position in the sequence), the drift setting, and a
+# chain's coordinates: its data (unrelated, related, relearn), module, mode (lora, full), shots.
+RESURGENCE_COLUMNS = ("resurgence", "base_arm", "chain", "step", "setting", "ft_data", "ft_module",
+                      "ft_mode", "ft_shots")
+
 PROMPT_SETS = ("target", "related", "unrelated")
 # The method name of the unedited base model in every table: the reference each edit is read
 # against (it is planned as "no edit", not registered as a method).
 ORIGINAL = "original"
+
+
+def is_reference(method, variant) -> bool:
+    """Whether a row is the plain original model's: the twin of every other row. The original
+    fine-tuned or drawn otherwise (a resurgence control) has a variant and is not."""
+    return method == ORIGINAL and (variant is None or variant == "" or variant != variant)

@@ -18,6 +18,9 @@ Pure Python (no torch): the same suite and inputs always give the same plan, in 
   sharded and uninterrupted runs give bit-identical images.
 * **Shards** get whole edits (greedy by image count, deterministic), so an edit is erased by one
   process only.
+* A suite's ``resurgence:`` section adds its own edits and images (bench/runner/resurgence_plan.py):
+  fine-tuning checkpoints (``Edit.finetune``), edits erased on top of another (``Edit.parent``)
+  and images drawn with another sampler (``Image.sampler``, a key of ``Plan.samplers``).
 """
 
 from __future__ import annotations
@@ -101,11 +104,13 @@ class Edit:
     concept: str | None      # None for the original model
     seed: int | None
     source: str | None = None  # a transfer: the edit (made on another model) plugged in here
+    parent: str | None = None  # a sequence: the edit this one erases on top of
+    finetune: tuple | None = None  # a resurgence checkpoint: (chain id, step); parent = its start
 
     @property
     def is_base(self) -> bool:
         """The unedited base model: nothing to erase, its images are every edit's twins."""
-        return self.method == ORIGINAL
+        return self.method == ORIGINAL and self.finetune is None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +123,7 @@ class Image:
     sample: int
     suite_seed: int
     seed: int
+    sampler: str = ""  # a key of Plan.samplers ("" = the suite's sampler)
 
     @property
     def path(self) -> str:
@@ -129,6 +135,7 @@ class Batch:
     id: str
     edit_id: str
     images: tuple  # of Image
+    sampler: str = ""  # every image of a batch is drawn with one sampler
 
 
 @dataclasses.dataclass
@@ -139,6 +146,8 @@ class Plan:
     rows: list           # dicts: the row metadata of results.parquet (no scores)
     twins: dict          # edited image id -> original image id
     groups: dict         # (model, method, variant, concept, set) -> (edited ids, original ids)
+    chains: dict = dataclasses.field(default_factory=dict)    # chain id -> FinetuneChain
+    samplers: dict = dataclasses.field(default_factory=dict)  # key -> sampler mapping ("" = the suite's)
 
     @property
     def erasures(self) -> int:
@@ -160,6 +169,15 @@ class Plan:
         return mine
 
 
+def sampler_address(sampler: dict) -> dict:
+    """What of a sampler is part of an image's address (the batch size is not: see above)."""
+    out = {k: sampler[k] for k in ("scheduler", "steps", "guidance", "resolution")}
+    if sampler.get("precision", "fp32") != "fp32":
+        # fp32 leaves the key out: its addresses equal those of a suite that never names precision
+        out["precision"] = sampler["precision"]
+    return out
+
+
 def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, str],
                extra_overrides: dict[str, dict] | None = None,
                method_defaults: dict[str, dict] | None = None) -> Plan:
@@ -170,10 +188,6 @@ def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, s
 
     extra_overrides = extra_overrides or {}
     method_defaults = method_defaults or {}
-    sampler = {k: suite.sampler[k] for k in ("scheduler", "steps", "guidance", "resolution")}
-    if suite.sampler.get("precision", "fp32") != "fp32":
-        # fp32 leaves the key out: its addresses equal those of a suite that never names precision
-        sampler["precision"] = suite.sampler["precision"]
     edits: dict[str, Edit] = {}
     images: dict[str, Image] = {}
     rows: list[dict] = []
@@ -181,7 +195,7 @@ def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, s
     groups: dict[tuple, tuple[list, list]] = {}
     prompts_of = {c: concept_prompts(suite, c) for c in suite.concepts}
 
-    def edit_for(model, method, concept, seed) -> Edit:
+    def edit_for(model, method, concept, seed, register: bool = True) -> Edit:
         overrides = {**dict(method.overrides), **extra_overrides.get(method.name, {})}
         is_orig = method.name == ORIGINAL
         version = BASE_EDIT_VERSION if is_orig else method_versions[method.name]
@@ -194,14 +208,17 @@ def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, s
             payload["family_defaults"] = method_defaults[method.name]
         e = Edit(content_id(payload), model.id, method.name, method.variant, overrides,
                  None if is_orig else concept, None if is_orig else seed)
-        edits.setdefault(e.id, e)
+        if register:
+            edits.setdefault(e.id, e)
         return e
 
-    def image_for(edit: Edit, p: Prompt, sample: int, suite_seed: int) -> Image:
+    samplers = {"": dict(suite.sampler)}  # key -> the sampler its images are drawn with
+
+    def image_for(edit: Edit, p: Prompt, sample: int, suite_seed: int, sampler_key: str = "") -> Image:
         seed = image_seed(p.id, sample, suite_seed)
         iid = content_id({"edit": edit.id, "prompt_id": p.id, "prompt": p.text, "sample": sample,
-                          "seed": seed, "sampler": sampler})
-        im = Image(iid, edit.id, p.id, p.text, p.subject, sample, suite_seed, seed)
+                          "seed": seed, "sampler": sampler_address(samplers[sampler_key])})
+        im = Image(iid, edit.id, p.id, p.text, p.subject, sample, suite_seed, seed, sampler_key)
         images.setdefault(iid, im)
         return im
 
@@ -252,15 +269,24 @@ def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, s
                             for sample in range(p.samples):
                                 image_for(orig_edit, p, sample, seed)
 
+    chains: dict = {}
+    if suite.resurgence is not None:
+        from bench.runner.resurgence_plan import plan_resurgence
+        chains = plan_resurgence(suite, fingerprints, edit_for, image_for, samplers, edits, rows,
+                                 twins, groups)
+
     batch_size = suite.sampler["batch_size"]
-    by_edit: dict[str, list[Image]] = {}
+    by_edit: dict[tuple, list[Image]] = {}
     for im in images.values():
-        by_edit.setdefault(im.edit_id, []).append(im)
+        by_edit.setdefault((im.edit_id, im.sampler), []).append(im)
     batches = []
-    for edit_id in sorted(by_edit):
-        ims = sorted(by_edit[edit_id], key=lambda i: (i.suite_seed, i.prompt_id, i.sample))
+    for edit_id, sampler_key in sorted(by_edit):
+        ims = sorted(by_edit[(edit_id, sampler_key)], key=lambda i: (i.suite_seed, i.prompt_id, i.sample))
         for start in range(0, len(ims), batch_size):
             chunk = tuple(ims[start:start + batch_size])
-            batches.append(Batch(content_id({"edit": edit_id, "images": [i.id for i in chunk]}),
-                                 edit_id, chunk))
-    return Plan(edits=edits, images=images, batches=batches, rows=rows, twins=twins, groups=groups)
+            payload = {"edit": edit_id, "images": [i.id for i in chunk]}
+            if sampler_key:
+                payload["sampler"] = sampler_key
+            batches.append(Batch(content_id(payload), edit_id, chunk, sampler_key))
+    return Plan(edits=edits, images=images, batches=batches, rows=rows, twins=twins, groups=groups,
+                chains=chains, samplers=samplers)

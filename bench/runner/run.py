@@ -34,7 +34,7 @@ from bench.runner import plan as plan_mod
 from bench.core import files as fs
 from bench.runner import store as st
 from bench.samplers import resolve_precision, sampling
-from bench.core.schema import GROUP_KEY, ROW_COLUMNS
+from bench.core.schema import GROUP_KEY, ROW_COLUMNS, is_reference
 
 log = logging.getLogger("eraselab.run")
 
@@ -249,10 +249,12 @@ def _execute(ctx: RunContext, todo: list) -> None:
                 edited = _edited_pipeline(ctx, pipes[edit.model], edit)
             bar_e.update(1)
             try:
-                with sampling(edited, ctx.suite.sampler):
-                    for batch in by_edit[edit_id]:
-                        _do_batch(ctx, edited, batch)
-                        bar_i.update(len(batch.images))
+                for key in sorted({b.sampler for b in by_edit[edit_id]}):
+                    with sampling(edited, plan.samplers[key]):
+                        for batch in by_edit[edit_id]:
+                            if batch.sampler == key:
+                                _do_batch(ctx, edited, batch)
+                                bar_i.update(len(batch.images))
             finally:
                 reset_edits(edited)
     finally:
@@ -273,14 +275,56 @@ def _edited_pipeline(ctx: RunContext, pipe, edit):
         log.info("edit %s (%s %s) loaded from disk", edit.id, edit.method, edit.concept)
         return load_edit(pipe, store.edit_dir(edit.id))
     # One process erases a given edit: another (a shard of a different layout) waits here, then
-    # finds the saved edit and loads it instead of erasing it again.
-    with fs.file_lock(store.edit_lock(edit.id), wait=True):
+    # finds the saved edit and loads it instead of erasing it again. A fine-tuning chain is
+    # trained under one lock, whichever of its checkpoints asks first.
+    lock = edit.finetune[0] if edit.finetune is not None else edit.id
+    with fs.file_lock(store.edit_lock(lock), wait=True):
         if store.has_edit(edit.id):
             counts["loaded_edits"] += 1
             log.info("edit %s (%s %s) loaded from disk (saved by another process)", edit.id,
                      edit.method, edit.concept)
             return load_edit(pipe, store.edit_dir(edit.id))
+        if edit.finetune is not None:
+            return _finetuned_pipeline(ctx, pipe, edit)
+        if edit.parent is not None:  # a sequence: erase on top of the edit before it
+            pipe = _edited_pipeline(ctx, pipe, ctx.plan.edits[edit.parent])
         return _erase_and_save(ctx, pipe, edit)
+
+
+def _finetuned_pipeline(ctx: RunContext, pipe, edit):
+    """``pipe`` as fine-tuning checkpoint ``edit``: its chain is trained from its start edit once,
+    every checkpoint of the ladder saved on the way (those saved already are not built again)."""
+    from bench.finetune import finetune
+    from bench.finetune_data import finetune_pairs
+    from bench.runner.resurgence import chain_recipe
+    from methods.defaults import detect_family
+    from methods.delta import load_edit, reset_edits, save_edit
+
+    store = ctx.store
+    chain = ctx.plan.chains[edit.finetune[0]]
+    start = _edited_pipeline(ctx, pipe, ctx.plan.edits[chain.parent])
+    recipe = chain_recipe(ctx.suite.resurgence, chain.chain, detect_family(start))
+    n = chain.chain.shots if chain.chain.data == "relearn" else ctx.suite.resurgence.images
+    fewshot = None
+    if ctx.smoke:  # seeded noise stands in for a real model's few-shot photos
+        from bench.runner.smoke import fewshot_images as fewshot
+    pairs = finetune_pairs(ctx.suite.catalog, chain.concept, chain.chain.data, n, chain.seed, chain.source,
+                           fewshot_source=fewshot)
+    ids = dict(chain.checkpoints)
+
+    def save(step, result):
+        if step in ids and not store.has_edit(ids[step]):
+            save_edit(result, store.edit_dir(ids[step]))
+
+    with ctx.timer("finetune"):
+        finetune(start, pairs, recipe, seed=chain.seed, on_checkpoint=save, progress=ctx.progress,
+                 describe={"data": chain.chain.data, "concept": chain.concept, "chain": chain.chain.label},
+                 skip=lambda step: step not in ids or store.has_edit(ids[step]))
+    ctx.counts["finetuned"] = ctx.counts.get("finetuned", 0) + 1
+    log.info("chain %s (%s from edit %s) fine-tuned: %d checkpoints", chain.id, chain.chain.label,
+             chain.parent, len(ids))
+    base = reset_edits(start)
+    return load_edit(base, store.edit_dir(edit.id))
 
 
 def _transferred_pipeline(ctx: RunContext, pipe, edit):
@@ -341,7 +385,7 @@ def _do_batch(ctx: RunContext, pipe, batch) -> None:
         counts["rescored"] += len(files)
     else:
         with timer("generate"):
-            s = ctx.suite.sampler
+            s = ctx.plan.samplers[batch.sampler]
             images = generate(pipe, [im.prompt for im in batch.images],
                               [im.seed for im in batch.images], steps=s["steps"],
                               guidance=s["guidance"], batch_size=len(batch.images),
@@ -433,7 +477,7 @@ def _kid_scores(ctx: RunContext):
     if not scoring.set_names:
         return None
     spec = scoring.spec(scoring.set_names)
-    groups = [(k, v) for k, v in sorted(plan.groups.items()) if k[1] != plan_mod.ORIGINAL]
+    groups = [(k, v) for k, v in sorted(plan.groups.items()) if not is_reference(k[1], k[2])]
     frames = []
     bar = ctx.bar(len(groups), "preservation KID", "set")
     for key, (edited_ids, orig_ids) in groups:

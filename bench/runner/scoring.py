@@ -26,7 +26,6 @@ class Scoring:
                 self.detector_of[name] = (catalog[name].detector or {}).get("name")
         detectors = sorted({d for d in self.detector_of.values() if d})
         self.image_names = list(dict.fromkeys([*suite.scorers, *detectors]))
-        self.detector_names = detectors
         self.pair_names = [n for n in suite.preservation if SCORERS.entry(n).tags.get("kind") == "pair"]
         self.set_names = [n for n in suite.preservation if SCORERS.entry(n).tags.get("kind") == "set"]
         self._instances: dict = {}
@@ -71,15 +70,11 @@ class Scoring:
                 out = dict(out)
                 out.pop("detected", None)  # `detected` comes from the subject's own detector only
                 row.update(out)
-        for det in self.detector_names:
-            idx = [i for i, it in enumerate(items) if it.subject and self.detector_of.get(it.subject) == det]
-            if not idx:
-                continue
-            outs = self.get(det).score([images[i] for i in idx], [prompts[i] for i in idx],
-                                       [concepts[i] for i in idx])
-            for i, out in zip(idx, outs):
-                rows[i].update(out)
-                rows[i]["detector"] = det
+        from detectors.base import score_by_detector
+        for row, judged in zip(rows, score_by_detector(images, prompts, concepts, self.get)):
+            if judged is not None:
+                row.update(judged[1])
+                row["detector"] = judged[0]
         for row in rows:
             row.setdefault("detector", None)
             row.setdefault("detected", None)

@@ -49,10 +49,19 @@ def smoke_suite(suite):
         by_type.setdefault(suite.catalog[c].type, []).append(c)
     concepts = [c for c in dict.fromkeys([v[0] for v in by_type.values()] + list(suite.concepts))]
     keep = set(concepts[:SMOKE_CONCEPTS])
+    resurgence = suite.resurgence
+    if resurgence is not None:  # a 3-checkpoint ladder of tiny chains, drift at the smoke steps
+        resurgence = dataclasses.replace(
+            resurgence, steps=tuple(range(min(len(resurgence.steps), 3))), images=min(resurgence.images, 4),
+            prompt_sets={k: dataclasses.replace(v, prompts=min(v.prompts, SMOKE_PROMPTS),
+                                                samples=min(v.samples, SMOKE_SAMPLES))
+                         for k, v in resurgence.prompt_sets.items()},
+            drift=tuple((label, {**s, **({"steps": SMOKE_STEPS} if "steps" in s else {})})
+                        for label, s in resurgence.drift))
     return dataclasses.replace(suite, concepts=tuple(c for c in suite.concepts if c in keep),
                                models=tuple(ModelSpec(m.id, SMOKE_MODEL) for m in suite.models),
                                prompt_sets=sets, sampler=sampler, seeds=suite.seeds[:1],
-                               smoke_sized=True)
+                               smoke_sized=True, resurgence=resurgence)
 
 
 def method_overrides(method: str, config_fields) -> dict:

@@ -24,7 +24,7 @@ from bench.samplers import PRECISIONS, SCHEDULER_CLASSES
 
 TOP_KEYS = {"suite", "version", "description", "smoke_sized", "catalog", "models", "methods",
             "concepts", "prompt_sets", "general_prompts", "sampler", "scorers", "preservation",
-            "scorer_options", "seeds"}
+            "scorer_options", "seeds", "resurgence"}
 REQUIRED_TOP = ("suite", "catalog", "models", "methods", "concepts", "prompt_sets", "sampler", "seeds")
 MODEL_KEYS = {"id", "path"}
 METHOD_KEYS = {"name", "variant", "overrides", "label", "study", "sweep", "transfer_from"}
@@ -87,6 +87,7 @@ class Suite:
     scorer_options: dict
     seeds: tuple[int, ...]
     smoke_sized: bool = False
+    resurgence: object = None      # bench.runner.resurgence.Resurgence, or None
 
 
 def resolve_suite_path(name_or_path) -> Path:
@@ -203,13 +204,18 @@ def build_suite(raw: dict, path: Path) -> tuple[Suite | None, list[str]]:
     if not _is_int(version) or version < 1:
         bad("version", f"expected a positive integer, got {quoted(version)}")
 
+    resurgence = None
+    if raw.get("resurgence") is not None:
+        from bench.runner.resurgence import parse
+        resurgence = parse(raw["resurgence"], methods, catalog, concepts, "resurgence", Path(path), bad)
+
     if problems:
         return None, problems
     suite = Suite(name=name, path=Path(path), raw=raw, catalog=catalog, models=tuple(models),
                   methods=tuple(methods), concepts=tuple(concepts), prompt_sets=sets,
                   general_prompts=tuple(general), sampler=sampler, scorers=tuple(scorers),
                   preservation=tuple(preservation), scorer_options=options, seeds=tuple(seeds),
-                  smoke_sized=smoke_sized)
+                  smoke_sized=smoke_sized, resurgence=resurgence)
     # A run too small to report must say it is a smoke run (bench.metrics.size_problems).
     from bench.metrics import size_problems
     from bench.runner.plan import images_per_group
