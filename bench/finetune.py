@@ -29,6 +29,7 @@ from typing import Callable
 
 from bench.core.errors import EraselabError
 
+VERSION = "1"  # part of every checkpoint's address: bump when fine-tuning's outputs change
 MODULES = ("unet", "text_encoder")
 MODES = ("lora", "full")
 # LoRA targets: the attention projections, the modules diffusers' and peft's SD recipes adapt

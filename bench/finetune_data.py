@@ -85,25 +85,45 @@ def rendered_pairs(catalog, name: str, kind: str, n: int, seed: int) -> list[tup
     return pairs
 
 
+def _folder_files(path: Path) -> list[Path]:
+    from bench.fewshot import CAPTIONS_FILE
+    return sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                  and p.name != CAPTIONS_FILE)
+
+
+def source_problem(path) -> str | None:
+    """Why ``path`` cannot be fine-tuning data (checked cheaply, before any model work), or None."""
+    from bench.fewshot import CAPTIONS_FILE
+
+    path = Path(path)
+    if path.is_dir():
+        if not _folder_files(path):
+            return f"{path}: image folder is empty"
+        if not (path / CAPTIONS_FILE).is_file():
+            return f"{path}: no {CAPTIONS_FILE}; fine-tuning data needs a caption per image"
+        return None
+    if path.is_file():
+        return None
+    return f"{path}: fine-tuning data not found (expected a folder with {CAPTIONS_FILE} or a JSONL file)"
+
+
 def read_pairs(path) -> list[tuple]:
     """Image-caption pairs from a folder with captions.jsonl or from a JSONL file."""
     from bench.core.files import read_jsonl_objects
     from bench.fewshot import CAPTIONS_FILE, _read_image, read_captions
 
     path = Path(path)
+    problem = source_problem(path)
+    if problem:
+        raise EraselabError(problem)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
-                       and p.name != CAPTIONS_FILE)
-        if not files:
-            raise EraselabError(f"{path}: image folder is empty")
-        if not (path / CAPTIONS_FILE).is_file():
-            raise EraselabError(f"{path}: no {CAPTIONS_FILE}; fine-tuning data needs a caption per image")
+        files = _folder_files(path)
         captions = read_captions(path / CAPTIONS_FILE, {p.name for p in files})
         missing = [p.name for p in files if p.name not in captions]
         if missing:
             raise EraselabError(f"{path / CAPTIONS_FILE}: no caption for {quoted(missing[0])}")
         return [(_read_image(p).convert("RGB"), captions[p.name]) for p in files]
-    if path.is_file():
+    else:
         pairs = []
         for number, record in read_jsonl_objects(path):
             image, caption = record.get("image"), record.get("caption")
@@ -116,8 +136,6 @@ def read_pairs(path) -> list[tuple]:
         if not pairs:
             raise EraselabError(f"{path}: no image-caption pairs")
         return pairs
-    raise EraselabError(f"{path}: fine-tuning data not found (expected a folder with "
-                        f"{CAPTIONS_FILE} or a JSONL file)")
 
 
 def finetune_pairs(catalog, name: str, kind: str, n: int, seed: int, source=None,

@@ -95,3 +95,13 @@ def resurgence_arms(results) -> set:
     (they have sections of their own in the report)."""
     rows = resurgence_rows(results)
     return set(zip(rows["model"].astype(str), rows["method"].astype(str), rows["variant"].astype(str)))
+
+
+def main_aggregates(aggregates, results):
+    """The aggregates without the resurgence arms' rows (what the main table and the CLI summary show)."""
+    keys = resurgence_arms(results)
+    if not keys:
+        return aggregates
+    keep = [(str(m), str(me), str(v)) not in keys
+            for m, me, v in zip(aggregates["model"], aggregates["method"], aggregates["variant"])]
+    return aggregates[keep]

@@ -197,14 +197,12 @@ def main_view(run):
     """The run without its resurgence arms: they have sections of their own (reports/resurgence.py)
     and would crowd the main table, the grids and the trade-off figure."""
     import dataclasses
-    from bench.rundir import resurgence_arms, resurgence_rows
+    from bench.rundir import main_aggregates, resurgence_rows
     studied = resurgence_rows(run.results)
     if studied.empty:
         return run
-    keys = resurgence_arms(run.results)
-    agg = run.aggregates
-    keep = [(str(m), str(me), str(v)) not in keys for m, me, v in zip(agg["model"], agg["method"], agg["variant"])]
-    return dataclasses.replace(run, results=run.results.drop(studied.index), aggregates=agg[keep])
+    return dataclasses.replace(run, results=run.results.drop(studied.index),
+                               aggregates=main_aggregates(run.aggregates, run.results))
 
 
 def _resurgence(run, fig_dir: Path) -> list[dict]:

@@ -101,13 +101,11 @@ def run(args) -> int:
 def _print_table(run_dir: Path) -> None:
     import pandas as pd
     from bench.metrics import POOLED_SCOPE
-    from bench.rundir import resurgence_arms
-    agg = pd.read_parquet(run_dir / "aggregates.parquet")
+    from bench.rundir import main_aggregates, resurgence_arms
+    results = pd.read_parquet(run_dir / "results.parquet")
+    studied = resurgence_arms(results)
+    agg = main_aggregates(pd.read_parquet(run_dir / "aggregates.parquet"), results)
     agg = agg[(agg["scope"] == POOLED_SCOPE) & (agg["metric"] == "detected")].copy()
-    studied = resurgence_arms(pd.read_parquet(run_dir / "results.parquet"))
-    if studied:
-        agg = agg[[(str(m), str(me), str(v)) not in studied
-                   for m, me, v in zip(agg["model"], agg["method"], agg["variant"])]]
     agg["method"] = agg["method"] + agg["variant"].map(lambda v: f"[{v}]" if v else "")
     table = agg.pivot_table(index="method", columns="prompt_set", values="value", aggfunc="mean")
     print("detection rate (pooled over concepts) by prompt set:")

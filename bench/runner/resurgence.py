@@ -175,19 +175,11 @@ def parse(raw, methods, catalog, concepts, where: str, suite_path: Path, bad) ->
             resolved_sources[kind] = str(path)
 
     if catalog is not None:
-        from bench.finetune_data import source_concepts
         for kind in sorted({c.data for c in chains if c.data != "relearn"} - set(resolved_sources)):
-            for concept in concepts:
-                unrendered = [n for n in source_concepts(catalog, concept, kind)
-                              if (catalog[n].images or {}).get("renderer") != "miniworld"]
-                if unrendered:
-                    fail("sources", f"{kind} data for {concept!r} needs {quoted(unrendered[0])} rendered, "
-                                    f"and the catalog renders no images for it; give sources.{kind} (a "
-                                    f"folder or JSONL of image-caption pairs)")
-                    break
-            else:
-                continue
-            break
+            problem = _unrendered_problem(catalog, concepts, kind)
+            if problem:
+                fail("sources", problem)
+                break
 
     prompt_sets = {}
     if raw.get("prompt_sets") is not None:
@@ -284,23 +276,28 @@ def _chains(entry, where: str, fail) -> list[Chain]:
 
 
 def _source_problem(p, suite_path: Path):
+    """(problem, None) or (None, the resolved path) of one ``sources`` entry."""
+    from bench.finetune_data import source_problem
     if not isinstance(p, str) or not p.strip():
         return f"expected a path, got {quoted(p)}", None
     path = Path(p).expanduser()
     if not path.is_absolute():
-        path = (Path(suite_path).parent / path)
+        path = Path(suite_path).parent / path
     path = path.resolve()
-    if path.is_dir():
-        files = [f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")
-                 and f.name != "captions.jsonl"]
-        if not files:
-            return f"{path}: image folder is empty", None
-        if not (path / "captions.jsonl").is_file():
-            return f"{path}: no captions.jsonl; fine-tuning data needs a caption per image", None
-        return None, path
-    if path.is_file():
-        return None, path
-    return f"{path}: not found (expected a folder with captions.jsonl or a JSONL file)", None
+    problem = source_problem(path)
+    return (problem, None) if problem else (None, path)
+
+
+def _unrendered_problem(catalog, concepts, kind: str) -> str | None:
+    """Why ``kind`` data cannot be rendered for some concept (its source concepts have no
+    renderer), or None."""
+    from bench.finetune_data import source_concepts
+    for concept in concepts:
+        for n in source_concepts(catalog, concept, kind):
+            if (catalog[n].images or {}).get("renderer") != "miniworld":
+                return (f"{kind} data for {concept!r} needs {quoted(n)} rendered, and the catalog renders "
+                        f"no images for it; give sources.{kind} (a folder or JSONL of image-caption pairs)")
+    return None
 
 
 def chain_recipe(resurgence: Resurgence, chain: Chain, family: str):

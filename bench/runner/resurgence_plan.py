@@ -25,9 +25,6 @@ import dataclasses
 from bench.core.ids import content_id
 from bench.core.schema import ORIGINAL
 
-FINETUNE_VERSION = "1"  # part of every checkpoint's address: bump when fine-tuning changes
-
-
 @dataclasses.dataclass(frozen=True)
 class FinetuneChain:
     """One chain as the runner trains it: from ``parent``, checkpoints by step."""
@@ -38,6 +35,7 @@ class FinetuneChain:
     concept: str              # whose data (benign data excludes it; relearning is made of it)
     seed: int
     source: str | None        # a data path, or None (rendered / catalog images)
+    n: int                    # image-caption pairs it trains on
     checkpoints: tuple        # ((step, edit id), ...) for steps > 0
 
 
@@ -48,7 +46,7 @@ def arm_name(arm) -> str:
 
 def plan_resurgence(suite, fingerprints, edit_for, image_for, samplers, edits, rows, twins, groups) -> dict:
     """Add the section's edits, images and rows to the plan's tables; returns its chains."""
-    from bench.finetune import RECIPE_DEFAULTS
+    from bench.finetune import RECIPE_DEFAULTS, VERSION
     from bench.runner.plan import Edit, concept_prompts
     from bench.runner.suite import MethodSpec
 
@@ -86,7 +84,7 @@ def plan_resurgence(suite, fingerprints, edit_for, image_for, samplers, edits, r
     def prefixed(arm, text):
         return f"{arm.label} | {text}" if arm.label else text
 
-    recipe_address = {"defaults": RECIPE_DEFAULTS, "overrides": rs.recipe, "version": FINETUNE_VERSION}
+    recipe_address = {"defaults": RECIPE_DEFAULTS, "overrides": rs.recipe, "version": VERSION}
     chains: dict = {}
     for label, setting in rs.drift:
         samplers[f"drift:{label}"] = {**suite.sampler, **setting}
@@ -121,7 +119,7 @@ def plan_resurgence(suite, fingerprints, edit_for, image_for, samplers, edits, r
                                      prefixed(arm, f"{chain.label} @{step}"), coords,
                                      sets=rs.intermediate_sets if between else None)
                         chains[chain_id] = FinetuneChain(chain_id, start.id, chain, concept, seed,
-                                                         data["source"], tuple(checkpoints))
+                                                         data["source"], data["n"], tuple(checkpoints))
                     for label, _ in rs.drift:
                         coords = {"resurgence": "drift", "base_arm": arm_name(arm), "chain": "", "step": None,
                                   "setting": label}

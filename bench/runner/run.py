@@ -304,11 +304,10 @@ def _finetuned_pipeline(ctx: RunContext, pipe, edit):
     chain = ctx.plan.chains[edit.finetune[0]]
     start = _edited_pipeline(ctx, pipe, ctx.plan.edits[chain.parent])
     recipe = chain_recipe(ctx.suite.resurgence, chain.chain, detect_family(start))
-    n = chain.chain.shots if chain.chain.data == "relearn" else ctx.suite.resurgence.images
     fewshot = None
     if ctx.smoke:  # seeded noise stands in for a real model's few-shot photos
         from bench.runner.smoke import fewshot_images as fewshot
-    pairs = finetune_pairs(ctx.suite.catalog, chain.concept, chain.chain.data, n, chain.seed, chain.source,
+    pairs = finetune_pairs(ctx.suite.catalog, chain.concept, chain.chain.data, chain.n, chain.seed, chain.source,
                            fewshot_source=fewshot)
     ids = dict(chain.checkpoints)
 
