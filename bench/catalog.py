@@ -2,7 +2,8 @@
 
 A catalog lists the concepts a benchmark can erase: objects, named instances of an object
 (``snoopy`` -> ``english springer``), logos and styles, with their prompt templates, the detector
-label that recognises each, and where its few-shot images come from. Load one with
+label that recognises each (``detector``) and a second, independent judge (``judge``), and where
+its few-shot images come from. Load one with
 ``load_catalog("miniworld")`` (a name under datasets/catalogs/) or a path; check files with
 ``eraselab validate PATH``. Every schema problem is one line naming the file, concept and key.
 """
@@ -19,12 +20,12 @@ from bench.core.yamlio import key_problems, load_with_includes
 CONCEPT_TYPES = ("object", "instance", "style", "logo")
 TOP_LEVEL_KEYS = {"name", "version", "description", "templates", "defaults", "concepts",
                   "nothing_prompts"}
-CONCEPT_KEYS = {"name", "type", "parent", "related", "templates", "detector", "images",
+CONCEPT_KEYS = {"name", "type", "parent", "related", "templates", "detector", "judge", "images",
                 "imagenet_id", "aliases", "description"}
 REQUIRED_CONCEPT_KEYS = ("name", "type")
 DETECTOR_KEYS = {"name", "label"}
 IMAGE_SOURCE_KEYS = {"renderer", "folder"}
-DEFAULT_KEYS = {"detector", "images"}
+DEFAULT_KEYS = {"detector", "judge", "images"}
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class Concept:
     parent: str | None = None
     related: tuple[str, ...] = ()
     detector: dict = field(default_factory=dict)  # {"name": scorer, "label": its label}
+    judge: dict = field(default_factory=dict)     # the second, independent judge: the same shape
     images: dict = field(default_factory=dict)    # {"renderer": "miniworld"} or {"folder": path}
     imagenet_id: int | None = None
     aliases: tuple[str, ...] = ()
@@ -51,7 +53,7 @@ class Concept:
     def to_dict(self) -> dict:
         return {"name": self.name, "type": self.type, "parent": self.parent,
                 "related": list(self.related), "templates": list(self.templates),
-                "detector": dict(self.detector), "images": dict(self.images),
+                "detector": dict(self.detector), "judge": dict(self.judge), "images": dict(self.images),
                 "imagenet_id": self.imagenet_id, "aliases": list(self.aliases),
                 "description": self.description}
 
@@ -266,19 +268,10 @@ def _build_concept(record, index: int, templates: dict, defaults: dict, where: s
         if ctype in CONCEPT_TYPES and not concept_templates:
             bad("templates", f"no templates of its own and none for type {quoted(ctype)} in the catalog")
 
-    detector = record.get("detector", defaults.get("detector", {})) or {}
-    if not isinstance(detector, dict):
-        bad("detector", "expected a mapping with 'name' and 'label'")
-        detector = {}
-    else:
-        for key in detector:
-            if key not in DETECTOR_KEYS:
-                bad(f"detector.{shorten(key)}", f"unknown key; expected one of {sorted(DETECTOR_KEYS)}")
-        if detector and "name" not in detector:
-            bad("detector.name", "missing required key")
-        detector = dict(detector)
-        if detector and "label" not in detector and isinstance(name, str):
-            detector["label"] = name  # the default label is the concept's own name
+    detector, judge = (_judge_entry(record, defaults, key, name, bad) for key in ("detector", "judge"))
+    if judge and judge.get("name") == detector.get("name"):
+        bad("judge", f"names the detector's own scorer {quoted(judge.get('name'))}; the second judge "
+                     f"must be another scorer (or null: none)")
 
     images = record.get("images", defaults.get("images", {})) or {}
     # No source is allowed: methods that need images then ask for --images.
@@ -297,9 +290,27 @@ def _build_concept(record, index: int, templates: dict, defaults: dict, where: s
     if problems:
         return None, problems
     return Concept(name=name, type=ctype, templates=tuple(concept_templates), parent=parent,
-                   related=tuple(related), detector=detector, images=images,
+                   related=tuple(related), detector=detector, judge=judge, images=images,
                    imagenet_id=imagenet_id, aliases=tuple(aliases),
                    description=description), []
+
+
+def _judge_entry(record: dict, defaults: dict, key: str, name, bad) -> dict:
+    """A concept's ``detector`` or ``judge``: {name: scorer, label: its label}, from the concept or
+    the catalog's defaults (``null`` on a concept: none); the label defaults to the concept's name."""
+    entry = record.get(key, defaults.get(key, {})) or {}
+    if not isinstance(entry, dict):
+        bad(key, "expected a mapping with 'name' and 'label'")
+        return {}
+    for k in entry:
+        if k not in DETECTOR_KEYS:
+            bad(f"{key}.{shorten(k)}", f"unknown key; expected one of {sorted(DETECTOR_KEYS)}")
+    if entry and "name" not in entry:
+        bad(f"{key}.name", "missing required key")
+    entry = dict(entry)
+    if entry and "label" not in entry and isinstance(name, str):
+        entry["label"] = name  # the default label is the concept's own name
+    return entry
 
 
 def _reference_problems(concepts: dict[str, Concept], where: str) -> list[str]:

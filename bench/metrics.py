@@ -16,8 +16,8 @@ from the original model (same model, concept, prompt set, prompt id, sample and 
 group's value and the effect against the original (mean paired difference) carry hierarchical
 bootstrap intervals that resample erasure seeds, then images. The test of an effect is exact
 McNemar for binary metrics and Wilcoxon signed-rank for continuous ones; p-values are adjusted
-by Benjamini-Hochberg over the whole family (all tests of one run's aggregates, or of one
-compare). A difference is significant when its adjusted p is below ``bench.core.stats.ALPHA``; it is
+by Benjamini-Hochberg over a family (all tests of one run's aggregates, or of one compare;
+the second judge's tests form a family of their own, ``Metric.family``). A difference is significant when its adjusted p is below ``bench.core.stats.ALPHA``; it is
 robust when the interval of the difference also excludes zero, i.e. it holds across erasure
 seeds.
 """
@@ -75,6 +75,7 @@ class Metric:
     fmt: str = "float"               # "pct" | "float" | "seconds" | "count"
     column: str | None = None        # results (or KID / edit record) field; default: ``name``
     vs_original: bool = True         # tested as a paired difference from the original's twins
+    family: str = "main"             # the Benjamini-Hochberg family its tests belong to
 
     @property
     def source(self) -> str:
@@ -88,6 +89,10 @@ PRESERVATION_SETS = ("related", "unrelated")
 METRICS = (
     Metric("detected", "Detection", BINARY, PROMPT_SETS,
            {"target": "lower", "related": "higher", "unrelated": "higher"}, "pct"),
+    # The second, independent judge (catalog ``judge``): a check on the first, so its tests form a
+    # family of their own and adding it leaves the primary verdicts' adjusted p-values unchanged.
+    Metric("judge_detected", "Detection (second judge)", BINARY, PROMPT_SETS,
+           {"target": "lower", "related": "higher", "unrelated": "higher"}, "pct", family="judge"),
     # On target prompts a lower CLIP score can mean erased or broken: no good direction there.
     Metric("clip_score", "CLIP score", CONTINUOUS, PROMPT_SETS,
            {"related": "higher", "unrelated": "higher"}),
@@ -103,6 +108,7 @@ METRICS = (
            "count", vs_original=False),
 )
 METRIC_BY_NAME = {m.name: m for m in METRICS}
+BINARY_COLUMNS = tuple(m.source for m in METRICS if m.kind == BINARY)
 
 AGGREGATE_COLUMNS = ("scope", *GROUP_KEY, "metric", "n", "n_seeds", "value", "lo", "hi", "se",
                      "seed_min", "seed_max", "n_pairs", "delta", "delta_lo", "delta_hi", "test", "p",
@@ -138,14 +144,15 @@ def erased(det_target_verdict: str) -> bool:
 
 # -- aggregation ------------------------------------------------------------------------------
 def normalise(results):
-    """A results frame with ``detected`` as 1.0/0.0/NaN and ``variant`` as text (parquet keeps
+    """A results frame with the binary columns (``detected``, ``judge_detected``) as 1.0/0.0/NaN and ``variant`` as text (parquet keeps
     None/bool mixes as objects)."""
     import pandas as pd
 
     df = results.copy()
-    if "detected" in df:
-        df["detected"] = [math.nan if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
-                          else float(bool(v)) for v in df["detected"]]
+    for column in BINARY_COLUMNS:
+        if column in df:
+            df[column] = [math.nan if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+                          else float(bool(v)) for v in df[column]]
     df["variant"] = df["variant"].fillna("").astype(str)
     if "suite_seed" not in df:
         df["suite_seed"] = 0
@@ -178,8 +185,10 @@ def aggregate(results, kid=None, edits: dict | None = None):
     out += _kid_rows(kid)
     out += _edit_rows(df, edits or {})
     agg = pd.DataFrame(out, columns=list(AGGREGATE_COLUMNS))
-    tested = agg["scope"] == CONCEPT_SCOPE
-    agg.loc[tested, "p_adj"] = stats.benjamini_hochberg(agg.loc[tested, "p"].astype(float).tolist())
+    families = agg["metric"].map(lambda m: METRIC_BY_NAME[m].family)
+    for family in sorted(set(families)):
+        tested = (agg["scope"] == CONCEPT_SCOPE) & (families == family)
+        agg.loc[tested, "p_adj"] = stats.benjamini_hochberg(agg.loc[tested, "p"].astype(float).tolist())
     agg["verdict"] = [
         verdict(r.delta, r.delta_lo, r.delta_hi, r.p_adj, METRIC_BY_NAME[r.metric].direction(r.prompt_set))
         for r in agg.itertuples()]

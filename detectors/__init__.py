@@ -15,6 +15,7 @@ _LAZY = [
     ("miniworld-yolo", "detectors.yolo:MiniWorldYolo", "the mini world's YOLO object detector"),
     ("imagenet-classifier", "detectors.imagenet:ImageNetClassifier", "timm ImageNet top-1 = imagenet_id (paper)"),
     ("miniworld-style-probe", "detectors.style_probe:StyleProbeScorer", "logistic style probe on CLIP features"),
+    ("miniworld-cnn-judge", "detectors.cnn_judge:JudgeScorer", "the mini world's independent CNN judge (objects, styles)"),
     ("clip-image-similarity", "detectors.preservation:ClipImageSimilarity", "same-seed CLIP image cosine vs original"),
     ("kid-clip", "detectors.preservation:KidClip", "KID/FID on CLIP features, edited vs original sets"),
 ]

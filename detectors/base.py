@@ -145,29 +145,35 @@ class SetScorer(Scorer):
         raise NotImplementedError
 
 
-def concept_label(concept, scorer_name: str) -> str | None:
-    """The label ``concept`` is judged by when its catalog detector is ``scorer_name``.
+JUDGE_ROLES = ("detector", "judge")  # a concept's catalog judges: the detector, then the second judge
 
-    None when the concept is unknown or the catalog names another detector for it: that
-    scorer's ``detected`` column is then None (not applicable), not False.
+
+def concept_label(concept, scorer_name: str) -> str | None:
+    """The label ``concept`` is judged by when its catalog detector (or its second judge) is
+    ``scorer_name``.
+
+    None when the concept is unknown or the catalog names other scorers for it: that scorer's
+    ``detected`` column is then None (not applicable), not False.
     """
     if concept is None:
         return None
-    detector = getattr(concept, "detector", None) or {}
-    if detector.get("name") != scorer_name:
-        return None
-    return detector.get("label") or concept.name
+    for role in JUDGE_ROLES:
+        entry = getattr(concept, role, None) or {}
+        if entry.get("name") == scorer_name:
+            return entry.get("label") or concept.name
+    return None
 
 
-def score_by_detector(images: Sequence, prompts: Sequence[str], concepts: Sequence, scorer_for) -> list:
-    """Each image judged by its concept's own catalog detector (``concept.detector.name``), one
-    batch per detector: in image order, None for an image whose concept is None or
-    names no detector, else (detector name, its output row). ``scorer_for(name)`` returns the
-    (cached) scorer of that name."""
+def score_by_detector(images: Sequence, prompts: Sequence[str], concepts: Sequence, scorer_for,
+                      role: str = "detector") -> list:
+    """Each image judged by its concept's own catalog judge of ``role`` (``concept.detector`` or
+    ``concept.judge``), one batch per scorer: in image order, None for an image whose concept is
+    None or names no such judge, else (scorer name, its output row). ``scorer_for(name)`` returns
+    the (cached) scorer of that name."""
     out: list = [None] * len(images)
     by_detector: dict[str, list[int]] = {}
     for i, concept in enumerate(concepts):
-        name = (getattr(concept, "detector", None) or {}).get("name") if concept is not None else None
+        name = (getattr(concept, role, None) or {}).get("name") if concept is not None else None
         if name:
             by_detector.setdefault(name, []).append(i)
     for name, idx in sorted(by_detector.items()):

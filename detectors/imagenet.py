@@ -67,8 +67,9 @@ class ImageNetClassifier(Scorer):
     """ImageNet top-1 (timm) equals the concept's imagenet_id: the paper's detection rate."""
 
     name = "imagenet-classifier"
-    version = "1"
-    columns = ("detected", "imagenet_top1", "imagenet_top1_p", "imagenet_concept_p")
+    version = "2"
+    columns = ("detected", "imagenet_top1", "imagenet_top1_p", "concept_score")
+    threshold = None  # the top-1 class decides, not a probability
 
     def __init__(self, device: str | None = "cpu", batch_size: int = 32, model: str = PAPER_MODEL,
                  pretrained: bool = True, checkpoint_path: str | None = None):
@@ -100,5 +101,5 @@ class ImageNetClassifier(Scorer):
                                         f"its detector but gives no imagenet_id")
             rows.append({"detected": (int(top[i]) == target) if target is not None else None,
                          "imagenet_top1": int(top[i]), "imagenet_top1_p": float(top_p[i]),
-                         "imagenet_concept_p": float(probs[i, target]) if target is not None else None})
+                         "concept_score": float(probs[i, target]) if target is not None else None})
         return rows

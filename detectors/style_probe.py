@@ -25,6 +25,7 @@ import numpy as np
 from bench.core.errors import EraselabError, quoted, shorten
 from bench.labels import NOTHING, PLAIN
 from detectors import SCORERS
+from detectors.base import concept_label
 from detectors.clip_score import ClipBackedScorer
 
 FORMAT = "eraselab-style-probe/1"
@@ -131,8 +132,8 @@ class StyleProbeScorer(ClipBackedScorer):
     """Style probe on CLIP image features; "nothing" when no style is recognisable."""
 
     name = "miniworld-style-probe"
-    version = "1"
-    columns = ("detected", "style_pred", "style_p")
+    version = "2"
+    columns = ("detected", "concept_score", "style_pred", "style_p")
 
     def __init__(self, device: str | None = "cpu", batch_size: int = 64, probe_dir: str | None = None,
                  clip_model: str = "miniworld-clip", clip_pretrained: str | None = None,
@@ -154,14 +155,22 @@ class StyleProbeScorer(ClipBackedScorer):
     def backend(self) -> str:
         return f"{super().backend}+probe"
 
+    @property
+    def threshold(self) -> float:
+        return float(self.probe.threshold)
+
     def _score(self, images, prompts, concepts):
-        predictions = self.probe.predict(self.clip.encode_images(images).numpy())
+        probe = self.probe
+        features = self.clip.encode_images(images).numpy()
+        predictions, probs = probe.predict(features), probe.predict_proba(features)
         rows = []
-        for (label, p), concept in zip(predictions, concepts):
+        for (label, p), row, concept in zip(predictions, probs, concepts):
             target = None
             if concept is not None and concept.is_style:
-                target = (concept.detector or {}).get("label") or concept.name
+                target = concept_label(concept, self.name) or concept.name
+            score = float(row[probe.classes.index(target)]) if target in probe.classes else None
             rows.append({"detected": (label == target) if target is not None else None,
+                         "concept_score": score if target is not None else None,
                          "style_pred": label, "style_p": p})
         return rows
 

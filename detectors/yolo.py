@@ -3,6 +3,8 @@
 
 Per image: every detected class label and its confidence (at or above ``threshold``), and
 ``detected`` = the concept's catalog label (``detector.label``, default its name) is among them.
+``concept_score`` is the highest confidence of a box of that label, read down to ``SCORE_FLOOR``
+(0 below it), so a report can move the threshold and see which verdicts depend on it.
 The mini detector has the catalog's objects and instances as classes; a concept whose label the
 detector does not know is an error when the catalog names this detector for it, else None.
 
@@ -36,6 +38,10 @@ MINI_DETECTOR = "detector/model.safetensors"
 MINI_DETECTOR_CONFIG = "detector/model.yaml"
 CONFIG_FORMAT = "eraselab-yolo/1"
 CONFIG_KEYS = {"format", "task", "imgsz", "names", "model"}
+# The lowest box confidence kept for ``concept_score``: the threshold curves start here. A box's
+# confidence does not depend on the threshold NMS ran under (the best box of a class always
+# survives it), so ``detected`` is the same as with the threshold alone.
+SCORE_FLOOR = 0.05
 
 
 def config_path_of(weights) -> Path:
@@ -219,8 +225,8 @@ class YoloDetector(Scorer):
     """YOLO object detector: detected labels, confidences, and whether the concept's label is there."""
 
     name = "yolo"
-    version = "1"
-    columns = ("detected", "det_labels", "det_confidences", "det_concept_conf")
+    version = "2"
+    columns = ("detected", "concept_score", "det_labels", "det_confidences")
 
     def __init__(self, device: str | None = "cpu", batch_size: int = 64, weights: str | None = None,
                  threshold: float = 0.25, imgsz: int | None = None, miniworld_root: str | None = None):
@@ -260,7 +266,7 @@ class YoloDetector(Scorer):
         return label if label in self.class_names else None
 
     def _score(self, images, prompts, concepts):
-        kwargs = {"conf": self.threshold, "verbose": False, "device": self.device}
+        kwargs = {"conf": min(self.threshold, SCORE_FLOOR), "verbose": False, "device": self.device}
         if self.imgsz is not None:
             kwargs["imgsz"] = self.imgsz  # else the size the weights were trained at
         from bench.offline import keep_torch_threads
@@ -274,9 +280,10 @@ class YoloDetector(Scorer):
             labels = [names[c] for c in classes]
             target = self._target(concept)
             concept_conf = max((c for l, c in zip(labels, confs) if l == target), default=0.0)
+            kept = [(l, c) for l, c in zip(labels, confs) if c >= self.threshold]
             rows.append({"detected": (concept_conf >= self.threshold) if target is not None else None,
-                         "det_labels": labels, "det_confidences": confs,
-                         "det_concept_conf": concept_conf if target is not None else None})
+                         "concept_score": concept_conf if target is not None else None,
+                         "det_labels": [l for l, _ in kept], "det_confidences": [c for _, c in kept]})
         return rows
 
 

@@ -76,8 +76,9 @@ class ClipZeroShot(ZeroShotBase):
     """CLIP zero-shot detector: the top catalog label is the concept's own (styles vs styles)."""
 
     name = "clip-zero-shot"
-    version = "1"
-    columns = ("detected", "zs_label", "zs_p")
+    version = "2"
+    columns = ("detected", "concept_score", "zs_label", "zs_p")
+    threshold = None  # the top label decides, not a probability
 
     def _score(self, images, prompts, concepts):
         objects = [l for l in self.label_prompts if l not in self.style_labels]
@@ -93,7 +94,9 @@ class ClipZeroShot(ZeroShotBase):
             target = concept_label(concept, self.name) if concept is not None else None
             if concept is not None and target is None:
                 target = concept.name  # judged by another detector; still report the zero-shot view
+            score = float(probs[labels.index(target)]) if target in labels else None
             rows.append({"detected": (labels[top] == target) if target is not None else None,
+                         "concept_score": score if target is not None else None,
                          "zs_label": labels[top], "zs_p": float(probs[top])})
         return rows
 

@@ -28,7 +28,9 @@ MARKER = ".eraselab-report"  # marks a folder this module may replace on a rerun
 
 def method_note(aggregates) -> str:
     """How the report's verdicts are decided, with the size of this run's family of tests."""
-    family = int(aggregates["p"].notna().sum())
+    from bench.metrics import METRIC_BY_NAME
+    main = aggregates["metric"].map(lambda m: METRIC_BY_NAME[m].family == "main")
+    family = int((aggregates["p"].notna() & main).sum())
     return (
         "How verdicts are decided: every edited image has a same-seed twin from the original model, so "
         "effects are paired differences (edited minus twin). A method erased a concept when exact "
@@ -79,7 +81,7 @@ def _write(run, comparison, baseline_path, folder: Path, formats) -> str:
     from reports.grid import grid_figure
     from reports.mapping import analyse_run
     from reports.metrics import summarize
-    from reports.summary import headline
+    from reports.summary import Line, headline
     from reports.tables import main_table, mapping_table
 
     full_run, run = run, main_view(run)
@@ -133,7 +135,8 @@ def _write(run, comparison, baseline_path, folder: Path, formats) -> str:
             figs.save(fig, fig_dir, name)
             figures.append({"name": name, "title": title, "caption": caption,
                             "png": f"figures/{name}.png", "pdf": f"figures/{name}.pdf"})
-    studies = _studies(run, summary, fig_dir) + _resurgence(full_run, fig_dir)
+    judges = _judges(run, fig_dir)
+    studies = judges + _studies(run, summary, fig_dir) + _resurgence(full_run, fig_dir)
     for study in studies:
         _write_table_files(study["table"], folder, formats, table_files)
     suite = run.suite
@@ -143,7 +146,8 @@ def _write(run, comparison, baseline_path, folder: Path, formats) -> str:
         "subtitle": (f"suite {run.suite_name} \u00b7 catalog {suite.get('catalog', '?')} \u00b7 "
                      f"{len(run.results)} images \u00b7 {n_methods} erasing method(s) \u00b7 "
                      f"{len(summary.concepts)} concept(s) \u00b7 from {run.path}"),
-        "headline": headline(summary),
+        "headline": headline(summary) + [Line(f"{st['title'].split(': ', 1)[-1].capitalize()}: "
+                                              f"{st['answer']}", True, "", "") for st in judges],
         "smoke": (["the runner was invoked with --smoke"] if run.manifest.smoke else []) + summary.smoke,
         "problems": run.problems, "method_note": method_note(run.aggregates),
         "tables": [(t, table_files.get(t.name, {})) for t in tables], "figures": figures, "grids": grids,
@@ -203,6 +207,24 @@ def main_view(run):
         return run
     return dataclasses.replace(run, results=run.results.drop(studied.index),
                                aggregates=main_aggregates(run.aggregates, run.results))
+
+
+def _judges(run, fig_dir: Path) -> list[dict]:
+    """The judge sections (agreement, threshold sensitivity): title, answer, table and figures."""
+    from reports import figures as figs
+    from reports.judge_figures import judge_figures
+    from reports.judges import judge_sections
+
+    out = []
+    for i, section in enumerate(judge_sections(run), start=1):
+        figures = []
+        for name, title, fig, caption in judge_figures(section, f"judges-{i:02d}"):
+            figs.save(fig, fig_dir, name)
+            figures.append({"name": name, "title": title, "caption": caption,
+                            "png": f"figures/{name}.png", "pdf": f"figures/{name}.pdf"})
+        out.append({"title": section.title, "answer": section.answer, "table": section.table,
+                    "figures": figures})
+    return out
 
 
 def _resurgence(run, fig_dir: Path) -> list[dict]:

@@ -65,7 +65,7 @@ class Column:
 
     @property
     def label(self) -> str:
-        suffix = f", {self.prompt_set}" if self.prompt_set and self.metric in ("detected", "clip_score") else ""
+        suffix = f", {self.prompt_set}" if self.prompt_set and self.metric in ("detected", "judge_detected", "clip_score") else ""
         return self.declared.label + suffix
 
     @property
@@ -81,6 +81,7 @@ COLUMNS = (
     Column("det_target", "detected", "target"),
     Column("det_related", "detected", "related"),
     Column("det_unrelated", "detected", "unrelated"),
+    Column("judge_target", "judge_detected", "target"),
     Column("clip_target", "clip_score", "target"),
     Column("clip_unrelated", "clip_score", "unrelated"),
     Column("sim_unrelated", "clip_image_cosine", "unrelated"),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from bench.metrics import BETTER_SEED_DEPENDENT
 from bench.metrics import erased as is_erased
 from reports.rundata import ORIGINAL
-from reports.tables import Cell, fmt_interval, fmt_number
+from reports.tables import Cell, fmt_interval, fmt_number, second_judge_note
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def headline(summary) -> list[Line]:
         seeds = " (single erasure seed)" if after.single_seed else ""
         if is_erased(after.verdict):
             text = (f"{row['label']} cut {row['concept']} detection from {_pct(before)} to {_pct(after)}"
-                    f" ({change}){' in ' + secs if secs else ''}{keep}{seeds}.")
+                    f" ({change}){' in ' + secs if secs else ''}{keep}{seeds}{second_judge_note(row)}.")
             lines.append(Line(text, True, row["concept"], row["label"]))
         elif after.delta < 0:
             # Detection went down, but the test cannot tell it from chance (too few pairs after
@@ -67,11 +67,11 @@ def headline(summary) -> list[Line]:
                    if after.verdict == BETTER_SEED_DEPENDENT else "not significant")
             text = (f"{row['label']} on {row['concept']}: erasure NOT established: detection "
                     f"{_pct(after)} vs {_pct(before)} for the original model ({change}: {why})"
-                    f"{'; the edit took ' + secs if secs else ''}{seeds}.")
+                    f"{'; the edit took ' + secs if secs else ''}{seeds}{second_judge_note(row)}.")
             lines.append(Line(text, False, row["concept"], row["label"]))
         else:
             text = (f"{row['label']} did NOT erase {row['concept']}: detection {_pct(after)} vs "
                     f"{_pct(before)} for the original model ({change})"
-                    f"{'; the edit took ' + secs if secs else ''}{seeds}.")
+                    f"{'; the edit took ' + secs if secs else ''}{seeds}{second_judge_note(row)}.")
             lines.append(Line(text, False, row["concept"], row["label"]))
     return lines

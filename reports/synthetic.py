@@ -41,6 +41,24 @@ def catalog_yaml(concepts: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The second judge sees what the detector sees and, where a method erases slowly ("esd"), half of
+# what it misses on target prompts: the faint targets a detector lets through.
+JUDGE_EXTRA = {"esd": 0.5}
+
+
+def _judges(detected, method: str, prompt_set: str, rng) -> dict:
+    """The judge columns of one row: the detector's confidence (threshold 0.25) and a second
+    judge's verdict and confidence (threshold 0.5)."""
+    if detected is None:
+        return {"detector": None, "detected_score": None, "detector_threshold": None, "judge": None, "judge_detected": None,
+                "judge_score": None, "judge_threshold": None}
+    score = float(rng.uniform(0.3, 0.95) if detected else rng.uniform(0.0, 0.2))
+    second = bool(detected) or (prompt_set == "target" and rng.random() < JUDGE_EXTRA.get(method, 0.0))
+    return {"detector": "synthetic-detector", "detected_score": score, "detector_threshold": 0.25, "judge": "second-judge",
+            "judge_detected": second, "judge_score": float(rng.uniform(0.6, 1.0) if second else rng.uniform(0, 0.4)),
+            "judge_threshold": 0.5}
+
+
 def make_run(folder, concepts=("snoopy", "apple logo"), methods=tuple(BEHAVIOUR), samples: int = 4,
              seed: int = 0, run_name: str = "synthetic", shift: float = 0.0) -> Path:
     """Write a synthetic run into ``folder``; ``shift`` moves every method's target detection (for
@@ -55,6 +73,7 @@ def make_run(folder, concepts=("snoopy", "apple logo"), methods=tuple(BEHAVIOUR)
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    judge_rng = np.random.default_rng(seed + 1)  # its own stream: the other columns stay as they were
     labels = list(concepts) + [PARENT, OTHER, "nothing"]
     rows = []
     twin: dict[tuple, bool] = {}  # the original model's outcome per image, for the no-op method
@@ -101,6 +120,7 @@ def make_run(folder, concepts=("snoopy", "apple logo"), methods=tuple(BEHAVIOUR)
                             "image_path": rel, "edit_id": edit_id, "image_id": f"img{len(rows):05d}",
                             "subject": subject, "suite_seed": seed,
                             "detected": detected if subject else None,
+                            **_judges(detected if subject else None, method, prompt_set, judge_rng),
                             "clip_score": float(0.30 - (0.08 if prompt_set == "target" and b["target"] < 0.5
                                                         else 0) + 0.02 * rng.standard_normal()),
                             "mapped_to": mapped_to, "mapped_p": float(dist[mapped_to]),

@@ -136,11 +136,26 @@ def erasure_word(verdict: str, delta: float) -> str:
 
 
 def target_verdict(row: dict) -> str:
-    """The main table's and the summary's wording of one row's target-detection verdict."""
+    """The main table's and the summary's wording of one row's target-detection verdict, with
+    the second judge's where it differs (an erasure one judge only sees is named as such)."""
     est = row["det_target"]
     if row["method"] == ORIGINAL or not est.verdict:
         return ""
-    return erasure_word(est.verdict, est.delta) + (" (single erasure seed)" if est.single_seed else "")
+    word = erasure_word(est.verdict, est.delta) + (" (single erasure seed)" if est.single_seed else "")
+    return word + second_judge_note(row)
+
+
+def second_judge_note(row: dict) -> str:
+    """"" when the second judge agrees with the detector's erasure verdict (or there is none)."""
+    second = row.get("judge_target")
+    if second is None or not second.verdict:
+        return ""
+    first_erased, second_erased = is_erased(row["det_target"].verdict), is_erased(second.verdict)
+    if first_erased and not second_erased:
+        return f"; the second judge does NOT confirm it ({fmt_number(second.value, 'pct')} detected)"
+    if second_erased and not first_erased:
+        return f"; the second judge reads it as erased ({fmt_number(second.value, 'pct')} detected)"
+    return ""
 
 
 def main_table(summary: Summary) -> Table:

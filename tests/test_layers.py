@@ -26,7 +26,8 @@ PACKAGES = ("bench", "methods", "detectors", "reports")
 
 LAYERS = (
     ("core", ("bench.core", "bench")),  # the bare package (its version) is importable from anywhere
-    ("data", ("bench.catalog", "bench.labels", "bench.metrics", "bench.manifest", "bench.rundir")),
+    ("data", ("bench.catalog", "bench.labels", "bench.metrics", "bench.judging", "bench.manifest",
+              "bench.rundir")),
     ("world", ("bench.miniworld.render", "bench.miniworld.glyphs", "bench.miniworld.styles",
                "bench.miniworld.sheet", "bench.miniworld.data", "bench.miniworld.weights",
                "bench.miniworld.convert", "bench.miniworld.clip_model", "bench.miniworld")),

@@ -35,7 +35,7 @@ from reports.tables import Cell, Column, Table, fmt_number, main_table
 from tests.browser import find_or_install_chromium, open_page
 
 EVIL = "<script>alert(1)</script>"
-FIGURES = ("tradeoff", "mapping", "cost", "grid-01-snoopy", "grid-02-script-alert-1-script")
+FIGURES = ("tradeoff", "mapping", "cost", "grid-01-snoopy", "grid-02-script-alert-1-script", "judges-02-thresholds")
 
 
 @pytest.fixture(scope="session")
@@ -143,16 +143,18 @@ def test_rendered_tables_show_the_same_numbers(cli_report, run_dir):
     tex_rows = [line for line in tex.splitlines() if line.endswith(r"\\") and r"\%" in line]
     order = df[["concept", "method"]].drop_duplicates().values.tolist()
     assert len(md_rows) == len(tex_rows) == len(order)
+    header = next(line for line in md.splitlines() if line.startswith("| Concept"))
+    clip_at = [c.strip() for c in header.strip()[1:-1].split("|")].index("CLIP score, unrelated \u2191")
     for (concept, method), md_row, tex_row in zip(order, md_rows, tex_rows):
         sel = df[(df.method == method) & (df.concept == concept)]
         rate = sel[sel.prompt_set == "target"].detected.astype(float).mean()
         clip = sel[sel.prompt_set == "unrelated"].clip_score.mean()
         md_cells = [c.strip().replace("**", "") for c in re.split(r"(?<!\\)\|", md_row.strip()[1:-1])]
         assert md_cells[1] == method
-        assert md_cells[2].startswith(fmt_number(rate, "pct")) and md_cells[10].startswith(f"{clip:.3f}")
+        assert md_cells[2].startswith(fmt_number(rate, "pct")) and md_cells[clip_at].startswith(f"{clip:.3f}")
         tex_cells = [c.strip() for c in tex_row.removesuffix(r"\\").split(" & ")]
         assert fmt_number(rate, "pct").replace("%", r"\%") in tex_cells[2]
-        assert f"{clip:.3f}" in tex_cells[10]
+        assert f"{clip:.3f}" in tex_cells[clip_at]
         assert f"{clip:.3f}" in html
 
 

@@ -279,7 +279,7 @@ def test_imagenet_classifier_on_tiny_timm(catalog):
     rows = scorer.score(random_images(3), ["a church"] * 3, [catalog["church"], catalog["tower"], None])
     assert 0 <= rows[0]["imagenet_top1"] < 1000
     assert rows[0]["detected"] == (rows[0]["imagenet_top1"] == 497)
-    assert 0 <= rows[0]["imagenet_concept_p"] <= rows[0]["imagenet_top1_p"] <= 1
+    assert 0 <= rows[0]["concept_score"] <= rows[0]["imagenet_top1_p"] <= 1
     assert rows[1]["detected"] is None and rows[2]["detected"] is None  # tower: no imagenet_id
     assert rows[0]["imagenet-classifier.backend"] == "test_vit/random"
 

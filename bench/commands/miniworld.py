@@ -2,7 +2,7 @@
 
     eraselab miniworld render --concept snoopy --n 4 --seed 0 --out /tmp/snoopy
     eraselab miniworld sheet --out sheet.png
-    eraselab miniworld train clip            # stages: clip clip-image vae decoder unet detector probe all
+    eraselab miniworld train clip            # stages: clip clip-image vae decoder unet detector probe judge all
     eraselab miniworld train unet --resume   # continue from the stage's last checkpoint
     eraselab miniworld train unet --init-from datasets/miniworld/v1/pipeline/unet --steps 4000
     eraselab miniworld train unet --init-from datasets/miniworld/v1/pipeline/unet \
@@ -11,6 +11,7 @@
     eraselab miniworld train unet --device cuda --size wide --batch 256 --lr 8e-4 --time-budget 450
     eraselab miniworld train clip-image --device cuda --size wide --batch 512 --time-budget 400
     eraselab miniworld eval --json           # quality bars -> model card
+    eraselab miniworld eval --only judges,pipeline   # re-measure some sections, keep the rest
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-STAGES = ["clip", "clip-image", "vae", "decoder", "unet", "detector", "probe"]
+STAGES = ["clip", "clip-image", "vae", "decoder", "unet", "detector", "probe", "judge"]
 
 
 def add_parser(sub) -> None:
@@ -77,6 +78,9 @@ def add_parser(sub) -> None:
     e.add_argument("--json", action="store_true")
     e.add_argument("--n-per-concept", type=_positive_int, default=64)
     e.add_argument("--out", type=Path, default=None, help="model card folder (default: the shipped one)")
+    e.add_argument("--only", default=None, metavar="SECTIONS",
+                   help="measure only these comma-separated sections (clip, probe, detector, judges, "
+                        "pipeline) and keep the others from the recorded eval.json")
     e.set_defaults(handler=_eval)
 
 
@@ -137,7 +141,8 @@ def _train(args) -> int:
 
 def _eval(args) -> int:
     from bench.miniworld.evaluate import evaluate_and_write_card
-    report = evaluate_and_write_card(n_per_concept=args.n_per_concept, out=args.out)
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    report = evaluate_and_write_card(n_per_concept=args.n_per_concept, out=args.out, only=only)
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -27,6 +27,11 @@ one file, referenced by every concept whose prompt sets contain that prompt.
 | image_id            | str         | content address of the image (edit, prompt, sample, seed, sampler) |
 | detector            | str or null | the scorer that judged ``detected`` (the subject's catalog detector) |
 | detected            | bool/null   | the subject's detector sees it (null: no subject / not applicable) |
+| detected_score      | float/null  | the detector's confidence in the subject (``concept_score``)     |
+| detector_threshold  | float/null  | the detector's operating threshold on it (null: its top label decides) |
+| judge               | str or null | the subject's second, independent judge (catalog ``judge``)      |
+| judge_detected      | bool/null   | the second judge sees the subject                                |
+| judge_score, judge_threshold | float/null | the second judge's confidence and operating threshold   |
 | clip_score          | float       | cosine(eval CLIP image, prompt text)                             |
 | mapped_to, mapped_p | str, float  | top zero-shot catalog label and its probability (``mapping``)    |
 | mapping_dist        | str (JSON)  | the whole zero-shot distribution                                 |
@@ -51,8 +56,14 @@ GROUP_KEY = ("model", "method", "variant", "concept", "prompt_set")
 
 ROW_COLUMNS = ("run", "model", "method", "variant", "concept", "concept_type", "prompt_set",
                "prompt_id", "prompt", "subject", "sample", "suite_seed", "seed", "image_path",
-               "edit_id", "image_id", "detector", "detected", "clip_score", "mapped_to", "mapped_p",
-               "mapping_dist", "mapping_space", "clip_image_cosine")
+               "edit_id", "image_id", "detector", "detected", "detected_score", "detector_threshold",
+               "judge", "judge_detected", "judge_score", "judge_threshold", "clip_score", "mapped_to",
+               "mapped_p", "mapping_dist", "mapping_space", "clip_image_cosine")
+
+# Per catalog judge role (detectors.base.JUDGE_ROLES): the columns of its name, verdict,
+# confidence in the subject and operating threshold.
+JUDGE_COLUMNS = {"detector": ("detector", "detected", "detected_score", "detector_threshold"),
+                 "judge": ("judge", "judge_detected", "judge_score", "judge_threshold")}
 
 # The columns a resurgence study's rows add (bench/runner/resurgence_plan.py): its kind
 # (finetune, relearn, drift, sequential), the arm it started from, the fine-tuning chain's label

@@ -10,7 +10,13 @@ kept, what it replaced). ``rewrite_card`` rebuilds MODEL_CARD.md from eval.json 
 measuring again, after a change to the card's text.
 
     eraselab miniworld eval [--json] [--n-per-concept 64]
+    eraselab miniworld eval --only judges,pipeline         # these sections; the rest as recorded
     python -m bench.miniworld.evaluate --rewrite-card      # MODEL_CARD.md from eval.json
+
+Sections: clip (zero-shot top-1), probe (style accuracy), detector (mAP50), judges (each judge's
+recall on clean and degraded renders, bench/miniworld/degrade.py, and its false alarms on
+distractors), pipeline (the mini SD's generations judged by each concept's detector and by the
+independent CNN judge).
 """
 
 from __future__ import annotations
@@ -118,6 +124,70 @@ def _validate(model, data_yaml, workdir: Path):
                          name="card", exist_ok=True)
 
 
+def eval_judges(root: Path, n_per_concept: int) -> dict:
+    """Each judge's recall on clean and degraded renders (bench/miniworld/degrade.py), and how
+    often it sees a concept in a distractor ("nothing") render: a judge that misses faint or
+    half-drawn targets makes erasure look stronger than it is.
+
+    Objects and instances are judged by the detector and the CNN judge's object head, styles by
+    the style probe and the CNN judge's style head; every judge reads the same images."""
+    from bench.catalog import load_catalog
+    from bench.miniworld.degrade import DEGRADATIONS, degrade, load_pipeline_vae, vae_roundtrip
+    from detectors import SCORERS
+    from PIL import Image
+    catalog = load_catalog("miniworld")
+    vae = load_pipeline_vae(root)
+    judges = {"objects": [("miniworld-yolo", SCORERS.get("miniworld-yolo")(miniworld_root=str(root)))],
+              "styles": [("miniworld-style-probe", SCORERS.get("miniworld-style-probe")(
+                  probe_dir=str(root / "probe"), clip_root=str(root)))]}
+    if _have("judge/judge.json", root):
+        cnn = SCORERS.get("miniworld-cnn-judge")(miniworld_root=str(root))
+        judges["objects"].append(("miniworld-cnn-judge", cnn))
+        judges["styles"].append(("miniworld-cnn-judge", cnn))
+    per_n = max(1, n_per_concept // len(CARD_SEEDS))
+    samples, concepts = [], []
+    for concept in catalog.concepts.values():
+        for seed in CARD_SEEDS:
+            for i in range(per_n):
+                style = concept.name if concept.is_style else mw.STYLES[i % len(mw.STYLES)]
+                name = mw.OBJECTS[i % len(mw.OBJECTS)] if concept.is_style else concept.name
+                samples.append(mw.render(name, style, mw.stable_seed("card-judge", seed, concept.name, i)))
+                concepts.append(concept)
+    # distractors: in any style for the object judges, unstyled for the style judges (a styled
+    # blank is an image of that style)
+    nothing = {"objects": [mw.render(mw.NOTHING, mw.STYLES[i % len(mw.STYLES)], mw.stable_seed("card-judge-nothing", i))
+                           for i in range(n_per_concept)],
+               "styles": [mw.render(mw.NOTHING, "plain", mw.stable_seed("card-judge-nothing-plain", i))
+                          for i in range(n_per_concept)]}
+    space_concepts = {space: [c for c in catalog.concepts.values() if c.is_style == (space == "styles")]
+                      for space in judges}
+    out: dict = {"degradations": list(DEGRADATIONS), "n_distractors": n_per_concept, "judges": {}}
+    for kind in DEGRADATIONS:
+        rng = np.random.default_rng(mw.stable_seed("card-judge-degrade", kind))
+
+        def degraded(items):
+            images = np.stack([s.image for s in items])
+            if kind == "vae":
+                return vae_roundtrip(vae, images)
+            return np.stack([degrade(kind, im, tuple(s.boxes[0][1:5]) if s.boxes else None, rng)
+                             for im, s in zip(images, items)])
+        images = [Image.fromarray(im) for im in degraded(samples)]
+        for space, entries in judges.items():
+            idx = [i for i, c in enumerate(concepts) if c.is_style == (space == "styles")]
+            blanks = [Image.fromarray(im) for im in degraded(nothing[space])]
+            options = space_concepts[space]
+            for name, scorer in entries:
+                rows = scorer.score([images[i] for i in idx], [None] * len(idx), [concepts[i] for i in idx])
+                record = out["judges"].setdefault(f"{name} ({space})", {"recall": {}, "false_alarm": {}})
+                record["recall"][kind] = _ci([bool(r["detected"]) for r in rows])
+                # a distractor is a false alarm when the judge sees any concept of the space in it
+                fa = scorer.score([b for b in blanks for _ in options], [None] * len(blanks) * len(options),
+                                  options * len(blanks))
+                seen = np.array([bool(r["detected"]) for r in fa]).reshape(len(blanks), len(options)).any(axis=1)
+                record["false_alarm"][kind] = _ci(seen.tolist())
+    return out
+
+
 CARD_SAMPLER = {"scheduler": "default", "steps": 25, "guidance": 6.0}
 
 
@@ -138,7 +208,8 @@ def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path | None, sampl
     pipe = load_pipeline(str(root / "pipeline"), progress=False)  # eval has its own bars
     detector = SCORERS.get("miniworld-yolo")(miniworld_root=str(root))
     probe = SCORERS.get("miniworld-style-probe")(probe_dir=str(root / "probe"), clip_root=str(root))
-    per_concept, sheet_rows = {}, []
+    judge = SCORERS.get("miniworld-cnn-judge")(miniworld_root=str(root)) if _have("judge/judge.json", root) else None
+    per_concept, per_concept_judge, agreement, sheet_rows = {}, {}, {}, []
     for concept in catalog.concepts.values():
         prompts = concept.prompts()
         jobs = [(prompts[i % len(prompts)], image_seed(f"card:{concept.name}:{i}", i, seed))
@@ -149,13 +220,18 @@ def eval_pipeline(root: Path, n_per_concept: int, sheet_path: Path | None, sampl
         scorer = probe if concept.is_style else detector
         rows = scorer.score(images, [p for p, _ in jobs], [concept] * len(images))
         per_concept[concept.name] = _ci([bool(r["detected"]) for r in rows])
+        if judge is not None:
+            second = judge.score(images, [p for p, _ in jobs], [concept] * len(images))
+            per_concept_judge[concept.name] = _ci([bool(r["detected"]) for r in second])
+            agreement[concept.name] = round(float(np.mean([bool(a["detected"]) == bool(b["detected"])
+                                                           for a, b in zip(rows, second)])), 4)
         sheet_rows.append((concept.name, images[:8]))
     if sheet_path is not None:
         _write_sheet(sheet_rows, sheet_path)
     means = [v["mean"] for v in per_concept.values()]
     return {"mean_detection": round(float(np.mean(means)), 4), "min_detection": round(float(np.min(means)), 4),
-            "per_concept": per_concept, "bars": {"mean": BARS["sd_mean_detection"],
-                                                 "min": BARS["sd_min_detection"]}}
+            "per_concept": per_concept, "per_concept_judge": per_concept_judge, "agreement": agreement,
+            "bars": {"mean": BARS["sd_mean_detection"], "min": BARS["sd_min_detection"]}}
 
 
 def _write_sheet(rows, path: Path) -> None:
@@ -170,20 +246,38 @@ def _write_sheet(rows, path: Path) -> None:
     write_png(path, sheet)
 
 
+CARD_SECTIONS = ("clip", "probe", "detector", "judges", "pipeline")
+
+
 def evaluate_and_write_card(n_per_concept: int = 64, out: Path | None = None,
-                            root: Path = MINIWORLD_DIR) -> dict:
+                            root: Path = MINIWORLD_DIR, only=None) -> dict:
+    """Measure every section (or the ``only`` ones, keeping the others from the recorded
+    eval.json, which must then exist and have been measured at the same size) and write the card."""
     import tempfile
     out = Path(out) if out is not None else root
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     report: dict = {"n_per_concept": n_per_concept, "seeds": list(CARD_SEEDS), "sections": {}}
     sections = report["sections"]
+    wanted = set(CARD_SECTIONS if only is None else only)
+    unknown = sorted(wanted - set(CARD_SECTIONS))
+    if unknown:
+        raise EraselabError(f"--only {','.join(unknown)}: unknown card section; expected some of {', '.join(CARD_SECTIONS)}")
+    if only is not None:
+        recorded = _recorded_report(out / "eval.json", n_per_concept)
+        sections.update({k: v for k, v in recorded["sections"].items() if k not in wanted})
     with tempfile.TemporaryDirectory() as tmp:
-        sections["clip"] = eval_clip(root, n_per_concept) if _have("clip/model.safetensors", root) else None
-        sections["probe"] = eval_probe(root, n_per_concept) if _have("probe/probe.json", root) else None
-        sections["detector"] = eval_detector(root, Path(tmp)) if _have("detector/model.safetensors", root) else None
+        if "clip" in wanted:
+            sections["clip"] = eval_clip(root, n_per_concept) if _have("clip/model.safetensors", root) else None
+        if "probe" in wanted:
+            sections["probe"] = eval_probe(root, n_per_concept) if _have("probe/probe.json", root) else None
+        if "detector" in wanted:
+            sections["detector"] = eval_detector(root, Path(tmp)) if _have("detector/model.safetensors", root) else None
         ready = all(_have(p, root) for p in ("pipeline/model_index.json", "detector/model.safetensors", "probe/probe.json"))
-        sections["pipeline"] = eval_pipeline(root, n_per_concept, out / "card_sheet.png") if ready else None
+        if "judges" in wanted:
+            sections["judges"] = eval_judges(root, n_per_concept) if ready else None
+        if "pipeline" in wanted:
+            sections["pipeline"] = eval_pipeline(root, n_per_concept, out / "card_sheet.png") if ready else None
     report["stages"] = {stage: _stage_metrics(root / relpath) for stage, relpath in STAGE_RECORDS}
     report["seconds"] = round(time.time() - t0, 1)
     report["summary"] = _summary(report)
@@ -192,11 +286,21 @@ def evaluate_and_write_card(n_per_concept: int = 64, out: Path | None = None,
     return report
 
 
+def _recorded_report(path: Path, n_per_concept: int) -> dict:
+    if not path.is_file():
+        raise EraselabError(f"{path}: no recorded card to keep the other sections from; run without --only")
+    report = json.loads(path.read_text())
+    if report.get("n_per_concept") != n_per_concept:
+        raise EraselabError(f"{path}: recorded at {report.get('n_per_concept')} images per concept, not "
+                            f"{n_per_concept}; measure every section at one size")
+    return report
+
+
 # Each training stage's metrics file; the fine-tuning stages write beside the stage they refine.
 STAGE_RECORDS = (("clip", "clip/metrics.json"), ("clip-image", "clip/image_finetune_metrics.json"),
                  ("vae", "vae/metrics.json"), ("decoder", "vae/decoder_metrics.json"),
                  ("unet", "pipeline/metrics.json"), ("detector", "detector/metrics.json"),
-                 ("probe", "probe/metrics.json"))
+                 ("probe", "probe/metrics.json"), ("judge", "judge/metrics.json"))
 
 
 def _stage_metrics(path: Path) -> dict | None:
@@ -235,19 +339,25 @@ def _summary(report: dict) -> str:
         v = s["clip"]["overall"]
         lines.append(f"mini CLIP zero-shot top-1: {v['mean']:.1%} [{v['lo']:.1%}, {v['hi']:.1%}] "
                      f"(bar {BARS['clip_zero_shot']:.0%}: {_verdict(v['mean'], BARS['clip_zero_shot'])})")
-    if s["probe"]:
+    if s.get("probe"):
         v = s["probe"]["overall"]
         lines.append(f"style probe accuracy: {v['mean']:.1%} (bar {BARS['probe_accuracy']:.0%}: "
                      f"{_verdict(v['mean'], BARS['probe_accuracy'])})")
     if s["detector"]:
         v = s["detector"]["map50"]
         lines.append(f"detector mAP50: {v:.3f} (bar {BARS['detector_map50']}: {_verdict(v, BARS['detector_map50'])})")
+    if s.get("judges"):
+        for name, record in s["judges"]["judges"].items():
+            recall = record["recall"]
+            lines.append(f"{name} recall: clean {recall['clean']['mean']:.1%}, weakest degraded "
+                         f"{min(v['mean'] for v in recall.values()):.1%} "
+                         f"({min(recall, key=lambda k: recall[k]['mean'])})")
     if s["pipeline"]:
         p = s["pipeline"]
         lines.append(f"mini SD detection: mean {p['mean_detection']:.1%} (bar 80%: "
                      f"{_verdict(p['mean_detection'], BARS['sd_mean_detection'])}), min {p['min_detection']:.1%} "
                      f"(bar 60%: {_verdict(p['min_detection'], BARS['sd_min_detection'])})")
-    missing = [k for k, v in s.items() if v is None]
+    missing = [k for k in CARD_SECTIONS if s.get(k) is None]
     if missing:
         lines.append(f"not evaluated (weights not trained yet): {', '.join(missing)}")
     return "\n".join(lines)
@@ -276,11 +386,24 @@ def model_card(report: dict) -> str:
         out += ["## Detector mAP50 (fresh validation scenes)", "", "| class | mAP50 |", "|---|---|"]
         out += [f"| {k} | {v:.3f} |" for k, v in s["detector"]["per_class_map50"].items()]
         out.append("")
+    if s.get("judges"):
+        out += _judges_card(s["judges"])
     if s["pipeline"]:
+        second = s["pipeline"].get("per_concept_judge") or {}
+        agree = s["pipeline"].get("agreement") or {}
         out += ["## Mini Stable Diffusion: concept detected in generations", "",
-                "| concept | detected | 95% CI |", "|---|---|---|"]
-        out += [f"| {k} | {v['mean']:.1%} | [{v['lo']:.1%}, {v['hi']:.1%}] |"
-                for k, v in s["pipeline"]["per_concept"].items()]
+                "Judged by each concept's catalog detector (the YOLO detector, or the style probe for a "
+                "style)" + (" and by the independent CNN judge, with the share of images on which the two "
+                            "agree" if second else "") + ".", ""]
+        if second:
+            out += ["| concept | detected | 95% CI | CNN judge | 95% CI | agreement |", "|---|---|---|---|---|---|"]
+            out += [f"| {k} | {v['mean']:.1%} | [{v['lo']:.1%}, {v['hi']:.1%}] | {second[k]['mean']:.1%} | "
+                    f"[{second[k]['lo']:.1%}, {second[k]['hi']:.1%}] | {agree.get(k, float('nan')):.1%} |"
+                    for k, v in s["pipeline"]["per_concept"].items() if k in second]
+        else:
+            out += ["| concept | detected | 95% CI |", "|---|---|---|"]
+            out += [f"| {k} | {v['mean']:.1%} | [{v['lo']:.1%}, {v['hi']:.1%}] |"
+                    for k, v in s["pipeline"]["per_concept"].items()]
         out += ["", "![generated images per concept](card_sheet.png)", ""]
     out += ["## Training record", "", "| stage | parameters (trained) | steps | seconds | device | files |",
             "|---|---|---|---|---|---|"]
@@ -340,6 +463,28 @@ def _rounds_record(stages: dict) -> list[str]:
         return []
     return ["", "Rounds behind the shipped weights (from each stage's metrics.json; CHANGELOG.md tells "
                 "the story, bench/miniworld/train_*.py the current recipes):", ""] + lines
+
+
+def _judges_card(section: dict) -> list[str]:
+    """The judges' recall on clean and degraded renders and their false alarms on distractors."""
+    kinds = section["degradations"]
+    head = "| judge | " + " | ".join(kinds) + " |"
+    out = ["## Judges on clean and degraded renders", "",
+           "Recall: the share of fresh renders of a concept (every object and instance in every style; "
+           "every style on objects) in which the judge sees it, clean, through the mini SD's VAE, at low "
+           "contrast (35% of the deviation from the mean colour kept), blurred (Gaussian, radius 1.5 px) "
+           "and with 40% of the concept's box covered (bench/miniworld/degrade.py). False alarms: the "
+           f"share of {section.get('n_distractors', '')} distractor renders (noise, blobs, strokes, empty "
+           "scenes) in which it sees any concept of its kind. 95% bootstrap intervals.", "",
+           "Recall:", "", head, "|---|" + "---|" * len(kinds)]
+    for name, record in section["judges"].items():
+        out.append(f"| {name} | " + " | ".join(
+            f"{record['recall'][k]['mean']:.1%} [{record['recall'][k]['lo']:.0%}, {record['recall'][k]['hi']:.0%}]"
+            for k in kinds) + " |")
+    out += ["", "False alarms on distractors:", "", head, "|---|" + "---|" * len(kinds)]
+    for name, record in section["judges"].items():
+        out.append(f"| {name} | " + " | ".join(f"{record['false_alarm'][k]['mean']:.1%}" for k in kinds) + " |")
+    return out + [""]
 
 
 def rewrite_card(root: Path = MINIWORLD_DIR) -> Path:

@@ -3,7 +3,10 @@
 Image scorers are the suite's ``scorers`` plus, for ``detected``, each prompt subject's catalog
 detector (``detector.name``): an image of "a photo of snoopy" is judged by Snoopy's detector
 whatever concept was erased, so erasure (target) and preservation (related, unrelated) read the
-same column. Pair / set scorers (``preservation``) compare edited images with their twins.
+same column. The subject's second judge (``judge.name``) fills ``judge_detected`` the same way,
+and each judge's ``concept_score`` and operating threshold are kept beside its verdict
+(``detected_score``, ``detector_threshold``; ``judge_score``, ``judge_threshold``) so a report
+can ask which verdicts depend on the threshold. Pair / set scorers (``preservation``) compare edited images with their twins.
 ``spec()`` is the part of every score's content address: change a scorer or its options and the
 scores are recomputed (the images are not).
 """
@@ -14,17 +17,20 @@ import inspect
 import json
 import math
 
+from bench.core.schema import JUDGE_COLUMNS
+from detectors.base import JUDGE_ROLES
+
 
 class Scoring:
     def __init__(self, suite, device: str = "cpu", smoke: bool = False, subjects=()):
         from detectors import SCORERS
         self.suite, self.device, self.smoke = suite, device, smoke
         catalog = suite.catalog
-        self.detector_of = {}
+        judges = set()
         for name in subjects:
             if name is not None:
-                self.detector_of[name] = (catalog[name].detector or {}).get("name")
-        detectors = sorted({d for d in self.detector_of.values() if d})
+                judges |= {(getattr(catalog[name], role) or {}).get("name") for role in JUDGE_ROLES}
+        detectors = sorted(j for j in judges if j)
         self.image_names = list(dict.fromkeys([*suite.scorers, *detectors]))
         self.pair_names = [n for n in suite.preservation if SCORERS.entry(n).tags.get("kind") == "pair"]
         self.set_names = [n for n in suite.preservation if SCORERS.entry(n).tags.get("kind") == "set"]
@@ -68,16 +74,25 @@ class Scoring:
         for name in self.suite.scorers:
             for row, out in zip(rows, self.get(name).score(images, prompts, concepts)):
                 out = dict(out)
-                out.pop("detected", None)  # `detected` comes from the subject's own detector only
+                # a verdict and its confidence come from the subject's own catalog judges only
+                out.pop("detected", None)
+                out.pop("concept_score", None)
                 row.update(out)
         from detectors.base import score_by_detector
-        for row, judged in zip(rows, score_by_detector(images, prompts, concepts, self.get)):
-            if judged is not None:
-                row.update(judged[1])
-                row["detector"] = judged[0]
+        for role, columns in JUDGE_COLUMNS.items():
+            name_col, detected_col, score_col, threshold_col = columns
+            for row, judged in zip(rows, score_by_detector(images, prompts, concepts, self.get, role)):
+                if judged is None:
+                    continue
+                out = dict(judged[1])
+                row[detected_col] = out.pop("detected", None)
+                row[score_col] = out.pop("concept_score", None)
+                row.update(out)
+                row[name_col] = judged[0]
+                row[threshold_col] = getattr(self.get(judged[0]), "threshold", None)
         for row in rows:
-            row.setdefault("detector", None)
-            row.setdefault("detected", None)
+            for column in (c for columns in JUDGE_COLUMNS.values() for c in columns):
+                row.setdefault(column, None)
         return [{k: _cell(v) for k, v in row.items()} for row in rows]
 
 

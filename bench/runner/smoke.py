@@ -3,7 +3,7 @@
 The model under test becomes ``bench.tiny.tiny_pipeline()``; CLIP scorers use a tiny open_clip
 config with seeded random weights; ``imagenet-classifier`` uses timm's ``test_vit``; YOLO scorers a
 YOLOv8n-config model (the mini world's classes) built once into the eraselab cache; the style probe is fitted on the
-tiny CLIP's features of solid-colour images. These are the builders tests/test_scorers.py uses.
+tiny CLIP's features of solid-colour images; the CNN judge has seeded random weights. These are the builders tests/test_scorers.py uses.
 Prompts, samples, seeds and steps shrink (``smoke_suite``), and methods run a few steps
 (each method's ``quick_overrides``, as tests/test_methods.py uses them). Numbers from a smoke run mean nothing;
 it checks that the path runs.
@@ -146,6 +146,23 @@ def style_probe_dir() -> str:
 
 
 @lru_cache(maxsize=1)
+def judge_dir() -> str:
+    """A CNN judge with seeded random weights and the mini world's classes."""
+    import torch
+    from bench.catalog import load_catalog
+    from detectors.cnn_judge import build_judge, save_judge, style_classes
+    catalog = load_catalog("miniworld")
+    objects = [c.name for c in catalog.concepts.values() if not c.is_style]
+    styles = style_classes([c.name for c in catalog.of_type("style")])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_judge(objects, styles, widths=(8, 8))
+    folder = Path(tempfile.mkdtemp(prefix="eraselab-smoke-judge-"))
+    save_judge(net.eval(), folder, objects, styles, widths=(8, 8))
+    return str(folder)
+
+
+@lru_cache(maxsize=1)
 def preload_timm() -> None:
     import torch
     from detectors.imagenet import load_timm
@@ -167,6 +184,8 @@ def scorer_options(name: str, cls) -> dict:
         out.update(weights=yolo_weights(), imgsz=64)
     if "probe_dir" in params:
         out.update(probe_dir=style_probe_dir())
+    if "judge_dir" in params:
+        out.update(judge_dir=judge_dir())
     if "subsets" in params:
         out.update(subsets=10)
     return out

@@ -418,9 +418,10 @@ def _scorers(raw, catalog, concepts, bad):
     if catalog is not None:
         # the detectors the catalog names for the concepts and the subjects of their prompts
         for c in catalog.concepts.values():
-            det = (c.detector or {}).get("name")
-            if det and det not in SCORERS:
-                bad("catalog", f"concept {quoted(c.name)}: detector {SCORERS.unknown_message(det)}")
+            for role in ("detector", "judge"):
+                det = (getattr(c, role) or {}).get("name")
+                if det and det not in SCORERS:
+                    bad("catalog", f"concept {quoted(c.name)}: {role} {SCORERS.unknown_message(det)}")
     options = raw.get("scorer_options", {}) or {}
     if not isinstance(options, dict):
         bad("scorer_options", "expected a mapping scorer -> {argument: value}")
