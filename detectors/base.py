@@ -29,7 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from bench.core.errors import EraselabError
+from bench.core.errors import EraselabError, quoted, shorten
 
 from bench.core.images import read_image
 
@@ -57,6 +57,33 @@ def check_images(images: Sequence, where: str = "image") -> list:
             raise EraselabError(f"{where} #{i}: expected a PIL image, got {type(image).__name__}")
         out.append(image if image.mode == "RGB" else image.convert("RGB"))
     return out
+
+
+def read_description(folder, weights_file: str, meta_file: str, fmt: str, what: str) -> dict:
+    """The JSON description beside a scorer's safetensors weights, after checking that both files
+    are there and that it declares format ``fmt``: one-line errors naming the file."""
+    import json
+
+    folder = Path(folder)
+    for name in (weights_file, meta_file):
+        if not (folder / name).is_file():
+            raise EraselabError(f"{folder / name}: {what} file not found")
+    try:
+        meta = json.loads((folder / meta_file).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EraselabError(f"{folder / meta_file}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise EraselabError(f"{folder / meta_file}: format {quoted(found)}, expected {fmt!r}")
+    return meta
+
+
+def read_safetensors(path, load_file) -> dict:
+    """``load_file(path)`` (safetensors' numpy or torch reader: never unpickled), or one line."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        raise EraselabError(f"{path}: unreadable safetensors file ({shorten(str(exc))})") from None
 
 
 def resolve_device(device: str | None) -> str:

@@ -28,10 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.core.errors import EraselabError, quoted, shorten
+from bench.core.errors import EraselabError
 from bench.labels import PLAIN
 from detectors import SCORERS
-from detectors.base import Scorer, concept_label
+from detectors.base import Scorer, concept_label, read_description, read_safetensors
 
 FORMAT = "eraselab-cnn-judge/1"
 WEIGHTS_FILE, META_FILE = "judge.safetensors", "judge.json"
@@ -44,7 +44,6 @@ def build_judge(objects, styles, widths=WIDTHS):
     """The network: conv blocks that each halve the image (64 -> 2 pixels), global average
     pooling, an object head and a style head. Returns a torch module whose forward gives
     (object logits (N, len(objects)), style logits (N, len(styles)))."""
-    import torch
     from torch import nn
 
     class JudgeNet(nn.Module):
@@ -97,24 +96,12 @@ def load_judge(folder: str):
     from safetensors.torch import load_file
 
     path = Path(folder)
-    for name in (WEIGHTS_FILE, META_FILE):
-        if not (path / name).is_file():
-            raise EraselabError(f"{path / name}: judge file not found")
-    try:
-        meta = json.loads((path / META_FILE).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EraselabError(f"{path / META_FILE}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-        raise EraselabError(f"{path / META_FILE}: format {quoted(found)}, expected {FORMAT!r}")
+    meta = read_description(path, WEIGHTS_FILE, META_FILE, FORMAT, "judge")
     for key in ("objects", "styles", "widths"):
         if not isinstance(meta.get(key), list) or not meta[key]:
             raise EraselabError(f"{path / META_FILE}: key {key!r}: expected a non-empty list")
     net = build_judge(meta["objects"], meta["styles"], tuple(meta["widths"]))
-    try:
-        state = load_file(str(path / WEIGHTS_FILE))  # safetensors: never unpickled
-    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-        raise EraselabError(f"{path / WEIGHTS_FILE}: unreadable safetensors file ({shorten(str(exc))})") from None
+    state = read_safetensors(path / WEIGHTS_FILE, load_file)
     own = net.state_dict()
     wanted = {k for k in own if not k.endswith("num_batches_tracked")}
     if set(state) != wanted or any(tuple(state[k].shape) != tuple(own[k].shape) for k in wanted):
@@ -171,7 +158,11 @@ class JudgeScorer(Scorer):
 
     @property
     def backend(self) -> str:
-        return Path(self.judge_dir).name if self.judge_dir else f"miniworld-v1/{MINI_JUDGE_DIR}"
+        if not self.judge_dir:
+            return f"miniworld-v1/{MINI_JUDGE_DIR}"
+        # named by its weights, not its folder: the same judge anywhere is the same backend
+        from bench.miniworld.weights import sha256_of
+        return f"judge-{sha256_of(Path(self.judge_dir) / WEIGHTS_FILE)[:12]}"
 
     def _score(self, images, prompts, concepts):
         net, meta = self.model

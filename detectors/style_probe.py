@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.core.errors import EraselabError, quoted, shorten
+from bench.core.errors import EraselabError
 from bench.labels import NOTHING, PLAIN
 from detectors import SCORERS
-from detectors.base import concept_label
+from detectors.base import concept_label, read_description, read_safetensors
 from detectors.clip_score import ClipBackedScorer
 
 FORMAT = "eraselab-style-probe/1"
@@ -82,20 +82,8 @@ class StyleProbe:
         from safetensors.numpy import load_file
 
         folder = Path(folder)
-        for name in (WEIGHTS_FILE, META_FILE):
-            if not (folder / name).is_file():
-                raise EraselabError(f"{folder / name}: style probe file not found")
-        try:
-            meta = json.loads((folder / META_FILE).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise EraselabError(f"{folder / META_FILE}: not valid JSON ({exc})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-            raise EraselabError(f"{folder / META_FILE}: format {quoted(found)}, expected {FORMAT!r}")
-        try:
-            t = load_file(str(folder / WEIGHTS_FILE))  # safetensors: never unpickled
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            raise EraselabError(f"{folder / WEIGHTS_FILE}: unreadable safetensors file ({shorten(str(exc))})") from None
+        meta = read_description(folder, WEIGHTS_FILE, META_FILE, FORMAT, "style probe")
+        t = read_safetensors(folder / WEIGHTS_FILE, load_file)
         probe = cls(classes=list(meta["classes"]), coef=t["coef"], intercept=t["intercept"],
                     mean=t["mean"], scale=t["scale"], threshold=float(meta["threshold"]),
                     nothing_classes=tuple(meta.get("nothing_classes", ())), meta=meta.get("meta", {}))

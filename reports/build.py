@@ -209,40 +209,35 @@ def main_view(run):
                                aggregates=main_aggregates(run.aggregates, run.results))
 
 
-def _judges(run, fig_dir: Path) -> list[dict]:
-    """The judge sections (agreement, threshold sensitivity): title, answer, table and figures."""
+def _sections(sections, figures_of, prefix: str, fig_dir: Path) -> list[dict]:
+    """Report sections (title, answer, table) with their figures saved: ``figures_of(section,
+    name prefix)`` yields (name, title, figure, caption)."""
     from reports import figures as figs
-    from reports.judge_figures import judge_figures
-    from reports.judges import judge_sections
 
     out = []
-    for i, section in enumerate(judge_sections(run), start=1):
+    for i, section in enumerate(sections, start=1):
         figures = []
-        for name, title, fig, caption in judge_figures(section, f"judges-{i:02d}"):
+        for name, title, fig, caption in figures_of(section, f"{prefix}-{i:02d}"):
             figs.save(fig, fig_dir, name)
             figures.append({"name": name, "title": title, "caption": caption,
                             "png": f"figures/{name}.png", "pdf": f"figures/{name}.pdf"})
         out.append({"title": section.title, "answer": section.answer, "table": section.table,
                     "figures": figures})
     return out
+
+
+def _judges(run, fig_dir: Path) -> list[dict]:
+    """The judge sections (agreement, threshold sensitivity)."""
+    from reports.judge_figures import judge_figures
+    from reports.judges import judge_sections
+    return _sections(judge_sections(run), judge_figures, "judges", fig_dir)
 
 
 def _resurgence(run, fig_dir: Path) -> list[dict]:
-    """Each resurgence section: its title, answer, table and figures."""
-    from reports import figures as figs
+    """Each resurgence section."""
     from reports.resurgence import resurgence_studies
     from reports.resurgence_figures import resurgence_figures
-
-    out = []
-    for i, section in enumerate(resurgence_studies(run), start=1):
-        figures = []
-        for name, title, fig, caption in resurgence_figures(section, f"resurgence-{i:02d}"):
-            figs.save(fig, fig_dir, name)
-            figures.append({"name": name, "title": title, "caption": caption,
-                            "png": f"figures/{name}.png", "pdf": f"figures/{name}.pdf"})
-        out.append({"title": section.title, "answer": section.answer, "table": section.table,
-                    "figures": figures})
-    return out
+    return _sections(resurgence_studies(run), resurgence_figures, "resurgence", fig_dir)
 
 
 def _provenance(run) -> list[tuple[str, object]]:

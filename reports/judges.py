@@ -114,8 +114,10 @@ def agreement_section(run) -> Section | None:
                  "rate under the subject's catalog detector and under its second, independent judge; their "
                  "paired difference with its 95% hierarchical bootstrap interval (flagged where it excludes "
                  "zero: the judges disagree beyond chance); the share of images on which they agree and Cohen's "
-                 "kappa (blank where a judge gives one answer only); and the target verdict under each judge "
-                 "(each judge's tests Benjamini-Hochberg adjusted in a family of their own)."),
+                 "kappa (blank where a judge gives one answer only; near-zero or negative where both rates are "
+                 "close to 0 or 100%, since there a handful of disagreements outweighs the chance agreement: "
+                 "read it with the agreement); and the target verdict under each judge (each judge's tests "
+                 "Benjamini-Hochberg adjusted in a family of their own)."),
         columns=columns, rows=rows, group="concept")
     n = len(agreement)
     pooled = float((agreement["agreement"] * agreement["n"]).sum() / max(1, agreement["n"].sum()))

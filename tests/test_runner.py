@@ -85,9 +85,9 @@ def test_run_writes_rows_aggregates_and_manifest(reference):
     assert list(agg.columns) == list(AGGREGATE_COLUMNS)
     assert (run_dir / "aggregates.csv").is_file()
     concept_rows = agg[agg.scope == "concept"]
-    # 3 methods x 3 prompt sets x (detected, clip_score, similarity) + KID on 2 sets of 2 edited
-    # methods + 2 costs of 2 edited methods
-    assert len(concept_rows) == 27 + 4 + 4
+    # 3 methods x 3 prompt sets x (detected, judge_detected, clip_score, similarity) + KID on 2 sets
+    # of 2 edited methods + 2 costs of 2 edited methods
+    assert len(concept_rows) == 36 + 4 + 4
     kid = concept_rows[concept_rows.metric == "kid"]
     assert set(kid.method) == {"uce", "negative-prompt"} and kid.value.notna().all()
     costs = concept_rows[concept_rows.metric == "seconds"]

@@ -175,4 +175,5 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path, steps: int = STEPS, resume:
                "seconds": round(time.time() - t0, 1), "device": "cpu",
                "file_bytes": {Path(f).name: Path(f).stat().st_size for f in files}, "history": history}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    ckpt.unlink(missing_ok=True)  # the run is complete: nothing to resume, and no pickle beside the weights
     return metrics
