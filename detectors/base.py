@@ -191,6 +191,29 @@ def concept_label(concept, scorer_name: str) -> str | None:
     return None
 
 
+def judge_columns(images: Sequence, prompts: Sequence[str], concepts: Sequence, scorer_for) -> list[dict]:
+    """Per image, the verdicts of its concept's catalog judges under their own columns
+    (``bench.core.schema.JUDGE_COLUMNS``: the detector's ``detected``, ``detected_score``, ...,
+    the second judge's ``judge_detected``, ``judge_score``, ...; None where there is none), plus
+    each judge's other columns. The one place a judge's output becomes row columns."""
+    from bench.core.schema import JUDGE_COLUMNS
+    rows = [dict() for _ in images]
+    for role, (name_col, detected_col, score_col, threshold_col) in JUDGE_COLUMNS.items():
+        for row, judged in zip(rows, score_by_detector(images, prompts, concepts, scorer_for, role)):
+            if judged is None:
+                continue
+            out = dict(judged[1])
+            row[detected_col] = out.pop("detected", None)
+            row[score_col] = out.pop("concept_score", None)
+            row.update(out)
+            row[name_col] = judged[0]
+            row[threshold_col] = getattr(scorer_for(judged[0]), "threshold", None)
+    for row in rows:
+        for column in (c for columns in JUDGE_COLUMNS.values() for c in columns):
+            row.setdefault(column, None)
+    return rows
+
+
 def score_by_detector(images: Sequence, prompts: Sequence[str], concepts: Sequence, scorer_for,
                       role: str = "detector") -> list:
     """Each image judged by its concept's own catalog judge of ``role`` (``concept.detector`` or

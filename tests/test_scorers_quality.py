@@ -117,3 +117,26 @@ def test_style_probe_recognises_styles_and_nothing():
                                                          [s.caption for s in samples],
                                                          [catalog[s.style] for s in samples])
     assert sum(bool(r["detected"]) for r in rows) / len(rows) >= 0.90
+
+
+def test_score_command_runs_both_catalog_judges(tmp_path, capsys):
+    """`eraselab score` without --scorers: each image gets its detector's and its second judge's
+    verdicts under the run's columns, not one overwriting the other."""
+    need(*CLIP_FILES, "detector/model.safetensors", "judge/judge.safetensors", "probe/probe.json")
+    import json
+    render_mod = pytest.importorskip("bench.miniworld.render")
+    from PIL import Image
+    from bench.cli import main
+    listed = [("church", "plain"), ("apple", "van gogh")]
+    lines = []
+    for i, (concept, style) in enumerate(listed):
+        Image.fromarray(render_mod.render(concept, style, seed=4000 + i).image).save(tmp_path / f"{i}.png")
+        lines.append(json.dumps({"image": f"{i}.png", "prompt": f"a {concept}",
+                                 "concept": concept if style == "plain" else style}))
+    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["score", str(tmp_path), "--prompts", str(tmp_path / "p.jsonl"), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["detector"] for r in rows] == ["miniworld-yolo", "miniworld-style-probe"]
+    assert all(r["judge"] == "miniworld-cnn-judge" for r in rows)
+    assert all(isinstance(r["detected"], bool) and isinstance(r["judge_detected"], bool) for r in rows)
+    assert rows[0]["detector_threshold"] == 0.25 and rows[0]["judge_threshold"] == 0.5

@@ -17,8 +17,7 @@ import inspect
 import json
 import math
 
-from bench.core.schema import JUDGE_COLUMNS
-from detectors.base import JUDGE_ROLES
+from detectors.base import JUDGE_ROLES, judge_columns
 
 
 class Scoring:
@@ -78,21 +77,8 @@ class Scoring:
                 out.pop("detected", None)
                 out.pop("concept_score", None)
                 row.update(out)
-        from detectors.base import score_by_detector
-        for role, columns in JUDGE_COLUMNS.items():
-            name_col, detected_col, score_col, threshold_col = columns
-            for row, judged in zip(rows, score_by_detector(images, prompts, concepts, self.get, role)):
-                if judged is None:
-                    continue
-                out = dict(judged[1])
-                row[detected_col] = out.pop("detected", None)
-                row[score_col] = out.pop("concept_score", None)
-                row.update(out)
-                row[name_col] = judged[0]
-                row[threshold_col] = getattr(self.get(judged[0]), "threshold", None)
-        for row in rows:
-            for column in (c for columns in JUDGE_COLUMNS.values() for c in columns):
-                row.setdefault(column, None)
+        for row, judged in zip(rows, judge_columns(images, prompts, concepts, self.get)):
+            row.update(judged)
         return [{k: _cell(v) for k, v in row.items()} for row in rows]
 
 
