@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bench.core.errors import EraselabError, ValidationError, quoted, shorten, suggest
 from bench.core.paths import CATALOG_DIR
+from bench.core.schema import JUDGE_ROLES
 from bench.core.yamlio import key_problems, load_with_includes
 
 CONCEPT_TYPES = ("object", "instance", "style", "logo")
@@ -41,6 +42,11 @@ class Concept:
     imagenet_id: int | None = None
     aliases: tuple[str, ...] = ()
     description: str = ""
+
+    @property
+    def judge_names(self) -> tuple[str, ...]:
+        """The scorers that judge this concept: its detector, then its second judge (if any)."""
+        return tuple(n for n in ((getattr(self, role) or {}).get("name") for role in JUDGE_ROLES) if n)
 
     @property
     def is_style(self) -> bool:
@@ -268,7 +274,7 @@ def _build_concept(record, index: int, templates: dict, defaults: dict, where: s
         if ctype in CONCEPT_TYPES and not concept_templates:
             bad("templates", f"no templates of its own and none for type {quoted(ctype)} in the catalog")
 
-    detector, judge = (_judge_entry(record, defaults, key, name, bad) for key in ("detector", "judge"))
+    detector, judge = (_judge_entry(record, defaults, key, name, bad) for key in JUDGE_ROLES)
     if judge and judge.get("name") == detector.get("name"):
         bad("judge", f"names the detector's own scorer {quoted(judge.get('name'))}; the second judge "
                      f"must be another scorer (or null: none)")

@@ -33,7 +33,7 @@ import numpy as np
 
 from bench.core import stats
 from bench.core.schema import GROUP_KEY, JUDGE_COLUMNS, is_reference
-from bench.metrics import TWIN_KEY
+from bench.metrics import TWIN_KEY, normalise
 
 THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.05, 0.96, 0.05))
 AGREEMENT_COLUMNS = (*GROUP_KEY, "detector", "judge", "n", "rate_detector", "rate_judge", "agreement",
@@ -48,18 +48,6 @@ def plausible_range(operating: float) -> tuple[float, float]:
     point, capped at 0.9 (0.25 -> [0.1, 0.5]; 0.5 -> [0.2, 0.9]). Published detectors of one
     concept use thresholds that far apart (NudeNet: 0.45, 0.6 and 0.75 in different papers)."""
     return round(0.4 * operating, 4), round(min(0.9, 2.0 * operating), 4)
-
-
-def _binary(column) -> np.ndarray:
-    out = np.full(len(column), np.nan)
-    for i, v in enumerate(column):
-        if v is None or (isinstance(v, float) and math.isnan(v)):
-            continue
-        try:
-            out[i] = float(bool(v))
-        except (TypeError, ValueError):
-            continue
-    return out
 
 
 def _numbers(column) -> np.ndarray:
@@ -90,9 +78,9 @@ def judge_agreement(results):
     rows = []
     if "judge_detected" not in results:
         return pd.DataFrame(columns=list(AGREEMENT_COLUMNS))
-    df = results.assign(variant=results["variant"].fillna("").astype(str))
+    df = normalise(results)
     for key, g in df.groupby(list(GROUP_KEY), sort=True, dropna=False):
-        first, second = _binary(g["detected"]), _binary(g["judge_detected"])
+        first, second = _numbers(g["detected"]), _numbers(g["judge_detected"])
         both = ~np.isnan(first) & ~np.isnan(second)
         if not both.any():
             continue
@@ -122,7 +110,7 @@ def threshold_curves(results, role: str = "detector", thresholds=THRESHOLD_GRID)
     rows = []
     if score_col not in results:
         return pd.DataFrame(columns=list(CURVE_COLUMNS))
-    df = results.assign(variant=results["variant"].fillna("").astype(str))
+    df = normalise(results)
     for key, g in df.groupby(list(GROUP_KEY), sort=True, dropna=False):
         scores = _numbers(g[score_col])
         scores = scores[~np.isnan(scores)]
@@ -147,7 +135,7 @@ def threshold_robustness(results, role: str = "detector", thresholds=THRESHOLD_G
     name_col, _, score_col, threshold_col = _role_columns(role)
     if score_col not in results or threshold_col not in results:
         return pd.DataFrame(columns=list(ROBUSTNESS_COLUMNS))
-    df = results.assign(variant=results["variant"].fillna("").astype(str))
+    df = normalise(results)
     df = df[df["prompt_set"] == "target"]
     ref = df[[is_reference(m, v) for m, v in zip(df["method"], df["variant"])]]
     ref = ref.drop_duplicates(list(TWIN_KEY)).set_index(list(TWIN_KEY))

@@ -32,6 +32,7 @@ from typing import Sequence
 from bench.core.errors import EraselabError, quoted, shorten
 
 from bench.core.images import read_image
+from bench.core.schema import JUDGE_COLUMNS, JUDGE_ROLES
 
 
 def load_images(paths: Sequence[str | Path], size: int | tuple[int, int] | None = None) -> list:
@@ -101,6 +102,8 @@ class Scorer:
     version: str = "1"
     kind: str = "image"
     columns: tuple[str, ...] = ()
+    # a judge's operating point on its ``concept_score`` (None: its top label decides, or no judge)
+    threshold: float | None = None
 
     def __init__(self, device: str | None = "cpu", batch_size: int = 64):
         self.device = resolve_device(device)
@@ -172,9 +175,6 @@ class SetScorer(Scorer):
         raise NotImplementedError
 
 
-JUDGE_ROLES = ("detector", "judge")  # a concept's catalog judges: the detector, then the second judge
-
-
 def concept_label(concept, scorer_name: str) -> str | None:
     """The label ``concept`` is judged by when its catalog detector (or its second judge) is
     ``scorer_name``.
@@ -196,7 +196,6 @@ def judge_columns(images: Sequence, prompts: Sequence[str], concepts: Sequence, 
     (``bench.core.schema.JUDGE_COLUMNS``: the detector's ``detected``, ``detected_score``, ...,
     the second judge's ``judge_detected``, ``judge_score``, ...; None where there is none), plus
     each judge's other columns. The one place a judge's output becomes row columns."""
-    from bench.core.schema import JUDGE_COLUMNS
     rows = [dict() for _ in images]
     for role, (name_col, detected_col, score_col, threshold_col) in JUDGE_COLUMNS.items():
         for row, judged in zip(rows, score_by_detector(images, prompts, concepts, scorer_for, role)):
@@ -207,7 +206,7 @@ def judge_columns(images: Sequence, prompts: Sequence[str], concepts: Sequence, 
             row[score_col] = out.pop("concept_score", None)
             row.update(out)
             row[name_col] = judged[0]
-            row[threshold_col] = getattr(scorer_for(judged[0]), "threshold", None)
+            row[threshold_col] = scorer_for(judged[0]).threshold
     for row in rows:
         for column in (c for columns in JUDGE_COLUMNS.values() for c in columns):
             row.setdefault(column, None)

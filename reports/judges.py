@@ -20,20 +20,12 @@ in its own Benjamini-Hochberg family):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 from bench import metrics as bm
+from bench.core.schema import JUDGE_ROLES
 from reports.metrics import Estimate, _estimate
 from reports.rundata import ORIGINAL
-
-
-@dataclass
-class Section:
-    kind: str           # agreement | threshold
-    title: str
-    answer: str
-    table: object       # reports.tables.Table
-    curves: dict = field(default_factory=dict)   # role -> bench.judging.threshold_curves frame
+from reports.tables import Section  # kind: agreement | threshold; curves: role -> threshold curve frame
 
 
 def _listing(items: list[str], limit: int = 6) -> str:
@@ -136,7 +128,7 @@ def robustness(run):
     """bench.judging.threshold_robustness for both judge roles, one frame."""
     import pandas as pd
     from bench.judging import threshold_robustness
-    frames = [threshold_robustness(run.results, role) for role in ("detector", "judge")]
+    frames = [threshold_robustness(run.results, role) for role in JUDGE_ROLES]
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else None
 
@@ -204,7 +196,7 @@ def threshold_section(run) -> Section | None:
     answer = (f"{robust} of {erased_total} erasure verdicts (method, concept, judge) hold at every threshold of "
               f"the plausible range" + ("; these depend on the threshold: " + _listing(fragile) if fragile else "")
               + ".") if erased_total else "No reading is erased at its operating threshold."
-    curves = {role: threshold_curves(run.results, role) for role in ("detector", "judge")}
+    curves = {role: threshold_curves(run.results, role) for role in JUDGE_ROLES}
     return Section("threshold", "Judges: threshold sensitivity", answer, table,
                    {k: v for k, v in curves.items() if not v.empty})
 

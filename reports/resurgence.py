@@ -26,24 +26,15 @@ whose p values are Benjamini-Hochberg adjusted within each section:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 from bench import metrics as bm
 from bench.core import stats
 from bench.rundir import resurgence_rows as study_rows
 from reports.metrics import Estimate, _estimate
 from reports.rundata import ORIGINAL
+from reports.tables import Section  # kind: finetune | relearn | drift | sequential
 
 ALPHA = 0.05
-
-
-@dataclass
-class Section:
-    kind: str          # finetune | relearn | drift | sequential
-    title: str
-    answer: str
-    table: object      # reports.tables.Table
-    curves: dict = field(default_factory=dict)   # figures' data (see reports/resurgence_figures.py)
 
 
 class _Index:

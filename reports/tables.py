@@ -64,6 +64,18 @@ class Table:
         return next(c for c in self.columns if c.key == key)
 
 
+@dataclass
+class Section:
+    """A report section read from a run (judges, resurgence): its table with a title, the
+    one-sentence answer, and the data its figures draw (``curves``)."""
+
+    kind: str
+    title: str
+    answer: str
+    table: Table
+    curves: dict = field(default_factory=dict)
+
+
 def fmt_number(value, kind: str) -> str:
     """One number as the report prints it; every renderer uses this, so the formats agree."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

@@ -128,8 +128,7 @@ def run(args) -> int:
         names = [n.strip() for n in args.scorers.split(",") if n.strip()]
     else:
         names = ["clip-score"] + (list(PRESERVATION_DEFAULTS) if args.originals else [])
-    judges = sorted({(getattr(c, role) or {}).get("name") for c in concepts if c
-                     for role in ("detector", "judge")} - {None}) if not args.scorers else []
+    judges = sorted({n for c in concepts if c for n in c.judge_names}) if not args.scorers else []
     for name in names + judges:
         if name not in SCORERS:
             raise UsageError(SCORERS.unknown_message(name))

@@ -60,10 +60,11 @@ ROW_COLUMNS = ("run", "model", "method", "variant", "concept", "concept_type", "
                "judge", "judge_detected", "judge_score", "judge_threshold", "clip_score", "mapped_to",
                "mapped_p", "mapping_dist", "mapping_space", "clip_image_cosine")
 
-# Per catalog judge role (detectors.base.JUDGE_ROLES): the columns of its name, verdict,
-# confidence in the subject and operating threshold.
-JUDGE_COLUMNS = {"detector": ("detector", "detected", "detected_score", "detector_threshold"),
-                 "judge": ("judge", "judge_detected", "judge_score", "judge_threshold")}
+# A concept's catalog judges (bench/catalog.py): its detector, then its second, independent judge;
+# per role the columns of its name, verdict, confidence in the subject and operating threshold.
+JUDGE_ROLES = ("detector", "judge")
+JUDGE_COLUMNS = dict(zip(JUDGE_ROLES, (("detector", "detected", "detected_score", "detector_threshold"),
+                                       ("judge", "judge_detected", "judge_score", "judge_threshold"))))
 
 # The columns a resurgence study's rows add (bench/runner/resurgence_plan.py): its kind
 # (finetune, relearn, drift, sequential), the arm it started from, the fine-tuning chain's label

@@ -17,7 +17,7 @@ import inspect
 import json
 import math
 
-from detectors.base import JUDGE_ROLES, judge_columns
+from detectors.base import judge_columns
 
 
 class Scoring:
@@ -25,11 +25,7 @@ class Scoring:
         from detectors import SCORERS
         self.suite, self.device, self.smoke = suite, device, smoke
         catalog = suite.catalog
-        judges = set()
-        for name in subjects:
-            if name is not None:
-                judges |= {(getattr(catalog[name], role) or {}).get("name") for role in JUDGE_ROLES}
-        detectors = sorted(j for j in judges if j)
+        detectors = sorted({j for name in subjects if name is not None for j in catalog[name].judge_names})
         self.image_names = list(dict.fromkeys([*suite.scorers, *detectors]))
         self.pair_names = [n for n in suite.preservation if SCORERS.entry(n).tags.get("kind") == "pair"]
         self.set_names = [n for n in suite.preservation if SCORERS.entry(n).tags.get("kind") == "set"]

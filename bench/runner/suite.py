@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.core.errors import EraselabError, ValidationError, quoted, suggest
 from bench.core.paths import SUITE_DIR
 from bench.core.yamlio import key_problems, load_with_includes, unknown_key_hint
-from bench.core.schema import ORIGINAL, PROMPT_SETS
+from bench.core.schema import JUDGE_ROLES, ORIGINAL, PROMPT_SETS
 from bench.samplers import PRECISIONS, SCHEDULER_CLASSES
 
 TOP_KEYS = {"suite", "version", "description", "smoke_sized", "catalog", "models", "methods",
@@ -418,7 +418,7 @@ def _scorers(raw, catalog, concepts, bad):
     if catalog is not None:
         # the detectors the catalog names for the concepts and the subjects of their prompts
         for c in catalog.concepts.values():
-            for role in ("detector", "judge"):
+            for role in JUDGE_ROLES:
                 det = (getattr(c, role) or {}).get("name")
                 if det and det not in SCORERS:
                     bad("catalog", f"concept {quoted(c.name)}: {role} {SCORERS.unknown_message(det)}")
