@@ -22,8 +22,9 @@ CONCEPT_TYPES = ("object", "instance", "style", "logo")
 TOP_LEVEL_KEYS = {"name", "version", "description", "templates", "defaults", "concepts",
                   "nothing_prompts"}
 CONCEPT_KEYS = {"name", "type", "parent", "related", "templates", "detector", "judge", "images",
-                "imagenet_id", "aliases", "description"}
+                "imagenet_id", "aliases", "description", "translations"}
 REQUIRED_CONCEPT_KEYS = ("name", "type")
+PROBE_ONLY_FIELDS = ("description", "translations")
 DETECTOR_KEYS = {"name", "label"}
 IMAGE_SOURCE_KEYS = {"renderer", "folder"}
 DEFAULT_KEYS = {"detector", "judge", "images"}
@@ -41,7 +42,8 @@ class Concept:
     images: dict = field(default_factory=dict)    # {"renderer": "miniworld"} or {"folder": path}
     imagenet_id: int | None = None
     aliases: tuple[str, ...] = ()
-    description: str = ""
+    description: str = ""   # what the concept looks like, without its name (the description probe)
+    translations: dict = field(default_factory=dict)  # language code -> the name in that language
 
     @property
     def judge_names(self) -> tuple[str, ...]:
@@ -61,7 +63,13 @@ class Concept:
                 "related": list(self.related), "templates": list(self.templates),
                 "detector": dict(self.detector), "judge": dict(self.judge), "images": dict(self.images),
                 "imagenet_id": self.imagenet_id, "aliases": list(self.aliases),
-                "description": self.description}
+                "description": self.description, "translations": dict(self.translations)}
+
+    def identity(self) -> dict:
+        """What of the concept an erasure depends on (part of every edit's address): everything
+        but the words only the prompt probes read (description, translations), so that writing
+        a description does not erase again."""
+        return {k: v for k, v in self.to_dict().items() if k not in PROBE_ONLY_FIELDS}
 
 
 @dataclass(frozen=True)
@@ -292,13 +300,18 @@ def _build_concept(record, index: int, templates: dict, defaults: dict, where: s
     description = record.get("description", "")
     if not isinstance(description, str):
         bad("description", "expected a string")
+    translations = record.get("translations", {}) or {}
+    if not isinstance(translations, dict) or not all(
+            isinstance(k, str) and k.strip() and isinstance(v, str) and v.strip() for k, v in translations.items()):
+        bad("translations", "expected a mapping language code -> name, e.g. {de: Kirche, fr: église}")
+        translations = {}
 
     if problems:
         return None, problems
     return Concept(name=name, type=ctype, templates=tuple(concept_templates), parent=parent,
                    related=tuple(related), detector=detector, judge=judge, images=images,
                    imagenet_id=imagenet_id, aliases=tuple(aliases),
-                   description=description), []
+                   description=description, translations=dict(translations)), []
 
 
 def _judge_entry(record: dict, defaults: dict, key: str, name, bad) -> dict:

@@ -15,7 +15,7 @@ import sys
 from bench.core.errors import EraselabError
 
 # Order is the order of `eraselab --help`.
-COMMANDS = ["run", "erase", "tune", "score", "report", "compare", "ls", "validate", "miniworld"]
+COMMANDS = ["run", "erase", "attack", "tune", "score", "report", "compare", "ls", "validate", "miniworld"]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -90,16 +90,25 @@ def resurgence_rows(results):
     return results[results["resurgence"].notna()]
 
 
-def resurgence_arms(results) -> set:
-    """(model, method, variant) of every resurgence arm: main tables and summaries leave them out
-    (they have sections of their own in the report)."""
-    rows = resurgence_rows(results)
-    return set(zip(rows["model"].astype(str), rows["method"].astype(str), rows["variant"].astype(str)))
+def robustness_rows(results):
+    """The rows a suite's ``robustness:`` section planned (bench/runner/robustness_plan.py)."""
+    if "probe" not in results.columns:
+        return results.iloc[0:0]
+    return results[results["probe"].notna()]
+
+
+def study_arms(results) -> set:
+    """(model, method, variant) of every resurgence and robustness arm: main tables and summaries
+    leave them out (they have sections of their own in the report)."""
+    keys = set()
+    for rows in (resurgence_rows(results), robustness_rows(results)):
+        keys |= set(zip(rows["model"].astype(str), rows["method"].astype(str), rows["variant"].astype(str)))
+    return keys
 
 
 def main_aggregates(aggregates, results):
-    """The aggregates without the resurgence arms' rows (what the main table and the CLI summary show)."""
-    keys = resurgence_arms(results)
+    """The aggregates without the study arms' rows (what the main table and the CLI summary show)."""
+    keys = study_arms(results)
     if not keys:
         return aggregates
     keep = [(str(m), str(me), str(v)) not in keys

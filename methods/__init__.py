@@ -7,22 +7,9 @@ the class carries neither a decorator nor a ``name``. A method defined elsewhere
 test) registers with ``@METHODS.register("my-method", summary="...")`` instead.
 """
 
-from bench.core.registry import Registry
+from bench.core.registry import Registry, subclass_binder
 
-
-def _bind(name: str, cls) -> None:
-    """Check a registered object is an ErasureMethod class, and give it its name."""
-    from methods.base import ErasureMethod
-
-    if not (isinstance(cls, type) and issubclass(cls, ErasureMethod)):
-        raise TypeError(f"method {name!r}: {cls!r} is not an ErasureMethod subclass")
-    own = cls.__dict__.get("name")
-    if own and own != name:
-        raise ValueError(f"method {name!r}: {cls.__qualname__} is already method {own!r}")
-    cls.name = name
-
-
-METHODS = Registry("method", bind=_bind)
+METHODS = Registry("method", bind=subclass_binder("method", "methods.base:ErasureMethod"))
 
 # (name, "module:Class", summary): summaries say what the method edits, in methods/subsets.py words
 TABLE = (

@@ -24,11 +24,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from attacks.placeholders import PLACEHOLDER as ADV_PLACEHOLDER, Placeholders
 from methods.base import ErasureMethod
 from methods.common import (batch_indices, ddim_sample, enable_grads, encode_ids, fill, neighbours,
                             optimise, tokenize, training_scheduler, training_templates, unet_out)
-
-ADV_PLACEHOLDER = "*"  # one token in CLIP's BPE; its embedding is replaced by the soft token
 
 
 @dataclass
@@ -47,24 +46,6 @@ class AdvUnlearnConfig:
         if self.lr <= 0 or self.steps < 1 or self.ddim_steps < 1 or self.attack_steps < 0:
             return "lr, steps and ddim_steps must be positive; attack_steps >= 0"
         return None
-
-
-class SoftToken:
-    """A forward hook on the token embedding that replaces position 1 with ``value`` when set."""
-
-    def __init__(self, text_encoder):
-        self.value = None
-        self.handle = text_encoder.get_input_embeddings().register_forward_hook(self._hook)
-
-    def _hook(self, module, inputs, output):
-        if self.value is None:
-            return None
-        out = output.clone()
-        out[:, 1] = self.value.to(out.dtype)
-        return out
-
-    def remove(self):
-        self.handle.remove()
 
 
 class AdvUnlearn(ErasureMethod):
@@ -93,7 +74,7 @@ class AdvUnlearn(ErasureMethod):
             init_adv = te.get_input_embeddings()(ids_adv)[0, 1].clone()
         size = unet.config.sample_size
         shape = (1, unet.config.in_channels, size, size)
-        soft = SoftToken(te)
+        soft = Placeholders(te, pipe.tokenizer)
 
         def attack(z, t):
             adv = init_adv.clone().requires_grad_(True)
@@ -101,12 +82,12 @@ class AdvUnlearn(ErasureMethod):
             with torch.no_grad():
                 goal = unet_out(unet, z, t, emb_c0)
             for _ in range(cfg.attack_steps):
-                soft.value = adv
+                soft.vectors = adv.unsqueeze(0)
                 loss = F.mse_loss(unet_out(unet, z, t, encode_ids(te, ids_adv)).float(), goal.float())
                 (grad,) = torch.autograd.grad(loss, [adv])  # the encoder's grads stay untouched
                 adv.grad = grad
                 attack_opt.step()
-            soft.value = None
+            soft.vectors = None
             return adv.detach()
 
         def loss_fn(step):
@@ -118,9 +99,9 @@ class AdvUnlearn(ErasureMethod):
                 e_c = unet_out(unet, z, t, emb_c0)
                 target = e_0 - cfg.eta * (e_c - e_0)
             if step >= cfg.warmup_steps and cfg.attack_steps > 0:
-                soft.value = attack(z, t)
+                soft.vectors = attack(z, t).unsqueeze(0)
                 cond = encode_ids(te, ids_adv)
-                soft.value = None
+                soft.vectors = None
             else:
                 cond = encode_ids(te, ids_c)
             loss = F.mse_loss(unet_out(unet, z, t, cond).float(), target.float())

@@ -26,6 +26,15 @@ from bench.core.errors import EraselabError
 from methods.delta import EditResult, build_record, edit_state, named_tensors
 
 
+def finite_value(loss, what: str, step: int, total: int, config, advice: str) -> float:
+    """``loss`` as a float, or one line naming ``what`` became NaN/inf at which step (with the lr)."""
+    value = float(loss.detach())
+    if value != value or value in (float("inf"), float("-inf")):
+        raise EraselabError(f"{what} became {value} at step {step}/{total} "
+                            f"(lr={getattr(config, 'lr', '?')}); {advice}")
+    return value
+
+
 @dataclasses.dataclass
 class EmptyConfig:
     """A method without hyperparameters."""
@@ -109,11 +118,7 @@ class EditContext:
 
     def check_finite(self, loss, step: int, total: int) -> float:
         """The loss as a float; a NaN/inf loss stops the run with an error naming the step."""
-        value = float(loss.detach())
-        if value != value or value in (float("inf"), float("-inf")):
-            raise EraselabError(f"{self.method}: loss became {value} at step {step}/{total} "
-                                f"(lr={getattr(self.config, 'lr', '?')}); lower lr or steps")
-        return value
+        return finite_value(loss, f"{self.method}: loss", step, total, self.config, "lower lr or steps")
 
     def checkpoint(self, tag: str) -> None:
         """Offer an intermediate edit (e.g. per epoch) to the caller's ``on_checkpoint(tag, result)``:

@@ -136,7 +136,8 @@ def _write(run, comparison, baseline_path, folder: Path, formats) -> str:
             figures.append({"name": name, "title": title, "caption": caption,
                             "png": f"figures/{name}.png", "pdf": f"figures/{name}.pdf"})
     judges = _judges(run, fig_dir)
-    studies = judges + _studies(run, summary, fig_dir) + _resurgence(full_run, fig_dir)
+    studies = (judges + _studies(run, summary, fig_dir) + _resurgence(full_run, fig_dir)
+               + _robustness(full_run, fig_dir))
     for study in studies:
         _write_table_files(study["table"], folder, formats, table_files)
     suite = run.suite
@@ -198,14 +199,15 @@ def _studies(run, summary, fig_dir: Path) -> list[dict]:
 
 
 def main_view(run):
-    """The run without its resurgence arms: they have sections of their own (reports/resurgence.py)
-    and would crowd the main table, the grids and the trade-off figure."""
+    """The run without its resurgence and robustness arms: they have sections of their own
+    (reports/resurgence.py, reports/robustness.py) and would crowd the main table, the grids and
+    the trade-off figure."""
     import dataclasses
-    from bench.rundir import main_aggregates, resurgence_rows
-    studied = resurgence_rows(run.results)
-    if studied.empty:
+    from bench.rundir import main_aggregates, resurgence_rows, robustness_rows
+    studied = resurgence_rows(run.results).index.union(robustness_rows(run.results).index)
+    if len(studied) == 0:
         return run
-    return dataclasses.replace(run, results=run.results.drop(studied.index),
+    return dataclasses.replace(run, results=run.results.drop(studied),
                                aggregates=main_aggregates(run.aggregates, run.results))
 
 
@@ -238,6 +240,13 @@ def _resurgence(run, fig_dir: Path) -> list[dict]:
     from reports.resurgence import resurgence_studies
     from reports.resurgence_figures import resurgence_figures
     return _sections(resurgence_studies(run), resurgence_figures, "resurgence", fig_dir)
+
+
+def _robustness(run, fig_dir: Path) -> list[dict]:
+    """The robustness sections (prompt and text attacks, embedding attacks, costs)."""
+    from reports.robustness import robustness_sections
+    from reports.robustness_figures import robustness_figures
+    return _sections(robustness_sections(run), robustness_figures, "robustness", fig_dir)
 
 
 def _provenance(run) -> list[tuple[str, object]]:

@@ -50,6 +50,26 @@ def new_figure(width: float, height: float):
     return fig
 
 
+def heatmap_figure(values, rows: list[str], columns: list[str], label: str):
+    """A rows x columns heat map of percentages (NaN cells blank), each cell annotated."""
+    import math
+    fig = new_figure(1.8 + 1.0 * len(columns), 1.0 + 0.35 * len(rows))
+    ax = fig.add_subplot()
+    image = ax.imshow(values, cmap="magma", vmin=0, vmax=100, aspect="auto")
+    for r in range(len(rows)):
+        for c in range(len(columns)):
+            v = values[r, c]
+            if not math.isnan(v):
+                ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                        color="white" if v < 55 else "black")
+    ax.set_xticks(range(len(columns)), [text(s) for s in columns], rotation=30, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), [text(a) for a in rows], fontsize=7)
+    ax.grid(False)
+    bar = fig.colorbar(image, ax=ax, fraction=0.04)
+    bar.set_label(label, fontsize=7)
+    return fig
+
+
 def save(fig, folder: Path, name: str) -> dict[str, Path]:
     """Write ``name.png`` and ``name.pdf`` into folder; returns {"png": path, "pdf": path}."""
     folder.mkdir(parents=True, exist_ok=True)

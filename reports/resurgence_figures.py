@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from reports.figures import new_figure, style, text
+from reports.figures import heatmap_figure, new_figure, style, text
 from reports.rundata import ORIGINAL
 
 
@@ -67,21 +67,7 @@ def drift_figure(section):
             values[arms.index(arm), settings.index(setting)] = 100 * est.value
     if np.isnan(values).all():
         return None
-    fig = new_figure(1.8 + 1.0 * len(settings), 1.0 + 0.35 * len(arms))
-    ax = fig.add_subplot()
-    image = ax.imshow(values, cmap="magma", vmin=0, vmax=100, aspect="auto")
-    for r in range(len(arms)):
-        for c in range(len(settings)):
-            v = values[r, c]
-            if not math.isnan(v):
-                ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=7,
-                        color="white" if v < 55 else "black")
-    ax.set_xticks(range(len(settings)), [text(s) for s in settings], rotation=30, ha="right", fontsize=7)
-    ax.set_yticks(range(len(arms)), [text(a) for a in arms], fontsize=7)
-    ax.grid(False)
-    bar = fig.colorbar(image, ax=ax, fraction=0.04)
-    bar.set_label("target detection (%)", fontsize=7)
-    return fig
+    return heatmap_figure(values, arms, settings, "target detection (%)")
 
 
 def resurgence_figures(section, prefix: str) -> list[tuple]:

@@ -211,8 +211,11 @@ def test_degradations_are_seeded_and_do_what_they_say():
     b = degrade("occlusion", image, box, np.random.default_rng(5))
     assert np.array_equal(a, b)
     changed = (a != image).any(axis=2)
-    x, y, w, h = box
-    assert changed[:, :].sum() <= changed[y:y + h, x:x + w].sum() + 0  # only inside the box
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    assert changed.sum() == changed[y0:y1, x0:x1].sum() > 0  # only inside the box
+    # the patch spans the box one way and the fraction the other (pixels already of the
+    # patch's colour do not change)
     assert changed.sum() <= OCCLUDED_FRACTION * w * h + max(w, h)
     assert degrade("clean", image, box, None) is image
     with pytest.raises(EraselabError, match="unknown degradation"):

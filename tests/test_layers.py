@@ -22,17 +22,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("bench", "methods", "detectors", "reports")
+PACKAGES = ("bench", "methods", "attacks", "detectors", "reports")
 
 LAYERS = (
     ("core", ("bench.core", "bench")),  # the bare package (its version) is importable from anywhere
-    ("data", ("bench.catalog", "bench.labels", "bench.metrics", "bench.judging", "bench.manifest",
-              "bench.rundir")),
+    ("data", ("bench.catalog", "bench.labels", "bench.metrics", "bench.judging", "bench.robustness",
+              "bench.manifest", "bench.rundir")),
     ("world", ("bench.miniworld.render", "bench.miniworld.glyphs", "bench.miniworld.styles",
                "bench.miniworld.sheet", "bench.miniworld.data", "bench.miniworld.weights",
                "bench.miniworld.convert", "bench.miniworld.clip_model", "bench.miniworld")),
     ("models", ("bench.pipeline_io", "bench.generate", "bench.samplers", "bench.tiny", "bench.fewshot",
-                "bench.finetune", "bench.finetune_data", "bench.offline", "detectors", "methods")),
+                "bench.finetune", "bench.finetune_data", "bench.offline", "detectors", "methods",
+                "attacks")),
     ("tools", ("bench.miniworld",)),  # every other bench.miniworld module: training, evaluation
     ("runner", ("bench.runner", "bench.suite", "bench.tuning")),
     ("top", ("bench.cli", "bench.commands", "reports")),

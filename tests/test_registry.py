@@ -177,6 +177,6 @@ def test_a_new_method_registers_with_one_decorator(tmp_path):
         assert all(".attn2.to_k." in n or ".attn2.to_v." in n for n in result.delta)
     finally:
         METHODS._entries.pop("throwaway-zero-kv")
-    with pytest.raises(TypeError, match="not an ErasureMethod subclass"):
+    with pytest.raises(TypeError, match="not a subclass of ErasureMethod"):
         METHODS.register("throwaway-not-a-method")(_Target)
     assert "throwaway-not-a-method" not in METHODS

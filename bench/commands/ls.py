@@ -1,7 +1,8 @@
-"""`eraselab ls {concepts,methods,detectors}`: list the catalog or a registry without loading models.
+"""`eraselab ls {concepts,methods,attacks,detectors}`: list the catalog or a registry without loading models.
 
     eraselab ls concepts --catalog miniworld --json
     eraselab ls methods
+    eraselab ls attacks
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import json
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("ls", help="list concepts, methods or detectors",
-                       description="List catalog concepts, registered erasure methods or scorers.")
-    p.add_argument("what", choices=["concepts", "methods", "detectors"])
+    p = sub.add_parser("ls", help="list concepts, methods, attacks or detectors",
+                       description="List catalog concepts, registered erasure methods, attacks or scorers.")
+    p.add_argument("what", choices=["concepts", "methods", "attacks", "detectors"])
     p.add_argument("--catalog", default="miniworld", help="catalog name or YAML path (concepts)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(handler=run)
@@ -39,6 +40,9 @@ def _registry(what: str):
     if what == "methods":
         from methods import METHODS
         return METHODS
+    if what == "attacks":
+        from attacks import ATTACKS
+        return ATTACKS
     from detectors import SCORERS
     return SCORERS
 

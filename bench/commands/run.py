@@ -101,9 +101,9 @@ def run(args) -> int:
 def _print_table(run_dir: Path) -> None:
     import pandas as pd
     from bench.metrics import POOLED_SCOPE
-    from bench.rundir import main_aggregates, resurgence_arms
+    from bench.rundir import main_aggregates, study_arms
     results = pd.read_parquet(run_dir / "results.parquet")
-    studied = resurgence_arms(results)
+    studied = study_arms(results)
     agg = main_aggregates(pd.read_parquet(run_dir / "aggregates.parquet"), results)
     agg = agg[(agg["scope"] == POOLED_SCOPE) & (agg["metric"] == "detected")].copy()
     agg["method"] = agg["method"] + agg["variant"].map(lambda v: f"[{v}]" if v else "")
@@ -111,5 +111,5 @@ def _print_table(run_dir: Path) -> None:
     print("detection rate (pooled over concepts) by prompt set:")
     print(table.round(3).to_string())
     if studied:
-        print(f"and {len(studied)} resurgence arms: see the report's resurgence sections")
+        print(f"and {len(studied)} study arms (resurgence, robustness): see the report's sections")
     sys.stdout.flush()

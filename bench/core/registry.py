@@ -133,6 +133,22 @@ class Registry:
         return entry.target
 
 
+def subclass_binder(kind: str, base: str) -> Callable[[str, Any], None]:
+    """A ``bind`` for a registry of classes: checks that each is a subclass of ``base``
+    (``"module:Class"``, imported at the first bind, so listing imports nothing heavy) and gives
+    it its registered name, refusing a class already registered under another name."""
+    def bind(name: str, cls) -> None:
+        module_name, attr = base.split(":", 1)
+        base_cls = getattr(importlib.import_module(module_name), attr)
+        if not (isinstance(cls, type) and issubclass(cls, base_cls)):
+            raise TypeError(f"{kind} {name!r}: {cls!r} is not a subclass of {attr}")
+        own = cls.__dict__.get("name")
+        if own and own != name:
+            raise ValueError(f"{kind} {name!r}: {cls.__qualname__} is already {kind} {own!r}")
+        cls.name = name
+    return bind
+
+
 def _qualname(obj) -> str:
     return f"{obj.__module__}:{obj.__qualname__}"
 

@@ -73,6 +73,11 @@ JUDGE_COLUMNS = dict(zip(JUDGE_ROLES, (("detector", "detected", "detected_score"
 RESURGENCE_COLUMNS = ("resurgence", "base_arm", "chain", "step", "setting", "ft_data", "ft_module",
                       "ft_mode", "ft_shots")
 
+# The columns a robustness study's rows add (bench/runner/robustness_plan.py): the probe, its
+# kind (prompt, text, embedding), the arm it probes ("original" for the control), the attack job
+# an attacked image was drawn from, and the prompt it was drawn from ('*' marks a found vector).
+ROBUSTNESS_COLUMNS = ("probe", "probe_kind", "probe_arm", "attack_job", "attack_prompt")
+
 PROMPT_SETS = ("target", "related", "unrelated")
 # The method name of the unedited base model in every table: the reference each edit is read
 # against (it is planned as "no edit", not registered as a method).

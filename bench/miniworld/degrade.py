@@ -42,9 +42,11 @@ def blur(image: np.ndarray, strength: float = 1.0) -> np.ndarray:
 
 def occlude(image: np.ndarray, box, rng, strength: float = 1.0) -> np.ndarray:
     """A patch of the image's median colour over ``OCCLUDED_FRACTION * strength`` of ``box``
-    ((x, y, w, h) in pixels; the whole image when None), placed at random inside it."""
+    ((x0, y0, x1, y1) in pixels, the renderer's box; the whole image when None), placed at
+    random inside it."""
     h_img, w_img = image.shape[:2]
-    x0, y0, w, h = box if box is not None else (0, 0, w_img, h_img)
+    x0, y0, x1, y1 = box if box is not None else (0, 0, w_img, h_img)
+    w, h = max(1, x1 - x0), max(1, y1 - y0)
     frac = min(1.0, OCCLUDED_FRACTION * strength)
     # a patch as wide as the box and tall enough to cover the fraction, or the other way round
     if rng.random() < 0.5:
@@ -76,7 +78,7 @@ def random_degradation(image: np.ndarray, vae_image: np.ndarray | None, boxes, r
                        p_degrade: float = 0.6, strength_range=(0.3, 1.3)) -> np.ndarray:
     """How a judge's training sees one image: its VAE copy with probability ``p_vae`` (when there
     is one), then, with probability ``p_degrade``, one pixel degradation at a strength drawn from
-    ``strength_range`` over a random one of its ``boxes`` ((concept, x, y, w, h) tuples)."""
+    ``strength_range`` over a random one of its ``boxes`` (the renderer's (concept, x0, y0, x1, y1))."""
     if vae_image is not None and rng.random() < p_vae:
         image = vae_image
     if rng.random() < p_degrade:

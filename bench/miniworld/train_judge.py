@@ -75,7 +75,7 @@ def _arrays(samples, objects, styles):
     return images, targets, style_idx, boxes
 
 
-def _box_xywh(box):
+def _pixel_box(box):
     return None if box is None else tuple(int(v) for v in box[1:5])
 
 
@@ -114,7 +114,7 @@ def validation(net, vae, objects, styles, progress: bool = False) -> dict:
         if kind == "vae":
             batch = vae_roundtrip(vae, images)
         else:
-            batch = np.stack([degrade(kind, im, _box_xywh(b[0]) if b else None, rng) for im, b in zip(images, boxes)])
+            batch = np.stack([degrade(kind, im, _pixel_box(b[0]) if b else None, rng) for im, b in zip(images, boxes)])
         p_obj, p_sty = judge_probabilities(net, batch)
         hit = (p_obj >= THRESHOLD)
         recall = float(hit[targets == 1].mean())

@@ -21,6 +21,9 @@ Pure Python (no torch): the same suite and inputs always give the same plan, in 
 * A suite's ``resurgence:`` section adds its own edits and images (bench/runner/resurgence_plan.py):
   fine-tuning checkpoints (``Edit.finetune``), edits erased on top of another (``Edit.parent``)
   and images drawn with another sampler (``Image.sampler``, a key of ``Plan.samplers``).
+* A suite's ``robustness:`` section adds probe prompts and attack jobs
+  (bench/runner/robustness_plan.py): images drawn from what an attack found (``Image.attack``, a
+  key of ``Plan.attacks``), batched per job.
 """
 
 from __future__ import annotations
@@ -124,6 +127,7 @@ class Image:
     suite_seed: int
     seed: int
     sampler: str = ""  # a key of Plan.samplers ("" = the suite's sampler)
+    attack: str = ""   # an attack job id: drawn from what that attack found ("" = from the prompt)
 
     @property
     def path(self) -> str:
@@ -136,6 +140,7 @@ class Batch:
     edit_id: str
     images: tuple  # of Image
     sampler: str = ""  # every image of a batch is drawn with one sampler
+    attack: str = ""   # ... and from one attack job's findings (or none)
 
 
 @dataclasses.dataclass
@@ -148,6 +153,8 @@ class Plan:
     groups: dict         # (model, method, variant, concept, set) -> (edited ids, original ids)
     chains: dict = dataclasses.field(default_factory=dict)    # chain id -> FinetuneChain
     samplers: dict = dataclasses.field(default_factory=dict)  # key -> sampler mapping ("" = the suite's)
+    attacks: dict = dataclasses.field(default_factory=dict)   # job id -> robustness_plan.AttackJob
+    not_applicable: list = dataclasses.field(default_factory=list)  # probes that cannot apply, with why
 
     @property
     def erasures(self) -> int:
@@ -202,7 +209,7 @@ def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, s
         payload = {"model": fingerprints[model.id], "method": method.name,
                    "method_version": version, "variant": method.variant,
                    "overrides": overrides, "catalog": suite.catalog.name,
-                   "concept": None if is_orig else suite.catalog[concept].to_dict(),
+                   "concept": None if is_orig else suite.catalog[concept].identity(),
                    "seed": None if is_orig else seed}
         if any(method_defaults.get(method.name, {}).values()):  # no defaults: the address it always had
             payload["family_defaults"] = method_defaults[method.name]
@@ -214,11 +221,15 @@ def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, s
 
     samplers = {"": dict(suite.sampler)}  # key -> the sampler its images are drawn with
 
-    def image_for(edit: Edit, p: Prompt, sample: int, suite_seed: int, sampler_key: str = "") -> Image:
+    def image_for(edit: Edit, p: Prompt, sample: int, suite_seed: int, sampler_key: str = "",
+                  attack: str = "") -> Image:
         seed = image_seed(p.id, sample, suite_seed)
-        iid = content_id({"edit": edit.id, "prompt_id": p.id, "prompt": p.text, "sample": sample,
-                          "seed": seed, "sampler": sampler_address(samplers[sampler_key])})
-        im = Image(iid, edit.id, p.id, p.text, p.subject, sample, suite_seed, seed, sampler_key)
+        address = {"edit": edit.id, "prompt_id": p.id, "prompt": p.text, "sample": sample,
+                   "seed": seed, "sampler": sampler_address(samplers[sampler_key])}
+        if attack:
+            address["attack"] = attack
+        iid = content_id(address)
+        im = Image(iid, edit.id, p.id, p.text, p.subject, sample, suite_seed, seed, sampler_key, attack)
         images.setdefault(iid, im)
         return im
 
@@ -275,18 +286,26 @@ def build_plan(suite, fingerprints: dict[str, str], method_versions: dict[str, s
         chains = plan_resurgence(suite, fingerprints, edit_for, image_for, samplers, edits, rows,
                                  twins, groups)
 
+    attacks: dict = {}
+    not_applicable: list = []
+    if suite.robustness is not None:
+        from bench.runner.robustness_plan import plan_robustness
+        plan_robustness(suite, edit_for, image_for, rows, twins, groups, attacks, not_applicable)
+
     batch_size = suite.sampler["batch_size"]
     by_edit: dict[tuple, list[Image]] = {}
     for im in images.values():
-        by_edit.setdefault((im.edit_id, im.sampler), []).append(im)
+        by_edit.setdefault((im.edit_id, im.sampler, im.attack), []).append(im)
     batches = []
-    for edit_id, sampler_key in sorted(by_edit):
-        ims = sorted(by_edit[(edit_id, sampler_key)], key=lambda i: (i.suite_seed, i.prompt_id, i.sample))
+    for edit_id, sampler_key, attack in sorted(by_edit):
+        ims = sorted(by_edit[(edit_id, sampler_key, attack)], key=lambda i: (i.suite_seed, i.prompt_id, i.sample))
         for start in range(0, len(ims), batch_size):
             chunk = tuple(ims[start:start + batch_size])
             payload = {"edit": edit_id, "images": [i.id for i in chunk]}
             if sampler_key:
                 payload["sampler"] = sampler_key
-            batches.append(Batch(content_id(payload), edit_id, chunk, sampler_key))
+            if attack:
+                payload["attack"] = attack
+            batches.append(Batch(content_id(payload), edit_id, chunk, sampler_key, attack))
     return Plan(edits=edits, images=images, batches=batches, rows=rows, twins=twins, groups=groups,
-                chains=chains, samplers=samplers)
+                chains=chains, samplers=samplers, attacks=attacks, not_applicable=not_applicable)

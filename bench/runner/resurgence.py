@@ -75,29 +75,12 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def drift_label(setting: dict) -> str:
-    return " ".join(f"{k}={setting[k]}" for k in DRIFT_KEYS if k in setting)
-
-
-def parse(raw, methods, catalog, concepts, where: str, suite_path: Path, bad) -> Resurgence | None:
-    """The section as a Resurgence, or None after reporting each problem through ``bad``."""
+def study_arms(names, methods, fail) -> list:
+    """The MethodSpec of each arm a study section names (by label, or by the name of a method with
+    one arm); each problem is reported through ``fail(key, message)``."""
     from bench.core.schema import ORIGINAL
-    from bench.samplers import SCHEDULER_CLASSES
-
-    if not isinstance(raw, dict) or not raw:
-        bad(where, "expected a mapping {arms, steps, chains, ...}")
-        return None
-    ok = [True]
-
-    def fail(key, msg):
-        ok[0] = False
-        bad(f"{where}.{key}" if key else where, msg)
-
-    for key, msg in key_problems(raw, KEYS, ("arms",)):
-        fail(key, msg)
     arms = []
     studied = [m for m in methods if m.name != ORIGINAL]
-    names = raw.get("arms")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         fail("arms", f"expected a non-empty list of arm labels or method names, got {quoted(names)}")
         names = []
@@ -116,6 +99,29 @@ def parse(raw, methods, catalog, concepts, where: str, suite_path: Path, bad) ->
             fail(f"arms[{i}]", f"arm {quoted(n)} is a transfer; study the arm it was made from")
         else:
             arms.append(found[0])
+    return arms
+
+
+def drift_label(setting: dict) -> str:
+    return " ".join(f"{k}={setting[k]}" for k in DRIFT_KEYS if k in setting)
+
+
+def parse(raw, methods, catalog, concepts, where: str, suite_path: Path, bad) -> Resurgence | None:
+    """The section as a Resurgence, or None after reporting each problem through ``bad``."""
+    from bench.samplers import SCHEDULER_CLASSES
+
+    if not isinstance(raw, dict) or not raw:
+        bad(where, "expected a mapping {arms, steps, chains, ...}")
+        return None
+    ok = [True]
+
+    def fail(key, msg):
+        ok[0] = False
+        bad(f"{where}.{key}" if key else where, msg)
+
+    for key, msg in key_problems(raw, KEYS, ("arms",)):
+        fail(key, msg)
+    arms = study_arms(raw.get("arms"), methods, fail)
 
     steps = raw.get("steps", [0])
     if not isinstance(steps, list) or not steps or not all(_is_int(s) and s >= 0 for s in steps):

@@ -70,6 +70,7 @@ class RunContext:
     plan: object = None                                      # bench.runner.plan.Plan
     scoring: object = None                                   # bench.runner.scoring.Scoring
     keys: dict = dataclasses.field(default_factory=dict)    # batch id -> its image part's key
+    original_text_encoder: object = None                     # the loaded model's, unedited (attacks)
 
     def bar(self, total: int, desc: str, unit: str):
         return _bar(total, desc, self.progress, unit)
@@ -245,10 +246,13 @@ def _execute(ctx: RunContext, todo: list) -> None:
                     from bench.runner import models
                     pipes[edit.model] = models.load(ctx.paths[edit.model], ctx.device)
                     log.info("loaded model %s from %s", edit.model, ctx.paths[edit.model])
+                    _keep_original_text_encoder(ctx, pipes[edit.model])
             with timer("erase"):
                 edited = _edited_pipeline(ctx, pipes[edit.model], edit)
             bar_e.update(1)
             try:
+                for job in sorted({b.attack for b in by_edit[edit_id] if b.attack}):
+                    _ensure_attack(ctx, edited, plan.attacks[job])
                 for key in sorted({b.sampler for b in by_edit[edit_id]}):
                     with sampling(edited, plan.samplers[key]):
                         for batch in by_edit[edit_id]:
@@ -370,13 +374,102 @@ def _erase_and_save(ctx: RunContext, pipe, edit):
     return result.pipeline
 
 
+def _keep_original_text_encoder(ctx: RunContext, pipe) -> None:
+    """A frozen copy of the unedited text encoder, for the attacks that search its space
+    (attacks.base.Probe.needs_original_text_encoder) while the pipeline holds an edit."""
+    from attacks.base import get_probe
+    ctx.original_text_encoder = None
+    if any(get_probe(job.probe).needs_original_text_encoder for job in ctx.plan.attacks.values()):
+        import copy
+        ctx.original_text_encoder = copy.deepcopy(pipe.text_encoder).requires_grad_(False).eval()
+
+
+def _ensure_attack(ctx: RunContext, pipe, job) -> None:
+    """Run attack ``job`` against ``pipe`` (its edit) and save what it found, unless saved."""
+    from attacks.base import Found, attack_image_seed, get_probe, resolve_probe_config, run_attack
+    from methods.defaults import detect_family
+
+    store = ctx.store
+    folder = store.attack_dir(job.id)
+    if Found.is_saved(folder):
+        return
+    with fs.file_lock(store.attack_lock(job.id), wait=True):
+        if Found.is_saved(folder):
+            return
+        concept = ctx.suite.catalog[job.concept]
+        images, overrides = None, dict(job.overrides)
+        if ctx.smoke:  # the contract in seconds (as the methods' smoke overrides), on seeded noise
+            from bench.runner.smoke import fewshot_images
+            overrides = {**get_probe(job.probe).quick_overrides, **overrides}
+            config = resolve_probe_config(get_probe(job.probe), detect_family(pipe), overrides)
+            images = fewshot_images(concept, getattr(config, "images", 4), attack_image_seed(job.seed))
+        with ctx.timer("attack"):
+            found = run_attack(pipe, job.probe, concept, job.base_prompt, seed=job.seed,
+                               overrides=overrides, images=images, progress=ctx.progress,
+                               original_text_encoder=ctx.original_text_encoder)
+        found.save(folder, {"probe": job.probe, "kind": job.kind, "edit": job.edit, "arm": job.arm,
+                            "concept": job.concept, "base_prompt": job.base_prompt, "seed": job.seed})
+    ctx.counts["attacked"] = ctx.counts.get("attacked", 0) + 1
+    log.info("attack %s (%s on %s, %s, %r) in %.2f s: objective %.4g -> %.4g", job.id, job.probe, job.arm,
+             job.concept, job.base_prompt, found.seconds, found.objective_before, found.objective_after)
+
+
+def _generate_batch(ctx: RunContext, pipe, batch) -> list:
+    """The images of ``batch``, drawn from its prompts or from what its attack found."""
+    from bench.generate import generate
+
+    s = ctx.plan.samplers[batch.sampler]
+    prompts = [im.prompt for im in batch.images]
+    hook = None
+    if batch.attack:
+        from attacks.base import Found, get_probe
+        from attacks.placeholders import Placeholders
+        found = Found.load(ctx.store.attack_dir(batch.attack))
+        if get_probe(ctx.plan.attacks[batch.attack].probe).draws_images:
+            return _draw_probe_images(ctx, pipe, batch, found, s)
+        prompts = [found.prompt] * len(batch.images)
+        if found.vectors is not None:
+            hook = Placeholders(pipe.text_encoder, pipe.tokenizer, found.vectors)
+    try:
+        images = generate(pipe, prompts, [im.seed for im in batch.images], steps=s["steps"],
+                          guidance=s["guidance"], batch_size=len(batch.images),
+                          resolution=s["resolution"], device=ctx.device)
+    finally:
+        if hook is not None:
+            hook.remove()
+    return images
+
+
+def _draw_probe_images(ctx: RunContext, pipe, batch, found, sampler: dict) -> list:
+    """A non-text probe's images: image i from concept image number ``sample`` (the attack's own
+    seeds, never the evaluation images) with the image's own seed."""
+    from attacks.base import attack_image_seed, get_probe, resolve_probe_config
+    from methods.defaults import detect_family
+    job = ctx.plan.attacks[batch.attack]
+    cls = get_probe(job.probe)
+    concept = ctx.suite.catalog[job.concept]
+    n = max(im.sample for im in batch.images) + 1
+    if ctx.smoke:
+        from bench.runner.smoke import fewshot_images
+        images = fewshot_images(concept, n, attack_image_seed(job.seed))
+    else:
+        from bench.fewshot import load_fewshot_images
+        images = load_fewshot_images(concept, n, seed=attack_image_seed(job.seed))
+    config = resolve_probe_config(cls, detect_family(pipe), job.overrides)
+    return cls().draw(pipe, found.prompt, [im.seed for im in batch.images], [images[im.sample] for im in batch.images],
+                      config, sampler["steps"], sampler["guidance"])
+
+
 def _do_batch(ctx: RunContext, pipe, batch) -> None:
     import pandas as pd
-    from bench.generate import generate
     from detectors.base import load_images
 
     store, timer, counts, keys = ctx.store, ctx.timer, ctx.counts, ctx.keys
     files = [store.image_path(im.path) for im in batch.images]
+    drawn_from = None
+    if batch.attack:
+        from attacks.base import Found
+        drawn_from = Found.load(store.attack_dir(batch.attack)).prompt
     if all(f.is_file() for f in files):
         # killed after the PNGs, before the part: rescore the stored images, do not regenerate
         with timer("load_images"):
@@ -384,11 +477,7 @@ def _do_batch(ctx: RunContext, pipe, batch) -> None:
         counts["rescored"] += len(files)
     else:
         with timer("generate"):
-            s = ctx.plan.samplers[batch.sampler]
-            images = generate(pipe, [im.prompt for im in batch.images],
-                              [im.seed for im in batch.images], steps=s["steps"],
-                              guidance=s["guidance"], batch_size=len(batch.images),
-                              resolution=s["resolution"], device=ctx.device)
+            images = _generate_batch(ctx, pipe, batch)
         with timer("write_images"):
             for image, f in zip(images, files):
                 fs.write_png(f, image)
@@ -396,6 +485,8 @@ def _do_batch(ctx: RunContext, pipe, batch) -> None:
     with timer("score"):
         cols = ctx.scoring.score_images(images, list(batch.images))
     frame = pd.DataFrame([{"image_id": im.id, **c} for im, c in zip(batch.images, cols)])
+    if drawn_from is not None:
+        frame["attack_prompt"] = drawn_from  # what the image was drawn from (rows keep the base prompt)
     with timer("write_parts"):
         fs.write_parquet(store.part("images", keys[batch.id]), frame)
     log.info("batch %s: %d images of edit %s", batch.id, len(files), batch.edit_id)
@@ -430,11 +521,28 @@ def finalize(ctx: RunContext):
         results["clip_image_cosine"] = pd.to_numeric(results["clip_image_cosine"], errors="coerce")
         results = results[list(ROW_COLUMNS) + [c for c in results.columns if c not in ROW_COLUMNS]]
         fs.write_parquet(store.results, results)
+    if plan.attacks or plan.not_applicable:
+        with timer("compact"):
+            fs.write_json(store.root / ROBUSTNESS_FILE, robustness_record(plan, store))
     with timer("aggregate"):
         agg = aggregate(results, kid, edit_records(plan, store))
         fs.write_parquet(store.root / "aggregates.parquet", agg)
         fs.write_csv(store.root / "aggregates.csv", agg)
     return results, agg
+
+
+ROBUSTNESS_FILE = "robustness.json"
+
+
+def robustness_record(plan, store) -> dict:
+    """What the robustness section's report reads besides the rows: each attack job's record
+    (found prompt, objective before and after, seconds, config) and every probe that did not apply."""
+    from attacks.base import FOUND_FILE
+    attacks = []
+    for job_id in sorted(plan.attacks):
+        record = json.loads((store.attack_dir(job_id) / FOUND_FILE).read_text())
+        attacks.append({"job": job_id, **record})
+    return {"attacks": attacks, "not_applicable": list(plan.not_applicable)}
 
 
 def _pair_scores(ctx: RunContext):

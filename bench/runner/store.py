@@ -5,6 +5,7 @@ Layout of ``runs/<suite>/`` (every file is written to a temp name and ``os.repla
 ``kill -9`` at any moment leaves either the old state or the new file, never a torn one)::
 
     edits/<edit_id>/            delta.safetensors + edit.json (methods.delta.save_edit)
+    attacks/<job_id>/           found.json (+ vectors.safetensors): what an attack found (attacks/base.py)
     images/<edit_id>/<id>.png   one PNG per image
     parts/images/<key>.parquet  image-level scores of one batch (key: batch + scorer spec)
     parts/pairs/<key>.parquet   same-seed CLIP image similarity of one edit's images vs twins
@@ -82,6 +83,12 @@ class RunStore:
     def has_edit(self, edit_id: str) -> bool:
         d = self.edit_dir(edit_id)
         return (d / "edit.json").is_file() and (d / "delta.safetensors").is_file()
+
+    def attack_dir(self, job_id: str) -> Path:
+        return self.root / "attacks" / job_id
+
+    def attack_lock(self, job_id: str) -> Path:
+        return self.root / LOCK_DIR / f"attack-{job_id}.lock"
 
     def image_path(self, rel: str) -> Path:
         return self.root / rel

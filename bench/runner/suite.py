@@ -24,7 +24,7 @@ from bench.samplers import PRECISIONS, SCHEDULER_CLASSES
 
 TOP_KEYS = {"suite", "version", "description", "smoke_sized", "catalog", "models", "methods",
             "concepts", "prompt_sets", "general_prompts", "sampler", "scorers", "preservation",
-            "scorer_options", "seeds", "resurgence"}
+            "scorer_options", "seeds", "resurgence", "robustness"}
 REQUIRED_TOP = ("suite", "catalog", "models", "methods", "concepts", "prompt_sets", "sampler", "seeds")
 MODEL_KEYS = {"id", "path"}
 METHOD_KEYS = {"name", "variant", "overrides", "label", "study", "sweep", "transfer_from"}
@@ -88,6 +88,7 @@ class Suite:
     seeds: tuple[int, ...]
     smoke_sized: bool = False
     resurgence: object = None      # bench.runner.resurgence.Resurgence, or None
+    robustness: object = None      # bench.runner.robustness.Robustness, or None
 
 
 def resolve_suite_path(name_or_path) -> Path:
@@ -208,6 +209,10 @@ def build_suite(raw: dict, path: Path) -> tuple[Suite | None, list[str]]:
     if raw.get("resurgence") is not None:
         from bench.runner.resurgence import parse
         resurgence = parse(raw["resurgence"], methods, catalog, concepts, "resurgence", Path(path), bad)
+    robustness = None
+    if raw.get("robustness") is not None:
+        from bench.runner.robustness import parse as parse_robustness
+        robustness = parse_robustness(raw["robustness"], methods, catalog, concepts, "robustness", bad)
 
     if problems:
         return None, problems
@@ -215,7 +220,7 @@ def build_suite(raw: dict, path: Path) -> tuple[Suite | None, list[str]]:
                   methods=tuple(methods), concepts=tuple(concepts), prompt_sets=sets,
                   general_prompts=tuple(general), sampler=sampler, scorers=tuple(scorers),
                   preservation=tuple(preservation), scorer_options=options, seeds=tuple(seeds),
-                  smoke_sized=smoke_sized, resurgence=resurgence)
+                  smoke_sized=smoke_sized, resurgence=resurgence, robustness=robustness)
     # A run too small to report must say it is a smoke run (bench.metrics.size_problems).
     from bench.metrics import size_problems
     from bench.runner.plan import images_per_group

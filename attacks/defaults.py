@@ -1,0 +1,39 @@
+"""Per-model-family attack budgets: the ONE place they differ from the authors'.
+
+Each probe's ``Config`` dataclass carries its authors' budget for Stable Diffusion (family
+``"sd"``, detected by methods.defaults.detect_family). The mini world's models are small and its
+concepts coarse, so the iteration counts scale down; learning rates stay the authors' where the
+token embeddings have a similar scale (mini CLIP: mean row norm 0.23, CLIP ViT-L/14 about 0.4).
+Budgets were fixed before any attack was run, never tuned on the study's numbers; a suite's
+``robustness.budgets`` overrides them per probe.
+
+| probe             | sd (authors)                                        | mini                                |
+|-------------------|-----------------------------------------------------|-------------------------------------|
+| unlearndiff       | k 3 prefix tokens, 50 timesteps x 40 its, lr 0.01   | 5 timesteps x 10 its, batch 4       |
+| soft-prompt       | 1 prefix vector, 30 Adam steps, lr 1e-3             | 50 steps, batch 4                   |
+| concept-inversion | 5000 steps, lr 5e-3 x 16 (scaled), batch 16, 25 ims | 100 steps, lr 5e-3 x 4, batch 4, 8 ims |
+| ring-a-bell       | eta 3, K 16 tokens, population 200, 3000 generations | population 64, 150 generations      |
+| inpainting, masked-context | a centred mask of 25% of the area (256 of 512 px) |                          |
+
+The mini step counts are set by time (the default study's 48 attack jobs fit its 30-minute
+budget on 2 CPU cores), not by any result.
+"""
+
+from __future__ import annotations
+
+from methods.defaults import FAMILIES
+from bench.core.errors import EraselabError
+
+# probe name -> family -> {config key: value}; missing entries mean "the authors' budget".
+BUDGETS: dict[str, dict[str, dict]] = {
+    "unlearndiff": {"sd": {}, "mini": {"timesteps": 5, "iterations": 10, "batch": 4}},
+    "soft-prompt": {"sd": {}, "mini": {"steps": 50, "batch": 4}},
+    "concept-inversion": {"sd": {}, "mini": {"steps": 100, "lr": 2e-2, "batch": 4, "images": 8}},
+    "ring-a-bell": {"sd": {}, "mini": {"population": 64, "generations": 150}},
+}
+
+
+def family_budget(probe: str, family: str) -> dict:
+    if family not in FAMILIES:
+        raise EraselabError(f"unknown model family {family!r}; expected one of {FAMILIES}")
+    return dict(BUDGETS.get(probe, {}).get(family, {}))
