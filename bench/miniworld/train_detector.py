@@ -3,13 +3,9 @@
     eraselab miniworld train detector [--resume] [--steps EPOCHS]
 
 Data: rendered scenes (bench.miniworld.render.render_scene: 1-3 objects or instances, any
-style) with their boxes, plus 20% "nothing" distractors in any style with no boxes, so that
-noise, blobs and strokes yield no detection. Each training image is seen as a generator that
-half-erased it would draw it (bench.miniworld.degrade.random_degradation: the pipeline VAE's copy
-with p 0.5, then with p 0.6 low contrast, blur or a patch over part of a box at strength 0.3-1.3;
-boxes keep their labels); validation scenes stay clean. Needs the vae stage. Classes: the 12
-objects and 4 instances/logos. Images are written once to checkpoints/detector_data_v2/ in
-YOLO's folder layout; training is fully offline (bench.offline),
+style) with their boxes, plus 5% "nothing" distractors with no boxes, so that noise and blobs
+yield no detection. Classes: the 12 objects and 4 instances/logos. Images are written once to
+checkpoints/detector_data/ in YOLO's folder layout; training is fully offline (bench.offline),
 amp off, plots off, imgsz 128 (the 64x64 renders upscaled: YOLO's stride is 32). Writes
 detector/model.safetensors + detector/model.yaml (the architecture, class names and input size:
 loading needs no unpickling, see detectors/yolo.py) and detector/metrics.json (mAP50 on the val
@@ -29,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
@@ -42,20 +37,15 @@ N_TRAIN = 3000
 N_VAL = 400
 IMGSZ = 128
 BATCH = 32
-P_NOTHING = 0.20
-P_VAE, P_DEGRADE = 0.5, 0.6
-STRENGTH_RANGE = (0.3, 1.3)
-DATA_FOLDER = "detector_data_v2"  # the data's version: an older folder is not reused
+P_NOTHING = 0.05
 
 
 def detector_classes() -> list[str]:
     return list(mw.OBJECTS) + list(mw.INSTANCES)
 
 
-def write_yolo_dataset(folder: Path, progress: bool, vae=None, seed: int = SEED) -> Path:
-    """Render train/val scenes to YOLO's layout (images/, labels/, data.yaml); reused if complete.
-    ``vae`` (the pipeline's) gives the training images their generator's copy; None skips it."""
-    from bench.miniworld.degrade import random_degradation, vae_roundtrip
+def write_yolo_dataset(folder: Path, progress: bool, seed: int = SEED) -> Path:
+    """Render train/val scenes to YOLO's layout (images/, labels/, data.yaml); reused if complete."""
     folder = Path(folder)
     data_yaml = folder / "data.yaml"
     if data_yaml.is_file():
@@ -65,22 +55,14 @@ def write_yolo_dataset(folder: Path, progress: bool, vae=None, seed: int = SEED)
     for split, n in (("train", N_TRAIN), ("val", N_VAL)):
         (folder / "images" / split).mkdir(parents=True, exist_ok=True)
         (folder / "labels" / split).mkdir(parents=True, exist_ok=True)
-        samples = []
         for i in tqdm(range(n), desc=f"detector data {split}", disable=not progress, mininterval=2):
             seed_i = mw.stable_seed("detector", split, seed, i)
             if (seed_i % 1000) / 1000 < P_NOTHING:
-                samples.append(mw.render(mw.NOTHING, mw.STYLES[seed_i % len(mw.STYLES)], seed_i))
+                sample = mw.render(mw.NOTHING, "plain", seed_i)
             else:
-                samples.append(mw.render_scene(seed_i, max_objects=3))
-        images = np.stack([s.image for s in samples])
-        if split == "train":
-            vae_images = vae_roundtrip(vae, images) if vae is not None else [None] * n
-            rng = np.random.default_rng(mw.stable_seed("detector-degrade", seed))
-            images = [random_degradation(im, v, list(s.boxes), rng, P_VAE, P_DEGRADE, STRENGTH_RANGE)
-                      for im, v, s in zip(images, vae_images, samples)]
-        for i, (sample, image) in enumerate(zip(samples, images)):
-            size = image.shape[0]
-            Image.fromarray(image).save(folder / "images" / split / f"{i:05d}.png")
+                sample = mw.render_scene(seed_i, max_objects=3)
+            size = sample.image.shape[0]
+            Image.fromarray(sample.image).save(folder / "images" / split / f"{i:05d}.png")
             lines = []
             for label, x0, y0, x1, y1 in sample.boxes:
                 cx, cy = (x0 + x1) / 2 / size, (y0 + y1) / 2 / size
@@ -98,9 +80,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path | None = None, steps: int = 
     setup_ultralytics_offline()
     from ultralytics import YOLO
 
-    from bench.miniworld.degrade import load_pipeline_vae
-    vae = load_pipeline_vae(root) if root is not None and (Path(root) / "pipeline" / "vae").is_dir() else None
-    data_yaml = write_yolo_dataset(Path(ckpt_dir) / DATA_FOLDER, progress, vae)
+    data_yaml = write_yolo_dataset(Path(ckpt_dir) / "detector_data", progress)
     project = (Path(ckpt_dir) / "detector_runs").resolve()
     last = project / "train" / "weights" / "last.pt"
     t0 = time.time()
@@ -120,9 +100,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path | None = None, steps: int = 
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     files = export_detector(best, out_dir)
     metrics = {"stage": "detector", "epochs": steps, "imgsz": IMGSZ, "batch": BATCH, "seed": SEED,
-               "n_train": N_TRAIN, "n_val": N_VAL, "p_nothing": P_NOTHING,
-               "augmentation": {"p_vae": P_VAE if vae is not None else 0.0, "p_degrade": P_DEGRADE,
-                                "strength_range": list(STRENGTH_RANGE)}, "classes": detector_classes(),
+               "n_train": N_TRAIN, "n_val": N_VAL, "classes": detector_classes(),
                "mAP50": round(float(val.box.map50), 4), "mAP50_95": round(float(val.box.map), 4),
                "per_class_mAP50": {name: round(float(v), 4) for name, v in
                                    zip(detector_classes(), val.box.ap50)},
