@@ -381,7 +381,9 @@ def test_batched_zt_matches_one_trajectory_at_a_time():
     for i, k in enumerate(stops):
         z1, t1 = ddim_sample_batch(pipe.unet, scheduler, cond, uncond, 6, [k], 3.0, noise[i:i + 1])
         assert int(t[i]) == int(t1[0]) == int(scheduler.timesteps[min(k, 5)])
-        assert torch.allclose(z[i:i + 1], z1, atol=1e-5), f"trajectory {i} (stop {k})"
+        # batched kernels round differently from one-row ones (and with the machine's threading):
+        # the same trajectory to float32 rounding accumulated over the steps, relative to |z| ~ 20
+        assert torch.allclose(z[i:i + 1], z1, rtol=1e-4, atol=1e-4), f"trajectory {i} (stop {k})"
     assert torch.equal(z[1], noise[1] * scheduler.init_noise_sigma)  # 0 steps: the start noise
 
 
