@@ -181,10 +181,11 @@ def resolve_probe_config(probe_cls, family: str, overrides: dict | None = None):
 
 
 def run_attack(pipe, probe: str, concept, base_prompt: str, *, seed: int, overrides: dict | None = None,
-               images: list | None = None, progress: bool = False, original_text_encoder=None) -> Found:
+               images: list | None = None, progress: bool = False, original_text_encoder=None,
+               image_source=None) -> Found:
     """Run optimised attack ``probe`` against ``pipe`` (edited in place; restored unchanged) for
     one base prompt; ``images`` of the concept default to its catalog images under the attack's
-    own seeds; a probe that needs the original text encoder takes ``original_text_encoder``
+    own seeds (``concept_images``; ``image_source`` stands in for the catalog); a probe that needs the original text encoder takes ``original_text_encoder``
     (default: ``pipe``'s own, when ``pipe`` is the unedited model). Returns the Found, with its
     wall seconds."""
     import torch
@@ -196,8 +197,7 @@ def run_attack(pipe, probe: str, concept, base_prompt: str, *, seed: int, overri
     family = detect_family(pipe)
     config = resolve_probe_config(cls, family, overrides)
     if images is None and cls.white_box:
-        from bench.fewshot import load_fewshot_images
-        images = load_fewshot_images(concept, getattr(config, "images", 4), seed=attack_image_seed(seed))
+        images = concept_images(concept, getattr(config, "images", 4), seed, image_source)
     if cls.needs_original_text_encoder and original_text_encoder is None:
         original_text_encoder = getattr(pipe, "pipe", pipe).text_encoder
     ctx = AttackContext(probe, pipe, concept, base_prompt, config, family, seed, images or [], progress,
@@ -219,9 +219,15 @@ def run_attack(pipe, probe: str, concept, base_prompt: str, *, seed: int, overri
     return found
 
 
-def attack_image_seed(seed: int) -> int:
-    """The seed of an attack's concept images: apart from the erasure's few-shot seeds."""
-    return 7919 + int(seed)
+def concept_images(concept, n: int, seed: int, source=None) -> list:
+    """The ``n`` images of ``concept`` an attack or probe sees: its catalog images under seeds
+    apart from the erasure's few-shot ones; ``source(concept, n, seed)`` stands in for the catalog
+    (the smoke run's seeded noise)."""
+    image_seed = 7919 + int(seed)
+    if source is not None:
+        return source(concept, n, image_seed)
+    from bench.fewshot import load_fewshot_images
+    return load_fewshot_images(concept, n, seed=image_seed)
 
 
 def _named_parameters(pipe):

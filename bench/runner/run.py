@@ -386,8 +386,7 @@ def _keep_original_text_encoder(ctx: RunContext, pipe) -> None:
 
 def _ensure_attack(ctx: RunContext, pipe, job) -> None:
     """Run attack ``job`` against ``pipe`` (its edit) and save what it found, unless saved."""
-    from attacks.base import Found, attack_image_seed, get_probe, resolve_probe_config, run_attack
-    from methods.defaults import detect_family
+    from attacks.base import Found, get_probe, run_attack
 
     store = ctx.store
     folder = store.attack_dir(job.id)
@@ -397,21 +396,26 @@ def _ensure_attack(ctx: RunContext, pipe, job) -> None:
         if Found.is_saved(folder):
             return
         concept = ctx.suite.catalog[job.concept]
-        images, overrides = None, dict(job.overrides)
+        overrides = dict(job.overrides)
         if ctx.smoke:  # the contract in seconds (as the methods' smoke overrides), on seeded noise
-            from bench.runner.smoke import fewshot_images
             overrides = {**get_probe(job.probe).quick_overrides, **overrides}
-            config = resolve_probe_config(get_probe(job.probe), detect_family(pipe), overrides)
-            images = fewshot_images(concept, getattr(config, "images", 4), attack_image_seed(job.seed))
         with ctx.timer("attack"):
             found = run_attack(pipe, job.probe, concept, job.base_prompt, seed=job.seed,
-                               overrides=overrides, images=images, progress=ctx.progress,
+                               overrides=overrides, progress=ctx.progress, image_source=_image_source(ctx),
                                original_text_encoder=ctx.original_text_encoder)
         found.save(folder, {"probe": job.probe, "kind": job.kind, "edit": job.edit, "arm": job.arm,
                             "concept": job.concept, "base_prompt": job.base_prompt, "seed": job.seed})
     ctx.counts["attacked"] = ctx.counts.get("attacked", 0) + 1
     log.info("attack %s (%s on %s, %s, %r) in %.2f s: objective %.4g -> %.4g", job.id, job.probe, job.arm,
              job.concept, job.base_prompt, found.seconds, found.objective_before, found.objective_after)
+
+
+def _image_source(ctx: RunContext):
+    """Where attacks get their concept images: the catalog, or seeded noise in a smoke run."""
+    if ctx.smoke:
+        from bench.runner.smoke import fewshot_images
+        return fewshot_images
+    return None
 
 
 def _generate_batch(ctx: RunContext, pipe, batch) -> list:
@@ -443,18 +447,12 @@ def _generate_batch(ctx: RunContext, pipe, batch) -> list:
 def _draw_probe_images(ctx: RunContext, pipe, batch, found, sampler: dict) -> list:
     """A non-text probe's images: image i from concept image number ``sample`` (the attack's own
     seeds, never the evaluation images) with the image's own seed."""
-    from attacks.base import attack_image_seed, get_probe, resolve_probe_config
+    from attacks.base import concept_images, get_probe, resolve_probe_config
     from methods.defaults import detect_family
     job = ctx.plan.attacks[batch.attack]
     cls = get_probe(job.probe)
-    concept = ctx.suite.catalog[job.concept]
     n = max(im.sample for im in batch.images) + 1
-    if ctx.smoke:
-        from bench.runner.smoke import fewshot_images
-        images = fewshot_images(concept, n, attack_image_seed(job.seed))
-    else:
-        from bench.fewshot import load_fewshot_images
-        images = load_fewshot_images(concept, n, seed=attack_image_seed(job.seed))
+    images = concept_images(ctx.suite.catalog[job.concept], n, job.seed, _image_source(ctx))
     config = resolve_probe_config(cls, detect_family(pipe), job.overrides)
     return cls().draw(pipe, found.prompt, [im.seed for im in batch.images], [images[im.sample] for im in batch.images],
                       config, sampler["steps"], sampler["guidance"])
