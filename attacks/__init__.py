@@ -19,9 +19,13 @@ TABLE = (
     ("translation", "attacks.prompt_probes:Translations", "prompt: the catalog's names in other languages"),
     ("unlearndiff", "attacks.unlearndiff:UnlearnDiffAtk", "white-box text: k prefix tokens on the edited model's denoising loss"),
     ("soft-prompt", "attacks.soft_prompt:SoftPrompt", "white-box embedding: a continuous prefix token (AdvUnlearn's attack)"),
+    ("p4d-n", "attacks.p4d:P4D", "white-box text: 16 free tokens matching the original model's prediction"),
+    ("p4d-k", "attacks.p4d:P4DK", "white-box text: a token after every 3 of the prompt's, matching the original model"),
     ("concept-inversion", "attacks.inversion:ConceptInversion", "white-box embedding: textual inversion of a new token on the edited model"),
     ("inpainting", "attacks.inpainting:Inpainting", "non-text: the edited model fills the masked centre of concept images"),
     ("masked-context", "attacks.inpainting:MaskedContext", "non-text control: the masked concept images, unfilled"),
+    ("noise", "attacks.noise:NoiseProbe", "non-text: best of N noisier DDIM draws by the evaluation CLIP (vs best-of-n)"),
+    ("best-of-n", "attacks.noise:BestOfN", "non-text control: best of N plain DDIM draws by the same selector"),
     ("ring-a-bell", "attacks.ring_a_bell:RingABell", "black-box text: a genetic token search in the original text encoder's space"),
 )
 

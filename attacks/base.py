@@ -1,12 +1,14 @@
 """The probe interface: what an attack declares, what it receives, and what it finds.
 
-A probe is a subclass of ``Probe`` named in ``attacks.TABLE``. Two kinds:
+A probe is a subclass of ``Probe`` named in ``attacks.TABLE``. Three kinds:
 
 * **prompt probes** (``kind = "prompt"``, no optimisation): ``prompts(concept, catalog, n, seed)``
   returns prompt texts that ask for the concept without the evaluation templates' wording; the
   runner draws and judges them like any prompt set.
 * **non-text probes** (``kind = "image"``, ``draws_images``): the model is fed something other
-  than text (a masked concept image to fill in); ``draw`` makes the probe's images;
+  than text (a masked concept image to fill in, a noisier sampler); ``draw`` makes the probe's
+  images; a probe that keeps the best of several draws names the control it must be compared
+  with (``compare_with``: best-of-N plain sampling, the same N and selector);
 * **optimised attacks** (``kind = "text"``: discrete tokens; ``kind = "embedding"``: continuous
   vectors, reported apart because no text can carry them): ``attack(ctx)`` optimises against the
   edited model in ``ctx.pipe`` for one base prompt and returns a ``Found``: the prompt to draw
@@ -53,8 +55,15 @@ class Probe:
     white_box: ClassVar[bool] = False   # differentiates through the edited model's weights
     # uses the original model's text encoder (never the edited model): one search serves every arm
     needs_original_text_encoder: ClassVar[bool] = False
+    # uses the unedited UNet and text encoder beside the edited model (P4D's target), per arm
+    needs_original_model: ClassVar[bool] = False
     quick_overrides: ClassVar[dict] = {}  # what makes one attack take seconds in the test battery
     draws_images: ClassVar[bool] = False  # makes its images itself (``draw``), not from a prompt
+    needs_concept_images: ClassVar[bool] = True  # ``draw`` starts from the concept's images
+    needs_selector: ClassVar[bool] = False  # chooses among candidates with the evaluation CLIP
+    # the probe whose images this one's lift is measured against, on the same arm and seeds
+    # (a best-of-N probe against best-of-N plain sampling); "" = against the plain images
+    compare_with: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -76,9 +85,32 @@ class Probe:
         """Optimised attacks: optimise against ``ctx.pipe`` for ``ctx.base_prompt``."""
         raise NotImplementedError
 
-    def draw(self, pipe, prompt: str, seeds: list, images: list, config, steps: int, guidance: float) -> list:
-        """Non-text probes: the probe's images, one per seed, from the concept ``images``."""
+    def draw(self, pipe, prompt: str, seeds: list, images: list, config, steps: int, guidance: float,
+             clip=None) -> list:
+        """Non-text probes: the probe's images, one per seed, from the concept ``images``; ``clip``
+        is the evaluation CLIP (detectors.clip_backend) for probes that select (``needs_selector``)."""
         raise NotImplementedError
+
+
+class SamplingProbe(Probe):
+    """A non-text probe drawn with its own sampling loop (attacks/sampling.py): nothing to
+    optimise, its finding is the procedure (``procedure``: what the record shows), and out of
+    reach of inference-time methods, whose guidance is not in that loop."""
+
+    kind = "image"
+    draws_images = True
+
+    def not_applicable(self, method_cls):
+        if method_cls is not None and getattr(method_cls, "inference_time", False):
+            return (f"{self.name} samples the UNet directly; {method_cls.name}'s inference-time guidance "
+                    f"is not in that loop")
+        return None
+
+    def procedure(self, config) -> dict:
+        return {}
+
+    def attack(self, ctx):
+        return Found(prompt=ctx.base_prompt, extra=self.procedure(ctx.config))
 
 
 @dataclasses.dataclass
@@ -95,6 +127,8 @@ class AttackContext:
     images: list           # PIL images of the concept (the attack's target; never evaluation images)
     progress: bool = True
     original_text_encoder: Any = None  # the unedited text encoder (probes that need it)
+    original_unet: Any = None          # the unedited UNet (needs_original_model)
+    clip: Any = None                   # the evaluation CLIP (needs_selector)
 
     def __post_init__(self):
         import random
@@ -182,12 +216,13 @@ def resolve_probe_config(probe_cls, family: str, overrides: dict | None = None):
 
 def run_attack(pipe, probe: str, concept, base_prompt: str, *, seed: int, overrides: dict | None = None,
                images: list | None = None, progress: bool = False, original_text_encoder=None,
-               image_source=None) -> Found:
+               original_unet=None, clip=None, image_source=None) -> Found:
     """Run optimised attack ``probe`` against ``pipe`` (edited in place; restored unchanged) for
     one base prompt; ``images`` of the concept default to its catalog images under the attack's
     own seeds (``concept_images``; ``image_source`` stands in for the catalog); a probe that needs the original text encoder takes ``original_text_encoder``
-    (default: ``pipe``'s own, when ``pipe`` is the unedited model). Returns the Found, with its
-    wall seconds."""
+    (default: ``pipe``'s own, when ``pipe`` is the unedited model), one that needs the original
+    model also ``original_unet``, and one that selects ``clip`` (default: the evaluation CLIP,
+    detectors.clip_backend.load_clip). Returns the Found, with its wall seconds."""
     import torch
 
     from methods.defaults import detect_family
@@ -198,10 +233,16 @@ def run_attack(pipe, probe: str, concept, base_prompt: str, *, seed: int, overri
     config = resolve_probe_config(cls, family, overrides)
     if images is None and cls.white_box:
         images = concept_images(concept, getattr(config, "images", 4), seed, image_source)
-    if cls.needs_original_text_encoder and original_text_encoder is None:
+    needs_te0 = cls.needs_original_text_encoder or cls.needs_original_model
+    if needs_te0 and original_text_encoder is None:
         original_text_encoder = getattr(pipe, "pipe", pipe).text_encoder
+    if cls.needs_original_model and original_unet is None:
+        original_unet = getattr(pipe, "pipe", pipe).unet
+    if cls.needs_selector and clip is None:
+        from detectors.clip_backend import load_clip
+        clip = load_clip()
     ctx = AttackContext(probe, pipe, concept, base_prompt, config, family, seed, images or [], progress,
-                        original_text_encoder)
+                        original_text_encoder, original_unet, clip)
     requires = {n: p.requires_grad for n, p in _named_parameters(pipe)}
     t0 = time.perf_counter()
     try:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from attacks.base import Found, Probe
+from attacks.base import SamplingProbe
 
 
 @dataclass
@@ -46,56 +46,33 @@ def centre_mask(size: int, fraction: float) -> torch.Tensor:
     return mask
 
 
-class Inpainting(Probe):
+class Inpainting(SamplingProbe):
     """The edited model fills the masked centre of concept images (a non-text probe)."""
 
-    kind = "image"
-    draws_images = True
+    version = "2"   # the probes' shared DDIM loop (attacks/sampling.py)
     Config = InpaintingConfig
 
-    def not_applicable(self, method_cls):
-        if method_cls is not None and getattr(method_cls, "inference_time", False):
-            return (f"{self.name} samples the UNet directly; {method_cls.name}'s inference-time guidance "
-                    f"is not in that loop")
-        return None
-
-    def attack(self, ctx):
-        # nothing to optimise: the finding is the procedure (the base prompt and the mask)
-        return Found(prompt=ctx.base_prompt, extra={"mask_fraction": ctx.config.mask_fraction})
+    def procedure(self, config) -> dict:
+        return {"mask_fraction": config.mask_fraction}
 
     @torch.no_grad()
-    def draw(self, pipe, prompt: str, seeds: list[int], images: list, config, steps: int, guidance: float) -> list:
+    def draw(self, pipe, prompt: str, seeds: list[int], images: list, config, steps: int, guidance: float,
+             clip=None) -> list:
         """PIL images: each of ``images`` with its masked centre filled by ``pipe`` from ``prompt``,
         image i with its own generator seeded by ``seeds[i]``."""
-        from diffusers import DDIMScheduler
-
+        from attacks.sampling import ddim_sample, decode, generators_for
         from methods.common import encode_prompts, resolution
-        scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
-        scheduler.set_timesteps(steps)
         size = resolution(pipe)
-        unet, vae = pipe.unet, pipe.vae
+        vae = pipe.vae
         pixels = torch.from_numpy(np.stack([np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC),
                                                        dtype=np.float32) / 127.5 - 1.0 for im in images]))
         pixels = pixels.permute(0, 3, 1, 2)
-        z0 = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mean * vae.config.scaling_factor
-        latent = z0.shape[-1]
-        mask = centre_mask(latent, config.mask_fraction).to(z0.device, z0.dtype)
+        z0 = vae.encode(pixels.to(vae.device, vae.dtype)).latent_dist.mean.float() * vae.config.scaling_factor
+        mask = centre_mask(z0.shape[-1], config.mask_fraction).to(z0.device, z0.dtype)
         cond = encode_prompts(pipe, [prompt] * len(images))
         uncond = encode_prompts(pipe, [""] * len(images))
-        gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-        z = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gens]).to(z0) * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
-            noise = torch.stack([torch.randn(z0.shape[1:], generator=g) for g in gens]).to(z0)
-            known = scheduler.add_noise(z0, noise, t.reshape(1).expand(len(images)))
-            z = mask * z + (1 - mask) * known
-            inp = scheduler.scale_model_input(torch.cat([z, z]), t)
-            out = unet(inp, t, encoder_hidden_states=torch.cat([uncond, cond])).sample
-            e_u, e_c = out.chunk(2)
-            z = scheduler.step(e_u + guidance * (e_c - e_u), t, z).prev_sample
-        z = mask * z + (1 - mask) * z0
-        decoded = vae.decode(z / vae.config.scaling_factor).sample
-        arrays = ((decoded.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-        return [Image.fromarray(a) for a in arrays]
+        z = ddim_sample(pipe, cond, uncond, generators_for(seeds), steps, guidance, known=(z0, mask))
+        return decode(pipe, z)
 
 
 class MaskedContext(Inpainting):
@@ -103,10 +80,12 @@ class MaskedContext(Inpainting):
     nothing filled in (mid-grey), drawn by no model. What the judge sees in the context alone;
     an inpainting rate near it says the context, not the model, shows the concept."""
 
+    version = "1"   # draws no model: unchanged by the sampling loop
+
     def not_applicable(self, method_cls):
         return None  # no model is involved: the same images for every arm
 
-    def draw(self, pipe, prompt, seeds, images, config, steps, guidance):
+    def draw(self, pipe, prompt, seeds, images, config, steps, guidance, clip=None):
         from methods.common import resolution
         size = resolution(pipe)
         mask = centre_mask(size, config.mask_fraction).numpy().astype(bool)

@@ -4,7 +4,7 @@ UnlearnDiffAtk, the soft-prompt attack and concept inversion all ask the same qu
 edited model: which conditioning makes it denoise images of the erased concept well? Here the
 concept's images are encoded once, and the loss ``|| target - eps_theta(z_t, t, tau(prompt)) ||^2``
 is evaluated with the prompt's ``*`` positions filled by the attack's vectors
-(attacks/placeholders.py). ``fixed`` evaluates it on one seeded batch (every image at a few
+(attacks/placeholders.py); P4D's target is another model's prediction (``teacher``) instead. ``fixed`` evaluates it on one seeded batch (every image at a few
 spread timesteps with fixed noise), so that the objective before and after an attack compare
 like with like.
 """
@@ -22,9 +22,11 @@ FIXED_TIMESTEPS = 4
 
 
 class DenoisingObjective:
-    def __init__(self, ctx):
+    def __init__(self, ctx, teacher=None):
+        """``teacher = (unet, cond)``: the target is that model's prediction under ``cond``
+        (P4D's original-model target) instead of the images' noise."""
         import random
-        self.ctx = ctx
+        self.ctx, self.teacher = ctx, teacher
         pipe = ctx.pipe
         self.pipe, self.unet, self.text_encoder = pipe, pipe.unet, pipe.text_encoder
         self.scheduler = training_scheduler(pipe)
@@ -46,7 +48,12 @@ class DenoisingObjective:
             noise = randn(z0.shape, self.ctx.generator, z0)
         t = timesteps.to(z0.device)
         noisy = self.scheduler.add_noise(z0, noise, t)
-        target = prediction_target(self.scheduler, z0, noise, t)
+        if self.teacher is None:
+            target = prediction_target(self.scheduler, z0, noise, t)
+        else:
+            unet0, cond0 = self.teacher
+            with torch.no_grad():
+                target = unet_out(unet0, noisy, t, cond0.expand(len(z0), -1, -1))
         self.slots.vectors = vectors
         try:
             cond = encode_ids(self.text_encoder, ids).expand(len(z0), -1, -1)

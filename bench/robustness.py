@@ -7,7 +7,10 @@ Attack success is the concept's detection rate (its catalog detector, never a mo
 differentiates through) on a probe's images. Per (model, arm, concept, probe), and pooled over
 the concepts (``concept == "all"``; clusters are (concept, erasure seed)):
 
-* ``pre`` -- the arm's rate on its plain target prompts (what the main table reports);
+* ``pre`` -- the arm's rate on its plain target prompts (what the main table reports); for a
+  best-of-N probe, the arm's rate under its control probe instead (``pre_from``: the record's
+  ``compare_with``, best-of-N plain sampling with the same N, seeds and selector), so that its
+  lift is what the probe adds beyond keeping the best of N;
 * ``post`` -- the rate on the probe's images; for an optimised attack also ``union``, the
   authors' Post-ASR: an image pair counts when the plain or the attacked image shows the concept;
 * ``lift = post - pre`` -- paired image by image for an optimised attack (each attacked image
@@ -82,6 +85,7 @@ def robustness_table(results, record: dict | None = None):
     plain = df[(df["prompt_set"] == "target") & df["probe"].isna()] if "probe" in df else df
     if "resurgence" in plain.columns:
         plain = plain[plain["resurgence"].isna()]
+    compare_with = (record or {}).get("compare_with", {})
     out = []
     keys = probe_rows[["model", "probe_arm", "method", "probe", "probe_kind"]].drop_duplicates()
     for model, arm, method, probe, kind in keys.itertuples(index=False):
@@ -92,6 +96,11 @@ def robustness_table(results, record: dict | None = None):
                              & (probe_rows["probe"] == probe)]
         own_plain = plain[(plain["model"] == model) & (plain["method"] == method) & (plain["variant"] == label)]
         orig_plain = plain[(plain["model"] == model) & (plain["method"] == "original") & (plain["variant"] == "")]
+        before = compare_with.get(probe, "")
+        if before:  # a best-of-N probe: "before" is best-of-N plain sampling on the same arm
+            same = probe_rows[(probe_rows["model"] == model) & (probe_rows["probe"] == before)]
+            own_plain = same[(same["probe_arm"] == arm) & (same["method"] == method)]
+            orig_plain = same[same["probe_arm"] == "original"]
         for concept in [*sorted(rows["concept"].unique()), ALL]:
             def pick(frame):
                 return frame if concept == ALL else frame[frame["concept"] == concept]
@@ -106,7 +115,7 @@ def robustness_table(results, record: dict | None = None):
                 own = own[own["prompt_id"].isin(set(r["prompt_id"]))]
                 orig = orig[orig["prompt_id"].isin(set(r["prompt_id"]))]
             row = {"model": model, "arm": arm, "method": method, "concept": concept, "probe": probe,
-                   "kind": kind, "n": int(r["detected"].notna().sum())}
+                   "kind": kind, "n": int(r["detected"].notna().sum()), "pre_from": before or "plain"}
             row["post"], row["post_lo"], row["post_hi"] = _rate(r)
             row["pre"], row["pre_lo"], row["pre_hi"] = _rate(own) if len(own) else (math.nan,) * 3
             row["control_pre"] = _rate(orig)[0] if len(orig) else math.nan
@@ -150,9 +159,12 @@ def verdict(row: dict) -> str:
 
 
 def attack_costs(record: dict):
-    """Per (probe, arm): jobs, median seconds, the objective before and after (medians)."""
+    """Per optimised (probe, arm): jobs, median seconds, the objective before and after (medians).
+    Non-text probes optimise nothing (their cost is drawing, in the run's generate stage)."""
     import pandas as pd
     jobs = pd.DataFrame((record or {}).get("attacks", []))
+    if not jobs.empty and "kind" in jobs:
+        jobs = jobs[jobs["kind"].isin(["text", "embedding"])]
     if jobs.empty:
         return jobs
     return (jobs.groupby(["probe", "arm"], sort=True)

@@ -37,7 +37,7 @@ def _record(run) -> dict:
 
 def _success_table(name: str, title: str, frame, caption: str) -> Table:
     columns = [Column("probe", "Probe"), Column("arm", "Arm"), Column("concept", "Concept"),
-               Column("n", "n", "count"), Column("pre", "Before (plain)", "pct"),
+               Column("n", "n", "count"), Column("pre", "Before", "pct"),
                Column("post", "After (probe)", "pct"), Column("lift", "Lift", "signed_pct"),
                Column("p", "Adjusted p", "p"), Column("union", "Plain or attacked", "pct"),
                Column("ctrl", "Original, probe", "pct"), Column("vs", "Minus original", "signed_pct"),
@@ -63,7 +63,9 @@ def _success_table(name: str, title: str, frame, caption: str) -> Table:
 
 CAPTION = ("Attack success = the concept's detection rate (its catalog detector) on a probe's images, per arm "
            "and concept and pooled (all: clusters are (concept, erasure seed)); 95% hierarchical bootstrap "
-           "intervals. Before: the arm's plain target prompts. Lift: after minus before, paired image by image "
+           "intervals. Before: the arm's plain target prompts; for a best-of-N probe (noise), its control "
+           "probe on the same arm (best-of-n: the best of as many plain draws, the same seeds and selector), so "
+           "its lift is what it adds beyond keeping the best of N. Lift: after minus before, paired image by image "
            "for an optimised attack (its images have the seeds of its base prompt's plain images; exact "
            "McNemar), unpaired for a prompt probe (Fisher exact); Benjamini-Hochberg adjusted over every lift "
            "of the study. Plain or attacked: the authors' Post-ASR (a pair counts when either image shows the "
@@ -122,8 +124,8 @@ def robustness_sections(run) -> list[Section]:
         t = Table(name="robustness-cost", title="Robustness: cost of each attack",
                   caption=("Per optimised attack and arm: jobs (one per base prompt and erasure seed), the "
                            "budget's steps, median wall seconds per job, and the attack's own objective (the "
-                           "edited model's denoising loss on the concept's images, a fixed batch) before and "
-                           "after, medians. Found prompts and vectors: attacks/<job>/ in the run folder."),
+                           "edited model's denoising loss on the concept's images, a fixed batch; for P4D its "
+                           "distance from the original model's prediction) before and after, medians. Found prompts and vectors: attacks/<job>/ in the run folder."),
                   columns=columns, rows=rows, group="probe")
         sections.append(Section("cost", "Robustness: cost of each attack",
                                 f"The attacks lowered their own objective in {100 * lowered:.0f}% of (attack, arm) "

@@ -90,6 +90,8 @@ def test_each_training_stage_runs_one_step(tmp_path, monkeypatch):
     from diffusers import AutoencoderKL, StableDiffusionPipeline
     from bench.miniworld import train_clip, train_clip_image, train_decoder, train_probe, train_unet, train_vae
     monkeypatch.setattr(train_clip, "validation_set", lambda n_per_label=20: _small_val(train_clip))
+    monkeypatch.setattr(train_decoder, "N_VAL_PER_STYLE", 4)  # the held-out PSNRs' sizes, not their logic
+    monkeypatch.setattr(train_vae, "N_VAL", 16)
     ck = tmp_path / "checkpoints"
     m = train_clip.train(tmp_path / "clip", ck, tmp_path, steps=1, n_train=32, batch=8, progress=False,
                          config=TINY_CLIP)

@@ -80,11 +80,13 @@ def _attack(args, cls, concept, overrides) -> int:
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = load_pipeline(args.model or default_model(), device=device, progress=not args.no_progress)
-    original_text_encoder = None
+    original_text_encoder = original_unet = None
     if args.edit:
-        if cls.needs_original_text_encoder:
-            import copy
+        import copy
+        if cls.needs_original_text_encoder or cls.needs_original_model:
             original_text_encoder = copy.deepcopy(pipe.text_encoder).requires_grad_(False)
+        if cls.needs_original_model:
+            original_unet = copy.deepcopy(pipe.unet).requires_grad_(False)
         for entry in read_edit_record(args.edit).get("edits", []):
             name = entry.get("method")
             reason = cls().not_applicable(METHODS.get(name)) if name in METHODS else None
@@ -93,7 +95,8 @@ def _attack(args, cls, concept, overrides) -> int:
         pipe = load_edit(pipe, args.edit)
     prompt = args.prompt or concept.prompts()[0]
     found = run_attack(pipe, args.probe, concept, prompt, seed=args.seed, overrides=overrides,
-                       progress=not args.no_progress, original_text_encoder=original_text_encoder)
+                       progress=not args.no_progress, original_text_encoder=original_text_encoder,
+                       original_unet=original_unet)
     found.save(args.out, {"probe": args.probe, "kind": cls.kind, "edit": args.edit, "concept": concept.name,
                           "base_prompt": prompt, "seed": args.seed})
     summary = {"probe": args.probe, "prompt": found.prompt, "objective_before": found.objective_before,

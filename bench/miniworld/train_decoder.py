@@ -69,10 +69,11 @@ def decoder_parameters(vae) -> list[torch.nn.Parameter]:
     return list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
 
 
-def psnr_per_style(vae, n_per_style: int = N_VAL_PER_STYLE) -> dict:
-    """Held-out PSNR (dB) of encode -> decode on fresh renders of each style."""
+def psnr_per_style(vae, n_per_style: int | None = None) -> dict:
+    """Held-out PSNR (dB) of encode -> decode on fresh renders of each style (N_VAL_PER_STYLE each)."""
     from bench.miniworld.train_vae import psnr
     concepts = list(mw.OBJECTS) + list(mw.INSTANCES)
+    n_per_style = n_per_style or N_VAL_PER_STYLE
     out = {}
     for style in mw.STYLES:
         images = np.stack([mw.render(concepts[i % len(concepts)], style,

@@ -31,6 +31,7 @@ BATCH = 32
 LR = 1e-3
 KL_WEIGHT = 1e-4
 N_TRAIN = 40_000
+N_VAL = 256   # held-out renders of the PSNR
 VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, sample_size=64,
                   down_block_types=("DownEncoderBlock2D",) * 3,
                   up_block_types=("UpDecoderBlock2D",) * 3,
@@ -70,7 +71,7 @@ def train(out_dir: Path, ckpt_dir: Path, root: Path | None = None, steps: int = 
     ckpt = Path(ckpt_dir) / "vae.pt"
     start = load_checkpoint(ckpt, model=vae, opt=opt) if resume and ckpt.is_file() else 0
     data = render_dataset(n_train, 0, cache_dir=ckpt_dir, progress=progress, **TRAINING_MIX)
-    val = np.stack([mw.random_sample(mw.stable_seed("vae-val", i)).image for i in range(256)])
+    val = np.stack([mw.random_sample(mw.stable_seed("vae-val", i)).image for i in range(N_VAL)])
     t0 = time.time()
     vae.train()
     bar = tqdm(range(start, steps), desc="vae", initial=start, total=steps, disable=not progress)

@@ -71,6 +71,7 @@ class RunContext:
     scoring: object = None                                   # bench.runner.scoring.Scoring
     keys: dict = dataclasses.field(default_factory=dict)    # batch id -> its image part's key
     original_text_encoder: object = None                     # the loaded model's, unedited (attacks)
+    original_unet: object = None                             # ... and its UNet (attacks that need it)
 
     def bar(self, total: int, desc: str, unit: str):
         return _bar(total, desc, self.progress, unit)
@@ -246,7 +247,7 @@ def _execute(ctx: RunContext, todo: list) -> None:
                     from bench.runner import models
                     pipes[edit.model] = models.load(ctx.paths[edit.model], ctx.device)
                     log.info("loaded model %s from %s", edit.model, ctx.paths[edit.model])
-                    _keep_original_text_encoder(ctx, pipes[edit.model])
+                    _keep_originals(ctx, pipes[edit.model])
             with timer("erase"):
                 edited = _edited_pipeline(ctx, pipes[edit.model], edit)
             bar_e.update(1)
@@ -374,14 +375,18 @@ def _erase_and_save(ctx: RunContext, pipe, edit):
     return result.pipeline
 
 
-def _keep_original_text_encoder(ctx: RunContext, pipe) -> None:
-    """A frozen copy of the unedited text encoder, for the attacks that search its space
-    (attacks.base.Probe.needs_original_text_encoder) while the pipeline holds an edit."""
+def _keep_originals(ctx: RunContext, pipe) -> None:
+    """Frozen copies of the unedited text encoder and UNet, for the attacks that use them while
+    the pipeline holds an edit (attacks.base.Probe.needs_original_text_encoder, needs_original_model)."""
+    import copy
+
     from attacks.base import get_probe
-    ctx.original_text_encoder = None
-    if any(get_probe(job.probe).needs_original_text_encoder for job in ctx.plan.attacks.values()):
-        import copy
+    ctx.original_text_encoder = ctx.original_unet = None
+    probes = [get_probe(job.probe) for job in ctx.plan.attacks.values()]
+    if any(p.needs_original_text_encoder or p.needs_original_model for p in probes):
         ctx.original_text_encoder = copy.deepcopy(pipe.text_encoder).requires_grad_(False).eval()
+    if any(p.needs_original_model for p in probes):
+        ctx.original_unet = copy.deepcopy(pipe.unet).requires_grad_(False).eval()
 
 
 def _ensure_attack(ctx: RunContext, pipe, job) -> None:
@@ -402,7 +407,8 @@ def _ensure_attack(ctx: RunContext, pipe, job) -> None:
         with ctx.timer("attack"):
             found = run_attack(pipe, job.probe, concept, job.base_prompt, seed=job.seed,
                                overrides=overrides, progress=ctx.progress, image_source=_image_source(ctx),
-                               original_text_encoder=ctx.original_text_encoder)
+                               original_text_encoder=ctx.original_text_encoder, original_unet=ctx.original_unet,
+                               clip=ctx.scoring.get("clip-score").clip if get_probe(job.probe).needs_selector else None)
         found.save(folder, {"probe": job.probe, "kind": job.kind, "edit": job.edit, "arm": job.arm,
                             "concept": job.concept, "base_prompt": job.base_prompt, "seed": job.seed})
     ctx.counts["attacked"] = ctx.counts.get("attacked", 0) + 1
@@ -451,11 +457,15 @@ def _draw_probe_images(ctx: RunContext, pipe, batch, found, sampler: dict) -> li
     from methods.defaults import detect_family
     job = ctx.plan.attacks[batch.attack]
     cls = get_probe(job.probe)
-    n = max(im.sample for im in batch.images) + 1
-    images = concept_images(ctx.suite.catalog[job.concept], n, job.seed, _image_source(ctx))
+    images = []
+    if cls.needs_concept_images:
+        n = max(im.sample for im in batch.images) + 1
+        pool = concept_images(ctx.suite.catalog[job.concept], n, job.seed, _image_source(ctx))
+        images = [pool[im.sample] for im in batch.images]
+    clip = ctx.scoring.get("clip-score").clip if cls.needs_selector else None
     config = resolve_probe_config(cls, detect_family(pipe), job.overrides)
-    return cls().draw(pipe, found.prompt, [im.seed for im in batch.images], [images[im.sample] for im in batch.images],
-                      config, sampler["steps"], sampler["guidance"])
+    return cls().draw(pipe, found.prompt, [im.seed for im in batch.images], images, config,
+                      sampler["steps"], sampler["guidance"], clip=clip)
 
 
 def _do_batch(ctx: RunContext, pipe, batch) -> None:
@@ -534,13 +544,16 @@ ROBUSTNESS_FILE = "robustness.json"
 
 def robustness_record(plan, store) -> dict:
     """What the robustness section's report reads besides the rows: each attack job's record
-    (found prompt, objective before and after, seconds, config) and every probe that did not apply."""
-    from attacks.base import FOUND_FILE
+    (found prompt, objective before and after, seconds, config), every probe that did not apply,
+    and which probe each best-of-N probe's lift is measured against (``Probe.compare_with``)."""
+    from attacks.base import FOUND_FILE, get_probe
     attacks = []
     for job_id in sorted(plan.attacks):
         record = json.loads((store.attack_dir(job_id) / FOUND_FILE).read_text())
         attacks.append({"job": job_id, **record})
-    return {"attacks": attacks, "not_applicable": list(plan.not_applicable)}
+    probes = sorted({job.probe for job in plan.attacks.values()})
+    compare_with = {p: get_probe(p).compare_with for p in probes if get_probe(p).compare_with}
+    return {"attacks": attacks, "not_applicable": list(plan.not_applicable), "compare_with": compare_with}
 
 
 def _pair_scores(ctx: RunContext):
