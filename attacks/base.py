@@ -260,6 +260,20 @@ def run_attack(pipe, probe: str, concept, base_prompt: str, *, seed: int, overri
     return found
 
 
+def original_parts(pipe, probe_classes) -> tuple:
+    """Frozen copies of ``pipe``'s text encoder and UNet, each only if one of ``probe_classes``
+    uses it (``needs_original_text_encoder``, ``needs_original_model``), taken before an edit is
+    applied: (text encoder or None, UNet or None)."""
+    import copy
+    probes = list(probe_classes)
+    te0 = unet0 = None
+    if any(p.needs_original_text_encoder or p.needs_original_model for p in probes):
+        te0 = copy.deepcopy(pipe.text_encoder).requires_grad_(False).eval()
+    if any(p.needs_original_model for p in probes):
+        unet0 = copy.deepcopy(pipe.unet).requires_grad_(False).eval()
+    return te0, unet0
+
+
 def concept_images(concept, n: int, seed: int, source=None) -> list:
     """The ``n`` images of ``concept`` an attack or probe sees: its catalog images under seeds
     apart from the erasure's few-shot ones; ``source(concept, n, seed)`` stands in for the catalog

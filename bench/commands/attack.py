@@ -72,7 +72,7 @@ def run(args) -> int:
 def _attack(args, cls, concept, overrides) -> int:
     import torch
 
-    from attacks.base import run_attack
+    from attacks.base import original_parts, run_attack
     from bench.core.errors import EraselabError
     from bench.pipeline_io import default_model, load_pipeline
     from methods import METHODS
@@ -82,11 +82,7 @@ def _attack(args, cls, concept, overrides) -> int:
     pipe = load_pipeline(args.model or default_model(), device=device, progress=not args.no_progress)
     original_text_encoder = original_unet = None
     if args.edit:
-        import copy
-        if cls.needs_original_text_encoder or cls.needs_original_model:
-            original_text_encoder = copy.deepcopy(pipe.text_encoder).requires_grad_(False)
-        if cls.needs_original_model:
-            original_unet = copy.deepcopy(pipe.unet).requires_grad_(False)
+        original_text_encoder, original_unet = original_parts(pipe, [cls])
         for entry in read_edit_record(args.edit).get("edits", []):
             name = entry.get("method")
             reason = cls().not_applicable(METHODS.get(name)) if name in METHODS else None

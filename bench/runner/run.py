@@ -378,15 +378,9 @@ def _erase_and_save(ctx: RunContext, pipe, edit):
 def _keep_originals(ctx: RunContext, pipe) -> None:
     """Frozen copies of the unedited text encoder and UNet, for the attacks that use them while
     the pipeline holds an edit (attacks.base.Probe.needs_original_text_encoder, needs_original_model)."""
-    import copy
-
-    from attacks.base import get_probe
-    ctx.original_text_encoder = ctx.original_unet = None
+    from attacks.base import get_probe, original_parts
     probes = [get_probe(job.probe) for job in ctx.plan.attacks.values()]
-    if any(p.needs_original_text_encoder or p.needs_original_model for p in probes):
-        ctx.original_text_encoder = copy.deepcopy(pipe.text_encoder).requires_grad_(False).eval()
-    if any(p.needs_original_model for p in probes):
-        ctx.original_unet = copy.deepcopy(pipe.unet).requires_grad_(False).eval()
+    ctx.original_text_encoder, ctx.original_unet = original_parts(pipe, probes)
 
 
 def _ensure_attack(ctx: RunContext, pipe, job) -> None:
