@@ -23,6 +23,13 @@ TABLE = (
     ("ga", "methods.ga:GradientAscent", "gradient ascent on the UNet (full / xattn)"),
     ("salun", "methods.salun:SalUn", "Saliency Unlearning (masked UNet training)"),
     ("advunlearn", "methods.advunlearn:AdvUnlearn", "adversarial text-encoder unlearning"),
+    ("rece", "methods.rece:Rece", "RECE: UCE then closed-form adversarial embeddings, xattn-kv"),
+    ("conceptprune", "methods.conceptprune:ConceptPrune", "ConceptPrune: zero skilled ff.net.2 weights (training-free)"),
+    ("adavd", "methods.adavd:AdaVd", "inference-time: AdaVD value projection in cross-attention"),
+    ("sdd", "methods.sdd:Sdd", "SDD: self-distillation to the unconditional prediction, xattn, EMA teacher"),
+    ("seot", "methods.seot:Seot", "inference-time: SuppressEOT soft-weighted suppression of prompt embeddings"),
+    ("spm", "methods.spm:Spm", "SPM: rank-1 UNet adapters applied at sampling with a per-prompt gate"),
+    ("spm-plain", "methods.spm:SpmPlain", "SPM's adapters merged into the UNet weights (no gate)"),
     ("negative-prompt", "methods.inference:NegativePrompt", "inference-time: the concept as negative prompt"),
     ("sld", "methods.inference:Sld", "inference-time: Safe Latent Diffusion guidance (presets)"),
 )

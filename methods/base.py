@@ -81,8 +81,30 @@ class ErasureMethod:
         raise NotImplementedError
 
     def inference_spec(self, ctx: "EditContext") -> dict:
-        """The guidance spec of an inference-time method (see methods/inference.py)."""
+        """The guidance spec of an inference-time method (see methods/inference.py); tensors the
+        spec needs go in ``ctx.inference_tensors`` (saved with the edit, handed back at sampling)."""
         raise NotImplementedError
+
+    @classmethod
+    def sampling_hooks(cls, pipe, spec: dict, tensors: dict, call: "SamplingCall"):
+        """An inference-time method that acts inside the UNet or text encoder while a pipeline
+        samples: a context manager that installs its hooks for one call (``tensors``: the spec's
+        own, prefix removed). None: the method needs no hooks."""
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingCall:
+    """What a sampling hook knows of the pipeline call it runs in."""
+
+    prompts: list | None         # the prompts' text (None: the caller passed embeddings)
+    images_per_prompt: int
+    steps: int
+    guidance: float
+
+    @property
+    def images(self) -> int:
+        return len(self.prompts) * self.images_per_prompt if self.prompts else 0
 
 
 @dataclasses.dataclass
@@ -110,6 +132,8 @@ class EditContext:
         self.rng = random.Random(f"{self.method}:{self.concept.name}:{self.seed}")
         self.device = self.pipe.unet.device
         self.snapshot: dict = {}  # base values of the tensors this edit may change (set by erase)
+        # an inference-time method's own tensors (an adapter its spec applies while sampling)
+        self.inference_tensors: dict = {}
 
     def progress_bar(self, total: int, desc: str = ""):
         from tqdm import tqdm
@@ -133,4 +157,5 @@ class EditContext:
                  if not torch.equal(tensors[n].detach(), orig)}
         edit = self.describe(tag) if self.describe is not None else {"method": self.method}
         record = build_record(self.pipe, [*state.edits, edit], list(state.inference), delta, originals)
-        self.on_checkpoint(tag, EditResult(pipeline=None, delta=delta, record=record))
+        self.on_checkpoint(tag, EditResult(pipeline=None, delta=delta, record=record,
+                                           inference_tensors=dict(state.inference_tensors)))

@@ -93,6 +93,17 @@ DEFAULTS: dict[str, dict[str, dict]] = {
     # Tuned with 8 warm-up iterations without attack (cost choice, kept when 100 steps won).
     "advunlearn": {"sd": {}, "mini": {"lr": 3e-5, "steps": 100, "warmup_steps": 8, "attack_steps": 5,
                                       "ddim_steps": 25}},
+    "rece": {"sd": {}, "mini": {}},
+    # The mini world samples 12-25 steps at guidance 6: the first 20% of 25 steps, as 10 of 50.
+    "conceptprune": {"sd": {}, "mini": {"sample_steps": 25, "first_steps": 5, "guidance": 6.0}},
+    "adavd": {"sd": {}, "mini": {}},
+    # 100 steps: the EMA decay keeps the authors' share of the run in the released average (2/3).
+    "sdd": {"sd": {}, "mini": {"lr": 1e-4, "steps": 100, "ema_decay": 0.985, "ddim_steps": 25}},
+    "seot": {"sd": {}, "mini": {}},
+    # z_t from 15 DDIM steps (cost only, not swept): SPM samples with the model it trains, so
+    # nothing runs ahead in batches as in ESD.
+    "spm": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "warmup_steps": 10, "ddim_steps": 15}},
+    "spm-plain": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "warmup_steps": 10, "ddim_steps": 15}},
     "negative-prompt": {"sd": {}, "mini": {}},
     "sld": {"sd": {}, "mini": {}},
 }

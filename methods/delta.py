@@ -31,6 +31,7 @@ FORMAT_VERSION = 1
 DELTA_FILE = "delta.safetensors"
 EDIT_FILE = "edit.json"
 COMPONENTS = ("unet", "text_encoder", "vae")
+INFERENCE_PREFIX = "inference."  # delta-file keys of the guidance specs' own tensors
 # Always part of the base hash, so that even an edit that changes nothing is tied to its base.
 FINGERPRINT = ("unet.conv_in.weight", "unet.conv_out.weight")
 
@@ -70,6 +71,9 @@ class EditState:
     originals: dict = dataclasses.field(default_factory=dict)  # name -> base tensor (changed ones)
     edits: list = dataclasses.field(default_factory=list)      # edit records, in order
     inference: list = dataclasses.field(default_factory=list)  # guidance specs, in order
+    # tensors the guidance specs use (an adapter applied at sampling time), keyed
+    # ``inference.<i>.<name>`` for the i-th spec; saved in the delta file beside the weights
+    inference_tensors: dict = dataclasses.field(default_factory=dict)
 
 
 STATE_ATTR = "_eraselab_edit_state"
@@ -127,6 +131,7 @@ def build_record(pipe, edits: list[dict], inference: list, delta: dict, original
             "peak_memory_kind": last.get("peak_memory_kind"),
             "params_changed": sum(int((t != originals[n]).sum()) for n, t in delta.items()),
             "tensors_changed": len(delta), "change_by_group": change_by_group(delta, originals),
+            **({"inference_tensors": len(state.inference_tensors)} if state.inference_tensors else {}),
             "edits": list(edits), "inference": list(inference),
             "delta_file": DELTA_FILE}
 
@@ -153,6 +158,7 @@ class EditResult:
     pipeline: Any
     delta: dict          # qualified name -> edited tensor (every change vs the base)
     record: dict
+    inference_tensors: dict = dataclasses.field(default_factory=dict)  # the specs' own tensors
 
     @property
     def seconds(self) -> float:
@@ -184,7 +190,8 @@ def save_edit(result: EditResult, out_dir, overwrite: bool = False) -> Path:
     # the pid in the temp name lets a later run remove it once this process is gone (kill -9)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-{os.getpid()}-", dir=out_dir.parent))
     try:
-        tensors = {n: t.detach().cpu().contiguous() for n, t in result.delta.items()}
+        tensors = {n: t.detach().cpu().contiguous()
+                   for n, t in {**result.delta, **result.inference_tensors}.items()}
         try:
             save_file(tensors, str(tmp / DELTA_FILE), metadata={"format": FORMAT})
         except Exception as exc:  # noqa: BLE001 - safetensors reports I/O failures as its own type
@@ -253,6 +260,7 @@ def load_edit(base_pipeline, delta_dir, copy: bool = False, transfer: bool = Fal
         delta = load_file(str(delta_path))
     except Exception as exc:  # safetensors raises its own error types
         raise EraselabError(f"{delta_path}: unreadable delta ({exc})") from None
+    inference_tensors = {n: delta.pop(n) for n in [n for n in delta if n.startswith(INFERENCE_PREFIX)]}
     tensors = named_tensors(pipe)
     for name, t in delta.items():
         if name not in tensors:
@@ -277,6 +285,7 @@ def load_edit(base_pipeline, delta_dir, copy: bool = False, transfer: bool = Fal
             tensors[name].copy_(t.to(tensors[name].dtype))
     state.edits = list(record.get("edits", []))
     state.inference = list(record.get("inference", []))
+    state.inference_tensors = inference_tensors
     return wrap(pipe, state)
 
 
@@ -298,4 +307,4 @@ def wrap(pipe, state: EditState):
     if not state.inference:
         return pipe
     from methods.guidance import GuidedPipeline
-    return GuidedPipeline(pipe, state.inference)
+    return GuidedPipeline(pipe, state.inference, state.inference_tensors)

@@ -21,8 +21,8 @@ from typing import Callable
 
 from bench.core.errors import EraselabError
 from methods.base import EditContext, ErasureMethod
-from methods.delta import (STATE_ATTR, EditResult, build_record, check_out_dir, delta_against_base,
-                           edit_state, named_tensors, unwrap, wrap)
+from methods.delta import (INFERENCE_PREFIX, STATE_ATTR, EditResult, build_record, check_out_dir,
+                           delta_against_base, edit_state, named_tensors, unwrap, wrap)
 
 
 def get_method(name: str) -> type[ErasureMethod]:
@@ -217,12 +217,18 @@ def erase(pipe, method: str, concept, *, variant: str | None = None, overrides: 
             "peak_memory_kind": peak_kind}
     state.edits.append(edit)
     if spec is not None:
+        if ctx.inference_tensors:  # the spec's own tensors, under a key prefix of its own
+            prefix = f"{INFERENCE_PREFIX}{len(state.inference)}."
+            spec = {**spec, "tensors": prefix}
+            state.inference_tensors.update({prefix + n: t.detach().cpu().clone()
+                                            for n, t in ctx.inference_tensors.items()})
         state.inference.append(spec)
     delta = delta_against_base(inner)
     edit["params_changed_this_edit"] = sum(
         int((tensors[n].detach() != snapshot[n]).sum()) for n in names)
     record = build_record(inner, list(state.edits), list(state.inference), delta, state.originals)
-    result = EditResult(pipeline=wrap(inner, state), delta=delta, record=record)
+    result = EditResult(pipeline=wrap(inner, state), delta=delta, record=record,
+                        inference_tensors=dict(state.inference_tensors))
     if out_dir is not None:
         result.save(out_dir)
     return result

@@ -1,7 +1,9 @@
 """Sampling with an inference-time edit: the wrapper that applies recorded guidance specs.
 
 ``GuidedPipeline`` wraps a diffusers pipeline so that calling it applies every recorded spec:
-negative-prompt concepts are joined into the negative prompt; an SLD spec switches to eraselab's
+negative-prompt concepts are joined into the negative prompt; a method with ``sampling_hooks``
+(methods/base.py: SPM's gated adapter, AdaVD's value projection, ...) installs its hooks for the
+call, given the call's prompts and the spec's own tensors; an SLD spec switches to eraselab's
 own sampling loop (``sld_sample``; diffusers only ships SLD as a deprecated pipeline class, so
 the guidance is written here from the paper, Schramowski et al. 2023, eq. 3-6: a third UNet pass
 on the concept, an element-wise scale clipped at 1 and zeroed where the prompt is already far
@@ -14,6 +16,7 @@ from the concept, momentum, applied after a warm-up).
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -26,9 +29,10 @@ GUIDANCE_FILE = "eraselab_guidance.json"
 class GuidedPipeline:
     """A StableDiffusionPipeline plus inference-time erasure specs; call it like the pipeline."""
 
-    def __init__(self, pipe, specs: list[dict]):
+    def __init__(self, pipe, specs: list[dict], tensors: dict | None = None):
         self.__dict__["eraselab_inner"] = pipe
         self.__dict__["specs"] = [dict(s) for s in specs]
+        self.__dict__["tensors"] = dict(tensors or {})
         sld = [s for s in self.specs if s["method"] == "sld"]
         keys = ("warmup_steps", "guidance_scale", "threshold", "momentum_scale", "momentum_beta")
         if len({tuple(s[k] for k in keys) for s in sld}) > 1:
@@ -67,10 +71,27 @@ class GuidedPipeline:
             else:
                 negative_prompt = [f"{n}, {extra}" if n else extra for n in negative_prompt]
         sld = [s for s in self.specs if s["method"] == "sld"]
-        if not sld:
-            return self.eraselab_inner(prompt, negative_prompt=negative_prompt, **kwargs)
-        return sld_sample(self.eraselab_inner, prompt, ", ".join(s["text"] for s in sld), sld[-1],
-                          negative_prompt=negative_prompt, **kwargs)
+        with ExitStack() as hooks:
+            for spec in self.specs:
+                hook = self._hooks(spec, prompt, kwargs)
+                if hook is not None:
+                    hooks.enter_context(hook)
+            if not sld:
+                return self.eraselab_inner(prompt, negative_prompt=negative_prompt, **kwargs)
+            return sld_sample(self.eraselab_inner, prompt, ", ".join(s["text"] for s in sld), sld[-1],
+                              negative_prompt=negative_prompt, **kwargs)
+
+    def _hooks(self, spec: dict, prompt, kwargs: dict):
+        from methods import METHODS
+        from methods.base import SamplingCall
+        cls = METHODS.get(spec["method"])
+        prefix = spec.get("tensors")
+        tensors = {n[len(prefix):]: t for n, t in self.tensors.items() if n.startswith(prefix)} if prefix else {}
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt) if prompt is not None else None
+        call = SamplingCall(prompts=prompts, images_per_prompt=kwargs.get("num_images_per_prompt") or 1,
+                            steps=kwargs.get("num_inference_steps") or 50,
+                            guidance=kwargs.get("guidance_scale", 7.5))
+        return cls.sampling_hooks(self.eraselab_inner, spec, tensors, call)
 
 
 @torch.no_grad()

@@ -82,6 +82,9 @@ OLD = {  # (method, variant as the old code spelled it) -> the old rule
     ("esd-x", "full"): lambda p: _old_full(p.unet),      # ESD's objective on another subset
     ("esd-u", "xattn"): lambda p: _old_attn2(p.unet),
     ("uce", None): lambda p: [n for n in _old_attn2(p.unet, ("to_k", "to_v")) if n.endswith(".weight")],
+    ("rece", None): lambda p: [n for n in _old_attn2(p.unet, ("to_k", "to_v")) if n.endswith(".weight")],
+    ("sdd", None): lambda p: _old_attn2(p.unet),
+    ("sdd", "full"): lambda p: _old_full(p.unet),
     ("ca", None): lambda p: _old_attn2(p.unet, ("to_k", "to_v")),
     ("ca", "kv"): lambda p: _old_attn2(p.unet, ("to_k", "to_v")),
     ("ca", "attn"): lambda p: _old_ca_attn(p.unet),
