@@ -102,6 +102,16 @@ DEFAULTS: dict[str, dict[str, dict]] = {
     "seot": {"sd": {}, "mini": {}},
     # z_t from 15 DDIM steps (cost only, not swept): SPM samples with the model it trains, so
     # nothing runs ahead in batches as in ESD.
+    "safree": {"sd": {}, "mini": {}},
+    # before_step 7 of 50 scales to 4 of 25 (cost-only counts as ESD's).
+    "ant": {"sd": {}, "mini": {"lr": 5e-4, "steps": 100, "ddim_steps": 25, "before_step": 4, "sample_batch": 32}},
+    # 16 generated concept images, cycled (cost only, as CA's anchors).
+    "advanchor": {"sd": {}, "mini": {"lr": 1e-4, "images": 16, "gen_steps": 25, "gen_guidance": 6.0}},
+    # Generated forget and retain sets of 16 images each, 25 steps (cost only).
+    "erasediff": {"sd": {}, "mini": {"lr": 1e-4, "epochs": 5, "batch_size": 4, "forget_images": 16,
+                                     "retain_images": 16, "gen_steps": 25, "gen_guidance": 6.0}},
+    "scissorhands": {"sd": {}, "mini": {"lr": 1e-4, "steps": 40, "batch_size": 4, "forget_images": 16,
+                                        "retain_images": 16, "gen_steps": 25, "gen_guidance": 6.0}},
     "spm": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "warmup_steps": 10, "ddim_steps": 15}},
     "spm-plain": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "warmup_steps": 10, "ddim_steps": 15}},
     "negative-prompt": {"sd": {}, "mini": {}},

@@ -52,7 +52,10 @@ class EsdConfig:
         return None if self.params is None else check(self.params, UNET)
 
 
-class _Esd(ErasureMethod):
+class EsdBase(ErasureMethod):
+    """ESD's training loop; subclasses set the subset, and ESD-derived methods (ANT) their
+    targets and a gradient mask."""
+
     Config = EsdConfig
     variants = tuple(words(UNET))
     variant_field = "params"
@@ -85,7 +88,7 @@ class _Esd(ErasureMethod):
             with torch.no_grad():
                 e_0 = unet_out(frozen, z, t, emb_0.expand(count, *emb_0.shape[1:]))
                 e_c = unet_out(frozen, z, t, emb_c.expand(count, *emb_c.shape[1:]))
-                target = e_0 - cfg.eta * (e_c - e_0)
+                target = self.targets(e_0, e_c, stops, cfg)
             return [(z[i:i + 1], t[i], target[i:i + 1]) for i in range(count)]
 
         def loss_fn(step):
@@ -94,22 +97,31 @@ class _Esd(ErasureMethod):
             z, t, target = ahead.pop(0)
             return F.mse_loss(unet_out(pipe.unet, z, t, emb_c).float(), target.float())
 
-        optimise(ctx, params, opt, cfg.steps, loss_fn)
+        mask = self.gradient_mask(ctx, frozen, params, emb_0, scheduler)
+        optimise(ctx, params, opt, cfg.steps, loss_fn, grad_mask=mask)
+
+    def targets(self, e_0, e_c, stops: list[int], cfg):
+        """The frozen model's targets for latents that stopped after ``stops`` DDIM steps."""
+        return e_0 - cfg.eta * (e_c - e_0)
+
+    def gradient_mask(self, ctx, frozen, params, emb_0, scheduler) -> dict | None:
+        """id(parameter) -> 0/1 mask its gradient is multiplied by (None: no mask)."""
+        return None
 
 
-class EsdX(_Esd):
+class EsdX(EsdBase):
     """ESD on every cross-attention Linear."""
 
     subset = "xattn"
 
 
-class EsdXStrict(_Esd):
+class EsdXStrict(EsdBase):
     """ESD on attn2.to_k / to_v only."""
 
     subset = "xattn-kv"
 
 
-class EsdU(_Esd):
+class EsdU(EsdBase):
     """ESD on every non-cross-attention Linear/Conv (paper-era exclusions)."""
 
     subset = "non-xattn"

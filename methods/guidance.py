@@ -61,7 +61,9 @@ class GuidedPipeline:
         (Path(directory) / GUIDANCE_FILE).write_text(json.dumps(self.specs, indent=2) + "\n")
 
     def __call__(self, prompt=None, negative_prompt=None, **kwargs):
-        negatives = [s["text"] for s in self.specs if s["method"] == "negative-prompt"]
+        # negative-prompt's text, and any other spec's negative text (SAFREE's keywords)
+        negatives = [s["text"] if s["method"] == "negative-prompt" else s["negative"]
+                     for s in self.specs if s["method"] == "negative-prompt" or s.get("negative")]
         if negatives:
             extra = ", ".join(negatives)
             if negative_prompt is None:
