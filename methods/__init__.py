@@ -33,6 +33,7 @@ TABLE = (
     ("advanchor", "methods.advanchor:AdvAnchor", "AdvAnchor: xattn mapped to an adversarially perturbed anchor"),
     ("erasediff", "methods.erasediff:EraseDiff", "EraseDiff: first-order bilevel forget/retain on the UNet"),
     ("scissorhands", "methods.scissorhands:Scissorhands", "Scissorhands: SNIP re-initialisation, then forget/retain repair"),
+    ("selective-amnesia", "methods.selective_amnesia:SelectiveAmnesia", "Selective Amnesia: surrogate relabelling, replay and an EWC penalty on the UNet"),
     ("spm", "methods.spm:Spm", "SPM: rank-1 UNet adapters applied at sampling with a per-prompt gate"),
     ("spm-plain", "methods.spm:SpmPlain", "SPM's adapters merged into the UNet weights (no gate)"),
     ("negative-prompt", "methods.inference:NegativePrompt", "inference-time: the concept as negative prompt"),

@@ -55,6 +55,7 @@ class ErasureMethod:
     needs_images: ClassVar[bool] = False        # uses real few-shot images of the concept
     images_field: ClassVar[str] = "k"           # config key holding the image count
     inference_time: ClassVar[bool] = False      # no weights change; returns a guidance spec
+    shared_base: ClassVar[bool] = False         # set (in its own body) by a loop several methods share
     # What the method trains, in the words of methods/subsets.py: the config's ``params`` when it
     # has one, else ``subset``; ``component`` is the part of the pipeline those words name.
     component: ClassVar[str] = "unet"           # "unet" or "text_encoder"

@@ -112,6 +112,10 @@ DEFAULTS: dict[str, dict[str, dict]] = {
                                      "retain_images": 16, "gen_steps": 25, "gen_guidance": 6.0}},
     "scissorhands": {"sd": {}, "mini": {"lr": 1e-4, "steps": 40, "batch_size": 4, "forget_images": 16,
                                         "retain_images": 16, "gen_steps": 25, "gen_guidance": 6.0}},
+    # 16 surrogate and replay images, a Fisher over 16 replay images x 10 timesteps (cost only).
+    "selective-amnesia": {"sd": {}, "mini": {"lr": 1e-4, "steps": 100, "surrogate_images": 16,
+                                             "replay_images": 16, "fisher_samples": 16,
+                                             "fisher_timesteps": 10, "gen_steps": 25, "gen_guidance": 6.0}},
     "spm": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "warmup_steps": 10, "ddim_steps": 15}},
     "spm-plain": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "warmup_steps": 10, "ddim_steps": 15}},
     "negative-prompt": {"sd": {}, "mini": {}},

@@ -56,6 +56,7 @@ class EsdBase(ErasureMethod):
     """ESD's training loop; subclasses set the subset, and ESD-derived methods (ANT) their
     targets and a gradient mask."""
 
+    shared_base = True
     Config = EsdConfig
     variants = tuple(words(UNET))
     variant_field = "params"

@@ -484,6 +484,7 @@ def test_cleanup_removes_dead_owners_temps_only(tmp_path):
         import torch
         result = base.EditResult.__new__(base.EditResult)
         result.delta, result.record = {"x": torch.zeros(1)}, {"format": base.FORMAT}
+        result.inference_tensors = {}
         base.save_edit(result, edits / "abc")
     finally:
         base.tempfile.mkdtemp = real
