@@ -80,7 +80,7 @@ DEFAULTS: dict[str, dict[str, dict]] = {
     # 25 DDIM steps keep sampling z_t cheap (cost only, not swept); the mini UNet samples 32
     # trajectories ahead in one batch (speed only), SD's 8 (memory).
     "esd-x": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "ddim_steps": 25, "sample_batch": 32}},
-    "esd-x-strict": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "ddim_steps": 25, "sample_batch": 32}},
+    "esd-x-strict": {"sd": {}, "mini": {"lr": 1e-3, "steps": 50, "ddim_steps": 25, "sample_batch": 32}},
     # The whole UNet: every lr >= 3e-6 cost unrelated prompts more than 10 points on the split.
     "esd-u": {"sd": {}, "mini": {"lr": 1e-6, "steps": 50, "ddim_steps": 25, "sample_batch": 32}},
     "uce": {"sd": {}, "mini": {}},
@@ -100,8 +100,6 @@ DEFAULTS: dict[str, dict[str, dict]] = {
     # 100 steps: the EMA decay keeps the authors' share of the run in the released average (2/3).
     "sdd": {"sd": {}, "mini": {"lr": 1e-4, "steps": 100, "ema_decay": 0.985, "ddim_steps": 25}},
     "seot": {"sd": {}, "mini": {}},
-    # z_t from 15 DDIM steps (cost only, not swept): SPM samples with the model it trains, so
-    # nothing runs ahead in batches as in ESD.
     "safree": {"sd": {}, "mini": {}},
     # before_step 7 of 50 scales to 4 of 25 (cost-only counts as ESD's).
     "ant": {"sd": {}, "mini": {"lr": 5e-4, "steps": 100, "ddim_steps": 25, "before_step": 4, "sample_batch": 32}},
@@ -116,6 +114,8 @@ DEFAULTS: dict[str, dict[str, dict]] = {
     "selective-amnesia": {"sd": {}, "mini": {"lr": 1e-4, "steps": 100, "surrogate_images": 16,
                                              "replay_images": 16, "fisher_samples": 16,
                                              "fisher_timesteps": 10, "gen_steps": 25, "gen_guidance": 6.0}},
+    # z_t from 15 DDIM steps (cost only, not swept): SPM samples with the model it trains, so
+    # nothing runs ahead in batches as in ESD.
     "spm": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "warmup_steps": 10, "ddim_steps": 15}},
     "spm-plain": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "warmup_steps": 10, "ddim_steps": 15}},
     "negative-prompt": {"sd": {}, "mini": {}},
