@@ -72,7 +72,7 @@ class Probe:
 
     def not_applicable(self, method_cls) -> str | None:
         """Why this probe cannot reach edits of ``method_cls`` (one line), or None."""
-        if self.white_box and method_cls is not None and getattr(method_cls, "inference_time", False):
+        if self.white_box and outside_the_model(method_cls):
             return (f"{self.name} optimises against the edited weights; {method_cls.name} edits no "
                     f"weights (an inference-time filter the attack's objective does not contain)")
         return None
@@ -101,7 +101,7 @@ class SamplingProbe(Probe):
     draws_images = True
 
     def not_applicable(self, method_cls):
-        if method_cls is not None and getattr(method_cls, "inference_time", False):
+        if outside_the_model(method_cls):
             return (f"{self.name} samples the UNet directly; {method_cls.name}'s inference-time guidance "
                     f"is not in that loop")
         return None
@@ -111,6 +111,14 @@ class SamplingProbe(Probe):
 
     def attack(self, ctx):
         return Found(prompt=ctx.base_prompt, extra=self.procedure(ctx.config))
+
+
+def outside_the_model(method_cls) -> bool:
+    """True for an inference-time method whose edit lives outside the UNet and text encoder
+    while they run (guidance, per-call hooks); a ``persistent_hooks`` one (methods/base.py) is in
+    them whenever its edit is loaded, so attacks on the model reach it."""
+    return (method_cls is not None and getattr(method_cls, "inference_time", False)
+            and not getattr(method_cls, "persistent_hooks", False))
 
 
 @dataclasses.dataclass

@@ -55,25 +55,35 @@ class ConceptInversion(Probe):
     quick_overrides = {"steps": 3, "batch": 2, "images": 2}
 
     def attack(self, ctx):
-        cfg, pipe, concept = ctx.config, ctx.pipe, ctx.concept
+        cfg, concept = ctx.config, ctx.concept
         objective = DenoisingObjective(ctx)
         try:
-            init_word = concept.parent or generic_word(concept)
-            with torch.no_grad():
-                init_ids = tokenize(pipe, [init_word])[0]
-                table = pipe.text_encoder.get_input_embeddings()
-                start = table(init_ids[1:2]).detach().clone().float()  # its first token's embedding
-            templates = [fill(t, PLACEHOLDER) for t in training_templates(concept)]
-            template_ids = torch.cat([objective.ids(t) for t in templates])
             prompt = token_prompt(ctx.base_prompt, concept.name)
-            fixed_ids = objective.ids(templates[0])
-            before = objective.fixed(fixed_ids, start)
-            # a training template drawn per step, with the generator every other draw uses
-            which = [int(torch.randint(0, len(templates), (1,), generator=ctx.generator)) for _ in range(cfg.steps)]
-            token = optimise_vectors(ctx, objective, start, cfg.steps, cfg.lr, cfg.batch,
-                                     lambda step: template_ids[which[step]:which[step] + 1])
-            after = objective.fixed(fixed_ids, token)
+            token, before, after, init_word = learn_token(ctx, objective, concept, cfg.steps, cfg.lr, cfg.batch)
         finally:
             objective.close()
         return Found(prompt=prompt, vectors=token, objective_before=before, objective_after=after,
                      steps=cfg.steps, extra={"init_word": init_word})
+
+
+def learn_token(ctx, objective: DenoisingObjective, concept, steps: int, lr: float, batch: int):
+    """Textual inversion of one new token on ``objective``'s model and images: from the first
+    token of the word the concept is a kind of (its parent, else "object" / "painting"), a
+    training template with the token drawn per step. Returns (token [1, d], the objective on its
+    fixed batch before and after, the initial word); the fixed batch uses the first template."""
+    pipe = ctx.pipe
+    init_word = concept.parent or generic_word(concept)
+    with torch.no_grad():
+        init_ids = tokenize(pipe, [init_word])[0]
+        table = pipe.text_encoder.get_input_embeddings()
+        start = table(init_ids[1:2]).detach().clone().float()  # its first token's embedding
+    templates = [fill(t, PLACEHOLDER) for t in training_templates(concept)]
+    template_ids = torch.cat([objective.ids(t) for t in templates])
+    fixed_ids = objective.ids(templates[0])
+    before = objective.fixed(fixed_ids, start)
+    # a training template drawn per step, with the generator every other draw uses
+    which = [int(torch.randint(0, len(templates), (1,), generator=ctx.generator)) for _ in range(steps)]
+    token = optimise_vectors(ctx, objective, start, steps, lr, batch,
+                             lambda step: template_ids[which[step]:which[step] + 1])
+    after = objective.fixed(fixed_ids, token)
+    return token, before, after, init_word

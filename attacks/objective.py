@@ -22,16 +22,20 @@ FIXED_TIMESTEPS = 4
 
 
 class DenoisingObjective:
-    def __init__(self, ctx, teacher=None):
+    def __init__(self, ctx, teacher=None, latents=None):
         """``teacher = (unet, cond)``: the target is that model's prediction under ``cond``
-        (P4D's original-model target) instead of the images' noise."""
+        (P4D's original-model target) instead of the images' noise. ``latents``: images already
+        in the UNet's latent space (a gallery a method generated) instead of ``ctx.images``."""
         import random
         self.ctx, self.teacher = ctx, teacher
         pipe = ctx.pipe
         self.pipe, self.unet, self.text_encoder = pipe, pipe.unet, pipe.text_encoder
         self.scheduler = training_scheduler(pipe)
-        with torch.no_grad():
-            self.latents = images_to_latents(pipe, ctx.images, ctx.generator, random.Random(ctx.seed))
+        if latents is not None:
+            self.latents = latents.detach()
+        else:
+            with torch.no_grad():
+                self.latents = images_to_latents(pipe, ctx.images, ctx.generator, random.Random(ctx.seed))
         self.slots = Placeholders(self.text_encoder, pipe.tokenizer)
         n_train = self.scheduler.config.num_train_timesteps
         fixed_gen = torch.Generator("cpu").manual_seed(10_007 + ctx.seed)

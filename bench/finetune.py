@@ -190,7 +190,9 @@ def finetune(pipe, pairs: list, recipe: Recipe, seed: int, on_checkpoint: Callab
                  "images": len(pairs), **(describe or {}),
                  "seconds": round(time.perf_counter() - t0, 4)}
         record = build_record(inner, [*state.edits, entry], list(state.inference), delta, originals)
-        on_checkpoint(step, EditResult(pipeline=None, delta=delta, record=record))
+        # the edit's own inference tensors (an adapter, erasers) travel with every checkpoint
+        on_checkpoint(step, EditResult(pipeline=None, delta=delta, record=record,
+                                       inference_tensors=dict(state.inference_tensors)))
 
     last = recipe.steps[-1]
     try:

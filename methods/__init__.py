@@ -34,9 +34,14 @@ TABLE = (
     ("erasediff", "methods.erasediff:EraseDiff", "EraseDiff: first-order bilevel forget/retain on the UNet"),
     ("scissorhands", "methods.scissorhands:Scissorhands", "Scissorhands: SNIP re-initialisation, then forget/retain repair"),
     ("selective-amnesia", "methods.selective_amnesia:SelectiveAmnesia", "Selective Amnesia: surrogate relabelling, replay and an EWC penalty on the UNet"),
+    ("mace", "methods.mace:Mace", "MACE: closed-form refinement, masked-attention rank-1 LoRA and closed-form fusion, xattn-kv"),
     ("spm", "methods.spm:Spm", "SPM: rank-1 UNet adapters applied at sampling with a per-prompt gate"),
+    ("receler", "methods.receler:Receler", "Receler: always-on erasers added after every attn2, trained against soft prompts"),
     ("spm-plain", "methods.spm:SpmPlain", "SPM's adapters merged into the UNet weights (no gate)"),
+    ("trce", "methods.trce:Trce", "TRCE: closed form on the first end-of-text token (xattn-kv), then early-step contrastive attn1 + attn2.to_q"),
+    ("concept-steerers", "methods.concept_steerers:ConceptSteerers", "inference-time: Concept Steerers, a k-SAE steering vector on a text-encoder layer"),
     ("negative-prompt", "methods.inference:NegativePrompt", "inference-time: the concept as negative prompt"),
+    ("stereo", "methods.stereo:Stereo", "STEREO: erase/inversion rounds find adversarial tokens, then one compositional non-xattn erase"),
     ("sld", "methods.inference:Sld", "inference-time: Safe Latent Diffusion guidance (presets)"),
 )
 

@@ -55,6 +55,11 @@ class ErasureMethod:
     needs_images: ClassVar[bool] = False        # uses real few-shot images of the concept
     images_field: ClassVar[str] = "k"           # config key holding the image count
     inference_time: ClassVar[bool] = False      # no weights change; returns a guidance spec
+    # An inference-time method whose hooks act on every call the same way (no gate, nothing
+    # from the call): ``install_hooks`` puts them on the pipeline's own modules for as long as
+    # the edit is loaded, so whatever runs the UNet directly (white-box attacks, sampling
+    # probes, fine-tuning, a later erasure) meets the edited model, as with a weight edit.
+    persistent_hooks: ClassVar[bool] = False
     shared_base: ClassVar[bool] = False         # set (in its own body) by a loop several methods share
     # What the method trains, in the words of methods/subsets.py: the config's ``params`` when it
     # has one, else ``subset``; ``component`` is the part of the pipeline those words name.
@@ -92,6 +97,12 @@ class ErasureMethod:
         samples: a context manager that installs its hooks for one call (``tensors``: the spec's
         own, prefix removed). None: the method needs no hooks."""
         return None
+
+    @classmethod
+    def install_hooks(cls, pipe, spec: dict, tensors: dict) -> list:
+        """A ``persistent_hooks`` method's hooks, installed on ``pipe``'s modules: their handles
+        (``.remove()``), which ``methods.delta.reset_edits`` removes."""
+        raise NotImplementedError
 
 
 @dataclasses.dataclass(frozen=True)

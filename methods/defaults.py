@@ -114,11 +114,41 @@ DEFAULTS: dict[str, dict[str, dict]] = {
     "selective-amnesia": {"sd": {}, "mini": {"lr": 1e-4, "steps": 100, "surrogate_images": 16,
                                              "replay_images": 16, "fisher_samples": 16,
                                              "fisher_timesteps": 10, "gen_steps": 25, "gen_guidance": 6.0}},
+    # No Grounded-SAM here: rendered images with the renderer's object masks. The mini text
+    # encoder never trained "ground" and "art" is half of the style "pixel art", so the anchor is
+    # the empty word. Generation at 25 steps, guidance 6 as the other generating methods (used
+    # only with masks=whole). lr provisional: at the authors' 1e-5 the adapter's loss does not move.
+    "mace": {"sd": {}, "mini": {"masks": "renderer", "anchor": "", "lr": 1e-3, "steps": 50,
+                                "gen_steps": 25, "gen_guidance": 6.0}},
     # z_t from 15 DDIM steps (cost only, not swept): SPM samples with the model it trains, so
     # nothing runs ahead in batches as in ESD.
     "spm": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "warmup_steps": 10, "ddim_steps": 15}},
+    # Provisional (not yet tuned): a fifth of the iterations at ~3x lr, 5 attack steps (as
+    # advunlearn's mini), rank 32 (SD's 128 over its narrowest 320-wide attn2, on the mini's
+    # 64), the mask from the 8x8 level (SD's 16x16 is its coarsest outside the mid block) and
+    # z_t from 15 DDIM steps (cost only: sampled by the model being trained, as SPM's).
+    "receler": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "attack_steps": 5, "rank": 32,
+                                   "mask_resolution": 8, "ddim_steps": 15}},
     "spm-plain": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "warmup_steps": 10, "ddim_steps": 15}},
+    # Provisional, not tuned: 25 DDIM steps with early steps 0..12 (the authors' 0..25 of 50),
+    # 16 concept and 32 unconditional trajectories (cost only), lr 10x the authors'. lam 1e-3,
+    # not 0: the tiny encoder's outputs lie in a hyperplane (its final layer norm has no bias),
+    # the mini one's nearly so, and lam = 0 is singular there; 1e-3 moves the mini mapping <1%.
+    "trce": {"sd": {}, "mini": {"lam": 1e-3, "lr": 1e-5, "concept_trajectories": 16,
+                                "uncond_trajectories": 32, "ddim_steps": 25, "early_steps": 12,
+                                "sample_batch": 32}},
+    # Layer 2 of the mini encoder's 4 is the nearest depth to the authors' 9 of 12; the shipped SAE
+    # (bench/miniworld/train_sae.py) is trained there. Strength stays the authors' (not swept).
+    "concept-steerers": {"sd": {}, "mini": {"layer": 2, "sae": "miniworld"}},
     "negative-prompt": {"sd": {}, "mini": {}},
+    # Provisional, not tuned: the README example's 2 rounds and 2 tokens; 50 erase steps; both lrs
+    # at 1/10 of the authors' as esd-u's tuning found for the same non-xattn set; inversion as
+    # the mini concept-inversion attack (100 steps, 5e-3 x batch 4, 8 images a round); a
+    # gallery of 16 generated images, 25 DDIM steps (cost only).
+    "stereo": {"sd": {}, "mini": {"n_iterations": 2, "num_of_adv_concepts": 2, "iterations": 50,
+                                  "ste_lr": 5e-7, "reo_lr": 2e-6, "ti_steps": 100, "ti_batch": 4,
+                                  "gallery_images": 16, "gen_steps": 25, "gen_guidance": 6.0,
+                                  "ddim_steps": 25}},
     "sld": {"sd": {}, "mini": {}},
 }
 

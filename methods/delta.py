@@ -74,6 +74,9 @@ class EditState:
     # tensors the guidance specs use (an adapter applied at sampling time), keyed
     # ``inference.<i>.<name>`` for the i-th spec; saved in the delta file beside the weights
     inference_tensors: dict = dataclasses.field(default_factory=dict)
+    # spec index -> handles of the hooks a ``persistent_hooks`` method installed on the pipeline
+    # (methods/base.py); they stay while the edit is loaded and reset_edits removes them
+    hooks: dict = dataclasses.field(default_factory=dict)
 
 
 STATE_ATTR = "_eraselab_edit_state"
@@ -142,6 +145,9 @@ def reset_edits(pipe):
     inner = unwrap(pipe)
     state = edit_state(inner, create=False)
     if state is not None:
+        for handles in state.hooks.values():
+            for handle in handles:
+                handle.remove()
         tensors = named_tensors(inner)
         with torch.no_grad():
             for name, orig in state.originals.items():
@@ -286,7 +292,11 @@ def load_edit(base_pipeline, delta_dir, copy: bool = False, transfer: bool = Fal
     state.edits = list(record.get("edits", []))
     state.inference = list(record.get("inference", []))
     state.inference_tensors = inference_tensors
-    return wrap(pipe, state)
+    try:
+        return wrap(pipe, state)
+    except BaseException:  # hooks that cannot be installed (a damaged edit): the base again
+        reset_edits(pipe)
+        raise
 
 
 def _check_transfer(delta: dict, record: dict, tensors: dict, delta_dir) -> None:
@@ -304,7 +314,21 @@ def _check_transfer(delta: dict, record: dict, tensors: dict, delta_dir) -> None
 
 
 def wrap(pipe, state: EditState):
+    install_persistent_hooks(pipe, state)
     if not state.inference:
         return pipe
     from methods.guidance import GuidedPipeline
     return GuidedPipeline(pipe, state.inference, state.inference_tensors)
+
+
+def install_persistent_hooks(pipe, state: EditState) -> None:
+    """Install the hooks of each ``persistent_hooks`` spec (methods/base.py) not yet installed."""
+    from methods import METHODS
+    for i, spec in enumerate(state.inference):
+        cls = METHODS.get(spec["method"])
+        if i in state.hooks or not cls.persistent_hooks:
+            continue
+        prefix = spec.get("tensors")
+        tensors = ({n[len(prefix):]: t for n, t in state.inference_tensors.items() if n.startswith(prefix)}
+                   if prefix else {})
+        state.hooks[i] = list(cls.install_hooks(pipe, spec, tensors))

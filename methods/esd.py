@@ -52,6 +52,22 @@ class EsdConfig:
         return None if self.params is None else check(self.params, UNET)
 
 
+def esd_latents(unet, scheduler, cond, uncond, ddim_steps: int, guidance: float, count: int,
+                generator, shape) -> tuple:
+    """ESD's z_t for ``count`` training steps: (z [count, ...], t [count], stops).
+
+    Per step, k ~ U{0..ddim_steps-1} and a noise draw, in the order a one-step-at-a-time loop
+    makes them; then ``unet`` runs k guided DDIM steps on ``cond`` and t is the scheduler's
+    timestep at step k (the harness's one ESD-family convention). ``unet`` is the frozen model
+    in ESD, the model being trained in methods that sample with it (one step at a time)."""
+    stops, noises = [], []
+    for _ in range(count):
+        stops.append(int(torch.randint(0, ddim_steps, (1,), generator=generator)))
+        noises.append(randn(shape, generator, cond))
+    z, t = ddim_sample_batch(unet, scheduler, cond, uncond, ddim_steps, stops, guidance, torch.cat(noises))
+    return z, t, stops
+
+
 class EsdBase(ErasureMethod):
     """ESD's training loop; subclasses set the subset, and ESD-derived methods (ANT) their
     targets and a gradient mask."""
@@ -79,13 +95,8 @@ class EsdBase(ErasureMethod):
         ahead: list[tuple] = []  # (z_t, t, target) of the coming steps, in step order
 
         def frozen_part(count: int) -> list[tuple]:
-            # the draws of ``count`` steps in the order the one-step-at-a-time loop makes them
-            stops, noises = [], []
-            for _ in range(count):
-                stops.append(int(torch.randint(0, cfg.ddim_steps, (1,), generator=ctx.generator)))
-                noises.append(randn(shape, ctx.generator, emb_c))
-            z, t = ddim_sample_batch(frozen, scheduler, emb_c, emb_0, cfg.ddim_steps, stops,
-                                     cfg.start_guidance, torch.cat(noises))
+            z, t, stops = esd_latents(frozen, scheduler, emb_c, emb_0, cfg.ddim_steps, cfg.start_guidance,
+                                      count, ctx.generator, shape)
             with torch.no_grad():
                 e_0 = unet_out(frozen, z, t, emb_0.expand(count, *emb_0.shape[1:]))
                 e_c = unet_out(frozen, z, t, emb_c.expand(count, *emb_c.shape[1:]))

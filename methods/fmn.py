@@ -28,9 +28,11 @@ from methods.subsets import UNET, check, words
 
 
 class CaptureAttnProcessor:
-    """diffusers' plain attention, storing ``probs[..., positions]`` of each call in ``store``."""
+    """diffusers' plain attention, storing ``probs[..., positions]`` of each call in ``store``
+    (every column when ``positions`` is None: a caller whose prompts differ per batch row picks
+    its own)."""
 
-    def __init__(self, store: list, positions: list[int]):
+    def __init__(self, store: list, positions: list[int] | None):
         self.store = store
         self.positions = positions
 
@@ -55,7 +57,8 @@ class CaptureAttnProcessor:
         key = attn.head_to_batch_dim(attn.to_k(encoder_hidden_states))
         value = attn.head_to_batch_dim(attn.to_v(encoder_hidden_states))
         probs = attn.get_attention_scores(attn.head_to_batch_dim(query), key, attention_mask)
-        self.store.append(probs[:, :, self.positions])  # (batch*heads, pixels, concept tokens)
+        # (batch*heads, pixels, concept tokens)
+        self.store.append(probs if self.positions is None else probs[:, :, self.positions])
         hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
         hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
         if ndim == 4:
@@ -66,7 +69,7 @@ class CaptureAttnProcessor:
 
 
 @contextmanager
-def capture_cross_attention(unet, positions: list[int]):
+def capture_cross_attention(unet, positions: list[int] | None):
     """Install capturing processors on every attn2 for the duration; yields the store list."""
     original = dict(unet.attn_processors)
     store: list = []

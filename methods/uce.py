@@ -34,14 +34,30 @@ def uce_closed_form(W0: torch.Tensor, erase: torch.Tensor, guide: torch.Tensor,
     ``preserve``: (m, d_in) rows c_j or None. Returns W (float32, W0's shape)."""
     W0 = W0.float()
     erase, guide = erase.float(), guide.float()
+    return mapped_closed_form(W0, erase, (W0 @ guide.T).T, preserve, None, lam, s_e, s_p)
+
+
+def mapped_closed_form(W0: torch.Tensor, inputs: torch.Tensor, outputs: torch.Tensor,
+                       preserve: torch.Tensor | None, preserve_outputs: torch.Tensor | None,
+                       lam: float, s_e: float, s_p: float) -> torch.Tensor:
+    """The minimiser of lam ||W - W0||^2 + s_e sum_i ||W x_i - y_i||^2 + s_p sum_j ||W p_j - q_j||^2:
+
+      W = (lam W0 + s_e sum_i y_i x_i^T + s_p sum_j q_j p_j^T)(lam I + s_e sum_i x_i x_i^T + s_p sum_j p_j p_j^T)^-1
+
+    ``inputs``/``outputs``: (n, d_in) rows x_i / (n, d_out) rows y_i (UCE: y_i = W0 g_i);
+    ``preserve``: (m, d_in) rows p_j or None; ``preserve_outputs``: (m, d_out) rows q_j, None for
+    W0 p_j. Returns W (float32, W0's shape)."""
+    W0 = W0.float()
+    inputs, outputs = inputs.float(), outputs.float()
     d_in = W0.shape[1]
-    A = lam * torch.eye(d_in, dtype=torch.float32, device=W0.device) + s_e * erase.T @ erase
-    B = lam * W0 + s_e * (W0 @ guide.T) @ erase
+    A = lam * torch.eye(d_in, dtype=torch.float32, device=W0.device) + s_e * inputs.T @ inputs
+    B = lam * W0 + s_e * outputs.T @ inputs
     if preserve is not None and preserve.shape[0]:
         preserve = preserve.float()
         A = A + s_p * preserve.T @ preserve
-        B = B + s_p * (W0 @ preserve.T) @ preserve
-    # W A = B with A symmetric positive definite (lam > 0): solve A W^T = B^T.
+        kept = W0 @ preserve.T if preserve_outputs is None else preserve_outputs.float().T
+        B = B + s_p * kept @ preserve
+    # W A = B with A symmetric positive definite (lam > 0, or full-rank rows): solve A W^T = B^T.
     return torch.linalg.solve(A, B.T).T
 
 

@@ -93,6 +93,11 @@ OLD = {  # (method, variant as the old code spelled it) -> the old rule
     ("scissorhands", None): lambda p: _old_full(p.unet),
     ("selective-amnesia", None): lambda p: _old_full(p.unet),
     ("selective-amnesia", "xattn"): lambda p: _old_attn2(p.unet),
+    ("stereo", None): lambda p: _old_esd_u(p.unet),
+    ("stereo", "xattn"): lambda p: _old_attn2(p.unet),
+    ("trce", None): lambda p: [n for n in _old_ca_attn(p.unet) if ".attn1." in n or ".attn2.to_q." in n
+                               or (re.search(r"\.attn2\.to_[kv]\.weight$", n) is not None)],
+    ("mace", None): lambda p: [n for n in _old_attn2(p.unet, ("to_k", "to_v")) if n.endswith(".weight")],
     ("ca", None): lambda p: _old_attn2(p.unet, ("to_k", "to_v")),
     ("ca", "kv"): lambda p: _old_attn2(p.unet, ("to_k", "to_v")),
     ("ca", "attn"): lambda p: _old_ca_attn(p.unet),

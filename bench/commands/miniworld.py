@@ -2,7 +2,7 @@
 
     eraselab miniworld render --concept snoopy --n 4 --seed 0 --out /tmp/snoopy
     eraselab miniworld sheet --out sheet.png
-    eraselab miniworld train clip            # stages: clip clip-image vae decoder unet detector probe judge all
+    eraselab miniworld train clip            # stages: clip clip-image vae decoder unet detector probe judge sae all
     eraselab miniworld train unet --resume   # continue from the stage's last checkpoint
     eraselab miniworld train unet --init-from datasets/miniworld/v1/pipeline/unet --steps 4000
     eraselab miniworld train unet --init-from datasets/miniworld/v1/pipeline/unet \
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-STAGES = ["clip", "clip-image", "vae", "decoder", "unet", "detector", "probe", "judge"]
+STAGES = ["clip", "clip-image", "vae", "decoder", "unet", "detector", "probe", "judge", "sae"]
 
 
 def add_parser(sub) -> None:
@@ -80,7 +80,7 @@ def add_parser(sub) -> None:
     e.add_argument("--out", type=Path, default=None, help="model card folder (default: the shipped one)")
     e.add_argument("--only", default=None, metavar="SECTIONS",
                    help="measure only these comma-separated sections (clip, probe, detector, judges, "
-                        "pipeline) and keep the others from the recorded eval.json")
+                        "pipeline, sae) and keep the others from the recorded eval.json")
     e.set_defaults(handler=_eval)
 
 

@@ -16,7 +16,8 @@ measuring again, after a change to the card's text.
 Sections: clip (zero-shot top-1), probe (style accuracy), detector (mAP50), judges (each judge's
 recall on clean and degraded renders, bench/miniworld/degrade.py, and its false alarms on
 distractors), pipeline (the mini SD's generations judged by each concept's detector and by the
-independent CNN judge).
+independent CNN judge), sae (concept-steerers' text-encoder SAE: its reconstruction of fresh
+captions' layer outputs).
 """
 
 from __future__ import annotations
@@ -90,6 +91,25 @@ def eval_probe(root: Path, n_per_style: int) -> dict:
         per_style[style] = _ci(hits)
         all_hits += hits
     return {"overall": _ci(all_hits), "per_style": per_style, "bar": BARS["probe_accuracy"]}
+
+
+def eval_sae(root: Path, n_per_concept: int) -> dict:
+    """The text-encoder SAE's fraction of variance explained (and dead latents) on the layer
+    outputs of fresh training-grammar captions (namespace 'card-sae', none drawn for training)."""
+    from bench.miniworld import train_sae
+    from bench.miniworld.weights import verified_dir, verified_path
+    from bench.pipeline_io import load_pipeline
+    from methods.ksae import KSparseAutoencoder
+    pipe = load_pipeline(str(verified_dir("pipeline", root)), progress=False)
+    sae = KSparseAutoencoder.load(verified_path("sae/sae.safetensors", root), where="sae")
+    layer = train_sae.LAYER if sae.layer is None else sae.layer
+    texts = train_sae.held_out_captions(renders=n_per_concept * len(CARD_SEEDS), namespace="card-sae")
+    acts = train_sae.activations(pipe, texts, layer)
+    every = train_sae.reconstruction(sae, acts.reshape(-1, acts.shape[-1]))
+    words = train_sae.reconstruction(sae, acts[train_sae.prompt_positions(pipe, texts)])
+    return {"layer": layer, "k": sae.k, "n_latents": sae.n_latents, "n_captions": len(texts),
+            "fve": every["fve"], "fve_caption_positions": words["fve"], "dead_share": every["dead_share"],
+            "l0": every["l0"], "bar": train_sae.FVE_BAR}
 
 
 def eval_detector(root: Path, workdir: Path) -> dict:
@@ -246,7 +266,7 @@ def _write_sheet(rows, path: Path) -> None:
     write_png(path, sheet)
 
 
-CARD_SECTIONS = ("clip", "probe", "detector", "judges", "pipeline")
+CARD_SECTIONS = ("clip", "probe", "detector", "judges", "pipeline", "sae")
 
 
 def evaluate_and_write_card(n_per_concept: int = 64, out: Path | None = None,
@@ -278,6 +298,8 @@ def evaluate_and_write_card(n_per_concept: int = 64, out: Path | None = None,
             sections["judges"] = eval_judges(root, n_per_concept) if ready else None
         if "pipeline" in wanted:
             sections["pipeline"] = eval_pipeline(root, n_per_concept, out / "card_sheet.png") if ready else None
+        if "sae" in wanted:
+            sections["sae"] = eval_sae(root, n_per_concept) if _have("sae/sae.safetensors", root) else None
     report["stages"] = {stage: _stage_metrics(root / relpath) for stage, relpath in STAGE_RECORDS}
     report["seconds"] = round(time.time() - t0, 1)
     report["summary"] = _summary(report)
@@ -300,7 +322,7 @@ def _recorded_report(path: Path, n_per_concept: int) -> dict:
 STAGE_RECORDS = (("clip", "clip/metrics.json"), ("clip-image", "clip/image_finetune_metrics.json"),
                  ("vae", "vae/metrics.json"), ("decoder", "vae/decoder_metrics.json"),
                  ("unet", "pipeline/metrics.json"), ("detector", "detector/metrics.json"),
-                 ("probe", "probe/metrics.json"), ("judge", "judge/metrics.json"))
+                 ("probe", "probe/metrics.json"), ("judge", "judge/metrics.json"), ("sae", "sae/metrics.json"))
 
 
 def _stage_metrics(path: Path) -> dict | None:
@@ -357,6 +379,10 @@ def _summary(report: dict) -> str:
         lines.append(f"mini SD detection: mean {p['mean_detection']:.1%} (bar 80%: "
                      f"{_verdict(p['mean_detection'], BARS['sd_mean_detection'])}), min {p['min_detection']:.1%} "
                      f"(bar 60%: {_verdict(p['min_detection'], BARS['sd_min_detection'])})")
+    if s.get("sae"):
+        v = s["sae"]
+        lines.append(f"text-encoder SAE (layer {v['layer']}) FVE on fresh captions: {v['fve']:.1%} (bar "
+                     f"{v['bar']:.0%}: {_verdict(v['fve'], v['bar'])}), dead latents {v['dead_share']:.1%}")
     missing = [k for k in CARD_SECTIONS if s.get(k) is None]
     if missing:
         lines.append(f"not evaluated (weights not trained yet): {', '.join(missing)}")
@@ -405,6 +431,18 @@ def model_card(report: dict) -> str:
             out += [f"| {k} | {v['mean']:.1%} | [{v['lo']:.1%}, {v['hi']:.1%}] |"
                     for k, v in s["pipeline"]["per_concept"].items()]
         out += ["", "![generated images per concept](card_sheet.png)", ""]
+    if s.get("sae"):
+        v = s["sae"]
+        out += ["## Text-encoder SAE (concept-steerers)", "",
+                f"A k-sparse autoencoder on the mini SD text encoder's layer {v['layer']} output "
+                f"({v['n_latents']} latents, k = {v['k']}; bench/miniworld/train_sae.py), on {v['n_captions']} "
+                "fresh training-grammar captions that its training did not draw; fraction of variance "
+                "explained over every position, and over the caption's own positions (words and end "
+                "token, no start token or padding); dead latents: never among a token's top k.", "",
+                "| FVE (every position) | FVE (caption positions) | dead latents | latents per token | bar |",
+                "|---|---|---|---|---|",
+                f"| {v['fve']:.1%} | {v['fve_caption_positions']:.1%} | {v['dead_share']:.1%} | {v['l0']} | "
+                f"{v['bar']:.0%}: {_verdict(v['fve'], v['bar'])} |", ""]
     out += ["## Training record", "", "| stage | parameters (trained) | steps | seconds | device | files |",
             "|---|---|---|---|---|---|"]
     for stage, m in report["stages"].items():

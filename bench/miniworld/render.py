@@ -67,6 +67,9 @@ class Sample:
     style: str          # one of STYLES
     boxes: tuple        # ((label, x0, y0, x1, y1), ...) in pixels of the output image
     attributes: dict = field(default_factory=dict)  # JSON-serialisable
+    # float (size, size) in [0, 1]: the pixels the objects (or the distractors) cover, before the
+    # style is applied (the renderer's segmentation; MACE's masks in the mini world)
+    mask: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def stable_seed(*parts) -> int:
@@ -172,7 +175,7 @@ def _finish(canvas: Image.Image, mask: Image.Image, placed: list, style: str, si
         x0, y0 = max(0, math.floor(x * scale)), max(0, math.floor(y * scale))
         x1, y1 = min(size, math.ceil((x + w) * scale)), min(size, math.ceil((y + h) * scale))
         boxes.append((label, int(x0), int(y0), int(x1), int(y1)))
-    return np.ascontiguousarray(apply_style(style, img, m, rng)), tuple(boxes)
+    return np.ascontiguousarray(apply_style(style, img, m, rng)), tuple(boxes), m
 
 
 def _paste(canvas, mask, sprite, x: int, y: int) -> None:
@@ -235,9 +238,9 @@ def render(concept: str, style: str = "plain", seed: int = 0, size: int = 64,
         _paste(canvas, mask, sprite, x, y)
         placed.append((concept, x, y, sprite.width, sprite.height))
         attributes.update(look, size=size_word, flip=pose["flip"], angle=pose["angle"])
-    image, boxes = _finish(canvas, mask, placed, style, size, rng)
+    image, boxes, coverage = _finish(canvas, mask, placed, style, size, rng)
     caption = caption_for(concept, style, attributes, rng)
-    return Sample(image, caption, concept, style, boxes, attributes)
+    return Sample(image, caption, concept, style, boxes, attributes, coverage)
 
 
 def _overlap_ok(box, others, limit: float = 0.2) -> bool:
@@ -278,10 +281,10 @@ def render_scene(seed: int, max_objects: int = 3, size: int = 64) -> Sample:
                 placed.append((concept, x, y, sprite.width, sprite.height))
                 items.append({"concept": concept, **look, **pose})
                 break
-    image, boxes = _finish(canvas, mask, placed, style, size, rng)
+    image, boxes, coverage = _finish(canvas, mask, placed, style, size, rng)
     attributes = {"background": background, "objects": items}
     caption = _scene_caption(items, style, background, rng)
-    return Sample(image, caption, items[0]["concept"], style, boxes, attributes)
+    return Sample(image, caption, items[0]["concept"], style, boxes, attributes, coverage)
 
 
 def random_sample(seed: int, p_style: float = 0.3, p_nothing: float = 0.03) -> Sample:

@@ -1,7 +1,7 @@
 """Run one mini-world training stage and record its outputs' checksums.
 
 Stages in order (each depends on the ones before):
-clip -> clip-image -> vae -> decoder -> unet -> detector -> probe -> judge.
+clip -> clip-image -> vae -> decoder -> unet -> detector -> probe -> judge -> sae.
 Each writes its weights and a metrics.json under datasets/miniworld/v1/<stage>/ (or --out),
 keeps resumable checkpoints under checkpoints/ (git-ignored), and adds its files to SHA256SUMS.
 
@@ -24,12 +24,13 @@ from bench.miniworld.weights import record_checksums
 STAGE_MODULES = {"clip": "bench.miniworld.train_clip", "clip-image": "bench.miniworld.train_clip_image",
                  "vae": "bench.miniworld.train_vae", "decoder": "bench.miniworld.train_decoder",
                  "unet": "bench.miniworld.train_unet", "detector": "bench.miniworld.train_detector",
-                 "probe": "bench.miniworld.train_probe", "judge": "bench.miniworld.train_judge"}
+                 "probe": "bench.miniworld.train_probe", "judge": "bench.miniworld.train_judge",
+                 "sae": "bench.miniworld.train_sae"}
 # Where each stage writes (the first folder is its out_dir); the fine-tuning stages (clip-image,
 # decoder) rewrite the folder they refine, and the decoder also replaces the pipeline's vae/.
 STAGE_OUTPUT = {"clip": ("clip",), "clip-image": ("clip",), "vae": ("vae",),
                 "decoder": ("vae", "pipeline/vae"), "unet": ("pipeline",),
-                "detector": ("detector",), "probe": ("probe",), "judge": ("judge",)}
+                "detector": ("detector",), "probe": ("probe",), "judge": ("judge",), "sae": ("sae",)}
 
 
 def run_stage(stage: str, resume: bool = False, steps: int | None = None, out: Path | None = None,
