@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.common import ddim_sample_batch, encode_prompts, fill, randn, training_templates, unet_out
-from methods.esd import EsdBase, EsdConfig
+from methods.common import encode_prompts, fill, training_templates, unet_out
+from methods.esd import EsdBase, EsdConfig, esd_latents
 
 
 @dataclass
@@ -80,9 +80,8 @@ class Ant(EsdBase):
             emb = encode_prompts(ctx.pipe, [prompt])
             sums = [torch.zeros_like(p) for p in params]
             for _ in range(cfg.mask_iterations):
-                stop = int(torch.randint(0, cfg.ddim_steps, (1,), generator=ctx.generator))
-                z, t = ddim_sample_batch(frozen, scheduler, emb, emb_0, cfg.ddim_steps, [stop],
-                                         cfg.start_guidance, randn(shape, ctx.generator, emb))
+                z, t, _ = esd_latents(frozen, scheduler, emb, emb_0, cfg.ddim_steps, cfg.start_guidance, 1,
+                                      ctx.generator, shape)
                 with torch.no_grad():
                     e_0, e_c = unet_out(frozen, torch.cat([z, z]), t[0], torch.cat([emb_0, emb])).chunk(2)
                 loss = F.mse_loss(unet_out(ctx.pipe.unet, z, t[0], emb).float(),

@@ -24,6 +24,7 @@ from typing import Any, Callable, ClassVar
 
 from bench.core.errors import EraselabError
 from methods.delta import EditResult, build_record, edit_state, named_tensors
+from methods.subsets import UNET, words
 
 
 def finite_value(loss, what: str, step: int, total: int, config, advice: str) -> float:
@@ -103,6 +104,16 @@ class ErasureMethod:
         """A ``persistent_hooks`` method's hooks, installed on ``pipe``'s modules: their handles
         (``.remove()``), which ``methods.delta.reset_edits`` removes."""
         raise NotImplementedError
+
+
+class UnetSubsetMethod(ErasureMethod):
+    """A method whose ``--variant`` sets its config's ``params``: any UNet subset in the words of
+    methods/subsets.py, unions too (the config's ``check`` validates them)."""
+
+    shared_base = True
+    variants = tuple(words(UNET))
+    variant_field = "params"
+    open_variants = True
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,11 +24,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.base import ErasureMethod
+from methods.base import UnetSubsetMethod
 from methods.common import (batch_indices, denoising_loss, enable_grads, encode_prompts, fill,
                             generate_latents, generic_word, noise_latents, optimise,
                             training_scheduler, training_templates, unet_out)
-from methods.subsets import UNET, check, words
+from methods.subsets import UNET, check
 
 
 @dataclass
@@ -56,13 +56,10 @@ class CaConfig:
         return None
 
 
-class ConceptAblation(ErasureMethod):
+class ConceptAblation(UnetSubsetMethod):
     """Concept Ablation: map the concept's predictions onto an anchor concept's."""
 
     Config = CaConfig
-    variants = tuple(words(UNET))
-    variant_field = "params"
-    open_variants = True  # unions too; the config checks the words
     quick_overrides = {"steps": 2, "anchor_images": 2, "gen_steps": 2, "batch_size": 2}
 
     def apply(self, ctx):

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import torch
 
 from bench.core.errors import EraselabError
-from methods.base import ErasureMethod
+from methods.base import UnetSubsetMethod
 from methods.common import (batch_indices, concept_set, denoising_loss, enable_grads, encode_prompts,
                             generic_word, mapping_loss, noise_latents, relabelled, retain_set,
                             training_scheduler)
-from methods.subsets import UNET, check, words
+from methods.subsets import UNET, check
 
 
 @dataclass
@@ -62,13 +62,10 @@ def forget_loss(ctx, pipe, scheduler, latents, prompts, pseudo, idx):
     return mapping_loss(pipe.unet, noisy, t, cond_f, cond_p)
 
 
-class EraseDiff(ErasureMethod):
+class EraseDiff(UnetSubsetMethod):
     """EraseDiff: retain loss plus the forget loss's rise above its inner-loop optimum."""
 
     Config = EraseDiffConfig
-    variants = tuple(words(UNET))
-    variant_field = "params"
-    open_variants = True
     quick_overrides = {"epochs": 1, "batch_size": 2, "forget_images": 2, "retain_images": 2, "gen_steps": 2}
 
     def apply(self, ctx):

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.base import ErasureMethod
+from methods.base import UnetSubsetMethod
 from methods.common import (ddim_sample_batch, enable_grads, encode_prompts, optimise, randn,
                             training_scheduler, unet_out)
-from methods.subsets import UNET, check, words
+from methods.subsets import UNET, check
 
 
 @dataclass
@@ -68,15 +68,12 @@ def esd_latents(unet, scheduler, cond, uncond, ddim_steps: int, guidance: float,
     return z, t, stops
 
 
-class EsdBase(ErasureMethod):
+class EsdBase(UnetSubsetMethod):
     """ESD's training loop; subclasses set the subset, and ESD-derived methods (ANT) their
     targets and a gradient mask."""
 
     shared_base = True
     Config = EsdConfig
-    variants = tuple(words(UNET))
-    variant_field = "params"
-    open_variants = True  # unions too; the config checks the words
     version = "2"  # z_t and targets batched ahead: rounding differs from one-at-a-time edits
     quick_overrides = {"steps": 2, "ddim_steps": 3}
 

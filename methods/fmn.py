@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import torch
 
 from bench.core.errors import EraselabError
-from methods.base import ErasureMethod
+from methods.base import UnetSubsetMethod
 from methods.common import (batch_indices, enable_grads, encode_ids, fill, images_to_latents,
                             noise_latents, optimise, tokenize, training_scheduler, unet_out)
-from methods.subsets import UNET, check, words
+from methods.subsets import UNET, check
 
 
 class CaptureAttnProcessor:
@@ -115,13 +115,10 @@ class FmnConfig:
         return None
 
 
-class ForgetMeNot(ErasureMethod):
+class ForgetMeNot(UnetSubsetMethod):
     """Forget-Me-Not: suppress the concept tokens' cross-attention."""
 
     Config = FmnConfig
-    variants = tuple(words(UNET))
-    variant_field = "params"
-    open_variants = True  # unions too; the config checks the words
     needs_images = True
     quick_overrides = {"steps": 2}
 

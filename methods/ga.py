@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from methods.base import ErasureMethod
+from methods.base import UnetSubsetMethod
 from methods.common import (batch_indices, denoising_loss, enable_grads, encode_prompts, fill,
                             images_to_latents, noise_latents, optimise, retain_set,
                             training_scheduler, training_templates)
-from methods.subsets import UNET, check, words
+from methods.subsets import UNET, check
 
 
 @dataclass
@@ -47,13 +47,10 @@ class GaConfig:
         return None
 
 
-class GradientAscent(ErasureMethod):
+class GradientAscent(UnetSubsetMethod):
     """Gradient ascent on the UNet's denoising loss, with a retain term."""
 
     Config = GaConfig
-    variants = tuple(words(UNET))
-    variant_field = "params"
-    open_variants = True  # unions (xattn+non-xattn) too; the config checks the words
     needs_images = True
     quick_overrides = {"steps": 2, "gen_steps": 2, "retain_images": 2}
 

@@ -54,8 +54,9 @@ import torch.nn.functional as F
 from attacks.placeholders import PLACEHOLDER, Placeholders, placeholder_id
 from bench.core.errors import EraselabError
 from methods.base import ErasureMethod
-from methods.common import (ddim_sample_batch, enable_grads, encode_ids, optimise, randn, tokenize,
-                            training_scheduler, unet_out)
+from methods.common import (enable_grads, encode_ids, optimise, tokenize, training_scheduler,
+                            unet_out)
+from methods.esd import esd_latents
 from methods.fmn import CaptureAttnProcessor
 
 ERASER_KEYS = ("down.weight", "down.bias", "up.weight", "up.bias")
@@ -301,11 +302,9 @@ def train_erasers(ctx) -> Erasers:
         return e_0, e_c, concept_masks(maps, grids, cfg.mask_resolution, cfg.mask_threshold)
 
     def loss_fn(step):
-        stop = int(torch.randint(0, cfg.ddim_steps, (1,), generator=ctx.generator))
-        noise = randn(shape, ctx.generator, emb_c)
         with torch.no_grad(), erasers.active():
-            z, t = ddim_sample_batch(unet, scheduler, emb_c, emb_0, cfg.ddim_steps, [stop],
-                                     cfg.start_guidance, noise)
+            z, t, _ = esd_latents(unet, scheduler, emb_c, emb_0, cfg.ddim_steps, cfg.start_guidance, 1,
+                                  ctx.generator, shape)
         t = t[0]
         e_0, e_c, masks = frozen_part(z, t)
         outputs: dict = {}

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from methods.base import ErasureMethod
-from methods.common import (ddim_sample_batch, enable_grads, encode_prompts, optimise, randn,
-                            training_scheduler, unet_out)
-from methods.subsets import UNET, check, words
+from methods.base import UnetSubsetMethod
+from methods.common import enable_grads, encode_prompts, optimise, training_scheduler, unet_out
+from methods.esd import esd_latents
+from methods.subsets import UNET, check
 
 
 @dataclass
@@ -50,14 +50,11 @@ class SddConfig:
         return None if self.params is None else check(self.params, UNET)
 
 
-class Sdd(ErasureMethod):
+class Sdd(UnetSubsetMethod):
     """SDD: the concept's noise prediction distilled to the model's own unconditional one."""
 
     Config = SddConfig
     subset = "xattn"
-    variants = tuple(words(UNET))
-    variant_field = "params"
-    open_variants = True
     quick_overrides = {"steps": 2, "ddim_steps": 3}
 
     def apply(self, ctx):
@@ -76,9 +73,8 @@ class Sdd(ErasureMethod):
         shape = (1, pipe.unet.config.in_channels, size, size)
 
         def loss_fn(step):
-            stop = int(torch.randint(0, cfg.ddim_steps, (1,), generator=ctx.generator))
-            z, t = ddim_sample_batch(teacher, scheduler, emb_c, emb_0, cfg.ddim_steps, [stop],
-                                     cfg.start_guidance, randn(shape, ctx.generator, emb_c))
+            z, t, _ = esd_latents(teacher, scheduler, emb_c, emb_0, cfg.ddim_steps, cfg.start_guidance, 1,
+                                  ctx.generator, shape)
             pred = unet_out(pipe.unet, torch.cat([z, z]), t[0], torch.cat([emb_0, emb_c])).float()
             return F.mse_loss(pred[1:], pred[:1].detach())
 

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 from bench.core.errors import EraselabError
-from methods.base import ErasureMethod
+from methods.base import UnetSubsetMethod
 from methods.common import (batch_indices, denoising_loss, enable_grads, encode_prompts, fill,
                             generate_latents, generic_word, noise_latents, optimise, prediction_target,
                             randn, retain_set, training_scheduler, training_templates)
-from methods.subsets import UNET, check, words
+from methods.subsets import UNET, check
 
 
 @dataclass
@@ -100,13 +100,10 @@ def read_fisher(path: str, names: list[str], params) -> list[torch.Tensor]:
     return out
 
 
-class SelectiveAmnesia(ErasureMethod):
+class SelectiveAmnesia(UnetSubsetMethod):
     """Selective Amnesia: surrogate relabelling plus generative replay and an EWC penalty."""
 
     Config = SelectiveAmnesiaConfig
-    variants = tuple(words(UNET))
-    variant_field = "params"
-    open_variants = True
     quick_overrides = {"steps": 2, "batch_size": 2, "surrogate_images": 2, "replay_images": 2,
                        "fisher_samples": 2, "fisher_timesteps": 2, "gen_steps": 2}
 

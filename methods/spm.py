@@ -40,8 +40,9 @@ import torch.nn.functional as F
 
 from methods.adapters import Adapters, adapter_targets
 from methods.base import ErasureMethod
-from methods.common import (ddim_sample_batch, enable_grads, encode_prompts, optimise, randn,
-                            tokenize, training_scheduler, unet_out)
+from methods.common import (enable_grads, encode_prompts, optimise, randn, tokenize,
+                            training_scheduler, unet_out)
+from methods.esd import esd_latents
 
 
 @dataclass
@@ -104,11 +105,9 @@ def train_adapter(ctx) -> Adapters:
     shape = (1, unet.config.in_channels, size, size)
 
     def loss_fn(step):
-        stop = int(torch.randint(0, cfg.ddim_steps, (1,), generator=ctx.generator))
-        noise = randn(shape, ctx.generator, emb_c)
         with torch.no_grad(), adapters.active():
-            z, t = ddim_sample_batch(unet, scheduler, emb_c, emb_0, cfg.ddim_steps, [stop],
-                                     cfg.start_guidance, noise)
+            z, t, _ = esd_latents(unet, scheduler, emb_c, emb_0, cfg.ddim_steps, cfg.start_guidance, 1,
+                                  ctx.generator, shape)
         anchors = anchor_embeddings(emb_c, cfg.anchors, ctx.generator)
         conds = torch.cat([emb_c, anchors])
         with torch.no_grad():  # the frozen model: the adapter is off

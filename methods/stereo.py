@@ -55,12 +55,12 @@ import torch.nn.functional as F
 from attacks.inversion import learn_token
 from attacks.objective import DenoisingObjective
 from attacks.placeholders import PLACEHOLDER, Placeholders
-from methods.base import ErasureMethod
+from methods.base import UnetSubsetMethod
 from methods.common import (concept_set, enable_grads, encode_prompts, fill, optimise, training_scheduler,
                             training_templates, unet_out)
 from methods.delta import named_tensors
 from methods.esd import esd_latents
-from methods.subsets import UNET, check, words
+from methods.subsets import UNET, check
 
 log = logging.getLogger("eraselab.methods")
 
@@ -149,13 +149,10 @@ def no_weight_grads(params):
             p.requires_grad_(True)
 
 
-class Stereo(ErasureMethod):
+class Stereo(UnetSubsetMethod):
     """STEREO: erase / invert rounds find adversarial tokens; one compositional erase from the original."""
 
     Config = StereoConfig
-    variants = tuple(words(UNET))
-    variant_field = "params"
-    open_variants = True
     quick_overrides = {"n_iterations": 1, "num_of_adv_concepts": 1, "iterations": 2, "ti_steps": 2,
                        "gallery_images": 1, "gen_steps": 2, "ddim_steps": 3}
 
