@@ -23,6 +23,7 @@ import sys
 from typing import Any, Callable, ClassVar
 
 from bench.core.errors import EraselabError
+from methods.config import learning_rates
 from methods.delta import EditResult, build_record, edit_state, named_tensors
 from methods.subsets import UNET, words
 
@@ -32,7 +33,7 @@ def finite_value(loss, what: str, step: int, total: int, config, advice: str) ->
     value = float(loss.detach())
     if value != value or value in (float("inf"), float("-inf")):
         raise EraselabError(f"{what} became {value} at step {step}/{total} "
-                            f"(lr={getattr(config, 'lr', '?')}); {advice}")
+                            f"({learning_rates(config)}); {advice}")
     return value
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.core.errors import EraselabError
+from methods.config import learning_rates
 
 # Textual inversion's prompt templates (the 27 object templates and the style templates), which
 # the seed paper reuses for its few-shot captions.
@@ -251,7 +252,7 @@ def optimise(ctx, params, optimizer, steps: int, loss_fn, grad_clip: float | Non
             optimizer.step()
             if not all(torch.isfinite(p).all() for p in params):
                 raise EraselabError(f"{ctx.method}: weights became non-finite at step "
-                                    f"{step + 1}/{steps} (lr={getattr(ctx.config, 'lr', '?')}); "
+                                    f"{step + 1}/{steps} ({learning_rates(ctx.config)}); "
                                     f"lower lr or steps")
             losses.append(value)
             bar.update(1)

@@ -129,3 +129,11 @@ def resolve_config(method: str, config_cls, layers: list[tuple[str, dict]]):
 
 def config_to_dict(config) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+
+
+def learning_rates(config) -> str:
+    """``lr=1e-4`` (every ``lr`` / ``*_lr`` field, e.g. ``ste_lr=5e-7, reo_lr=2e-6``) for a message
+    that a run diverged; ``lr=?`` for a config without one."""
+    fields = dataclasses.fields(config) if dataclasses.is_dataclass(config) else ()
+    rates = [f"{f.name}={getattr(config, f.name)}" for f in fields if f.name == "lr" or f.name.endswith("_lr")]
+    return ", ".join(rates) or "lr=?"

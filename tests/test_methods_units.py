@@ -495,3 +495,13 @@ def test_only_a_text_encoder_edit_transfers(tmp_path):
     out = erase(tiny_pipeline(), "uce", "snoopy", seed=0, progress=False).save(tmp_path / "uce")
     with pytest.raises(EraselabError, match="only a text-encoder edit transfers"):
         load_edit(_sharing_text_encoder(seed=1), out, transfer=True)
+
+
+def test_a_divergence_message_names_every_learning_rate_of_the_config():
+    from methods.base import EmptyConfig, finite_value
+    from methods.stereo import StereoConfig
+    with pytest.raises(EraselabError) as err:
+        finite_value(torch.tensor(float("nan")), "stereo: loss", 3, 10, StereoConfig(), "lower the lrs")
+    assert "ste_lr=5e-06" in str(err.value) and "reo_lr=2e-05" in str(err.value)
+    with pytest.raises(EraselabError, match=r"lr=\?"):
+        finite_value(torch.tensor(float("inf")), "x", 1, 1, EmptyConfig(), "")
