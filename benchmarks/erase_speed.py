@@ -8,7 +8,8 @@ Runs on the shipped mini-world pipeline when it is installed, else on the tiny t
 (bench/tiny.py; the result then says so: tiny-model timings only show overheads and relative cost).
 Each method uses its family defaults (methods/defaults.py), so the comparison is each method at its
 own recipe, the way the seed paper compares them. Seconds are erase()'s own clock (image loading,
-encoding and training; not model loading). Writes benchmarks/results/erase_speed.json. Not a test.
+encoding and training; not model loading); the size is the saved edit folder's (delta and
+record). Writes benchmarks/results/erase_speed.json. Not a test.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ import statistics
 from benchmarks.results_io import RESULTS_DIR, machine, model_label, write_result
 
 DEFAULT_METHODS = "fewshot-te,esd-x"
+
+
+def saved_size(result) -> int:
+    """Bytes of the edit folder ``eraselab erase --out`` writes (delta.safetensors + edit.json)."""
+    import tempfile
+    from pathlib import Path
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = result.save(Path(tmp) / "edit")
+        return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
 
 
 def main(argv=None) -> int:
@@ -62,14 +72,17 @@ def main(argv=None) -> int:
                 result = erase(pipe, method, concept, seed=seed, progress=False)
                 runs.append({"seed": seed, "seconds": result.seconds,
                              "params_changed": result.params_changed,
+                             "delta_bytes": saved_size(result),
                              "peak_memory_mb": result.record["peak_memory_mb"]})
                 config = result.record["config"]
                 pipe = reset_edits(result.pipeline)
             entry = {"median_seconds": statistics.median(r["seconds"] for r in runs),
-                     "params_changed": runs[0]["params_changed"], "config": config, "runs": runs}
+                     "params_changed": runs[0]["params_changed"], "delta_bytes": runs[0]["delta_bytes"],
+                     "config": config, "runs": runs}
             results.setdefault(concept, {})[method] = entry
             print(f"{concept:14s} {method:16s} median {entry['median_seconds']:8.2f} s over "
-                  f"{args.repeats} runs, {entry['params_changed']:,} parameters changed")
+                  f"{args.repeats} runs, {entry['params_changed']:,} parameters changed, "
+                  f"{entry['delta_bytes'] / 1e6:.2f} MB on disk")
     ratios = {c: round(r["esd-x"]["median_seconds"] / r["fewshot-te"]["median_seconds"], 2)
               for c, r in results.items()
               if "esd-x" in r and "fewshot-te" in r and r["fewshot-te"]["median_seconds"] > 0}
