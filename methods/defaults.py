@@ -151,9 +151,9 @@ DEFAULTS: dict[str, dict[str, dict]] = {
     "receler": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "attack_steps": 5, "rank": 32,
                                    "mask_resolution": 8, "ddim_steps": 15}},
     "spm-plain": {"sd": {}, "mini": {"lr": 1e-3, "steps": 100, "warmup_steps": 10, "ddim_steps": 15}},
-    # lr by the tuning rule (1e-5, 1e-4 and 1e-3 all within 1/32); 25 DDIM steps with early steps 0..12 (the authors' 0..25 of 50),
-    # 16 concept and 32 unconditional trajectories (cost only), lr 10x the authors'. lam 1e-3,
-    # not 0: the tiny encoder's outputs lie in a hyperplane (its final layer norm has no bias),
+    # lr by the tuning rule (1e-5, 1e-4 and 1e-3 all within 1/32: stage 1 does the erasing).
+    # 25 DDIM steps with early steps 0..12 (the authors' 0..25 of 50), 16 concept and 32
+    # unconditional trajectories (cost only). lam 1e-3, not 0: the tiny encoder's outputs lie in a hyperplane (its final layer norm has no bias),
     # the mini one's nearly so, and lam = 0 is singular there; 1e-3 moves the mini mapping <1%.
     "trce": {"sd": {}, "mini": {"lam": 1e-3, "lr": 1e-5, "concept_trajectories": 16,
                                 "uncond_trajectories": 32, "ddim_steps": 25, "early_steps": 12,
