@@ -80,7 +80,9 @@ earlier 3.2M-parameter UNet and a 16 + 16-image split (original 0.69 / 0.69), no
 (issue 20): esd-u (steps 50, lr 1e-6: 0.62 / 0.67), salun (steps 40, lr 3e-5: 0.42 / 0.67),
 advunlearn (steps 100, lr 3e-5: 0.15 / 0.62). Provisional, set by hand before any tuning: sdd
 (lr 1e-5 and 1e-4 measured: 0.99 / 0.97 and 0.84 / 0.95), spm, erasediff,
-scissorhands, selective-amnesia, receler, stereo.
+selective-amnesia, receler, stereo; scissorhands breaks unrelated prompts at every setting
+measured (lr 1e-5 at sparsity 0.999: 0.09 / 0.04; lr 1e-4 at 0.9999 and 0.99999: 0.22 / 0.05 and
+0.34 / 0.13; records tune_scissorhands*.json).
 
 On the shipped UNet fewshot-te is close to all-or-nothing: every setting that erases more than
 the chosen one (target 0-14%) costs unrelated detection 14-29 points. Several methods cannot
