@@ -69,15 +69,22 @@ class CaptureAttnProcessor:
 
 
 @contextmanager
-def capture_cross_attention(unet, positions: list[int] | None):
-    """Install capturing processors on every attn2 for the duration; yields the store list."""
+def capture_cross_attention(unet, positions: list[int] | None, by_layer: bool = False):
+    """Install capturing processors on every attn2 for the duration; yields the store list (every
+    call in call order), or with ``by_layer`` {attn2 module name: [its calls]}."""
     original = dict(unet.attn_processors)
-    store: list = []
-    procs = {name: (CaptureAttnProcessor(store, positions) if ".attn2." in f".{name}" else proc)
-             for name, proc in original.items()}
+    shared: list = []
+    stores: dict = {}
+    procs = {}
+    for name, proc in original.items():
+        if ".attn2." in f".{name}":
+            store = stores.setdefault(name.rsplit(".", 1)[0], []) if by_layer else shared
+            procs[name] = CaptureAttnProcessor(store, positions)
+        else:
+            procs[name] = proc
     unet.set_attn_processor(procs)
     try:
-        yield store
+        yield stores if by_layer else shared
     finally:
         unet.set_attn_processor(dict(original))
 

@@ -57,7 +57,7 @@ from methods.base import ErasureMethod
 from methods.common import (enable_grads, encode_ids, optimise, tokenize, training_scheduler,
                             unet_out)
 from methods.esd import esd_latents
-from methods.fmn import CaptureAttnProcessor
+from methods.fmn import capture_cross_attention
 
 ERASER_KEYS = ("down.weight", "down.bias", "up.weight", "up.bias")
 
@@ -188,25 +188,6 @@ class Erasers:
 
 
 # --- the concept-localised mask -------------------------------------------------------------
-@contextmanager
-def capture_attention(unet, positions: list[int]):
-    """Every attn2 computes plain attention for the block and records ``probs[..., positions]``
-    of each call: yields {attn2 module name: [(batch*heads, pixels, len(positions)), ...]}."""
-    original = dict(unet.attn_processors)
-    stores: dict = {}
-    procs = {}
-    for key, proc in original.items():
-        layer = key.rsplit(".", 1)[0]  # "<module>.processor" -> "<module>"
-        if layer.split(".")[-1] == "attn2":
-            stores[layer] = []
-            procs[key] = CaptureAttnProcessor(stores[layer], positions)
-        else:
-            procs[key] = proc
-    unet.set_attn_processor(procs)
-    try:
-        yield stores
-    finally:
-        unet.set_attn_processor(dict(original))
 
 
 def layer_grid(pixels: int, height: int, width: int) -> tuple[int, int]:
@@ -292,7 +273,7 @@ def train_erasers(ctx) -> Erasers:
 
     def frozen_part(z, t):
         """e_0, e_c of the frozen model (erasers off) and the concept masks of its c pass."""
-        with torch.no_grad(), capture_attention(unet, positions) as stores:
+        with torch.no_grad(), capture_cross_attention(unet, positions, by_layer=True) as stores:
             e_0, e_c = unet_out(unet, torch.cat([z, z]), t, torch.cat([emb_0, emb_c])).chunk(2)
         maps, grids = {}, {}
         for name, (probs,) in stores.items():
