@@ -3,9 +3,11 @@ then repair.
 
 1. Trim: SNIP connection sensitivity over the UNet, s = |theta * sum_b |grad L_simple(forget batch b)||
    over ``prune_batches`` forget batches; the global top (1 - ``sparsity``) entries are
-   re-initialised (kaiming-uniform over the tensor's fan-in for weights, zero for biases). The
-   paper selects over the whole UNet, as here; the released SD script re-initialises only two
-   self-attention layers.
+   re-initialised as their layer initialises them: kaiming-uniform over the fan-in for linear and
+   convolution weights, zero for biases, one for normalisation scales. A normalisation scale is a
+   1-D weight with a large |theta|, so SNIP picks many of them; drawn as zero, a picked
+   ``conv_norm_out`` scale silences that channel of the UNet's output. The paper selects over the
+   whole UNet, as here; the released SD script re-initialises only two self-attention layers.
 2. Repair: fine-tune the whole UNet on L = L_r + lam || eps_th(z_t, c_f) - sg eps_th(z_t, c_a) ||^2
    (L_r: the denoising loss on the retain set; c_a: the forget prompt with the concept replaced by
    the catalog parent or a generic word, for the authors' "a photo of a person wearing clothes").
@@ -61,9 +63,18 @@ def snip_mask(params, grads, keep_share: float) -> list[torch.Tensor]:
     return [s >= threshold for s in scores]
 
 
+def normalisation_scales(module: torch.nn.Module) -> set[int]:
+    """ids of the scale tensors of every GroupNorm and LayerNorm inside ``module``."""
+    norms = (torch.nn.GroupNorm, torch.nn.LayerNorm)
+    return {id(m.weight) for m in module.modules() if isinstance(m, norms) and m.weight is not None}
+
+
 @torch.no_grad()
-def reinitialise(param, mask, generator) -> None:
-    if param.dim() > 1:
+def reinitialise(param, mask, generator, norm_scale: bool = False) -> None:
+    """Re-draw the ``mask`` entries of ``param`` as its layer's initialiser draws them."""
+    if norm_scale:
+        fresh = torch.ones(param.shape)
+    elif param.dim() > 1:
         bound = 1.0 / math.sqrt(param[0].numel())  # kaiming-uniform, a = sqrt(5)
         fresh = (torch.rand(param.shape, generator=generator) * 2 - 1) * bound
     else:
@@ -99,9 +110,10 @@ class Scissorhands(ErasureMethod):
             for total, g in zip(sums, grads):
                 if g is not None:
                     total.add_(g.abs())
+        scales = normalisation_scales(pipe.unet)
         for p, m in zip(params, snip_mask(params, sums, 1 - cfg.sparsity)):
             if m.any():
-                reinitialise(p, m, ctx.generator)
+                reinitialise(p, m, ctx.generator, norm_scale=id(p) in scales)
 
         opt = torch.optim.Adam(params, lr=cfg.lr)
 

@@ -108,6 +108,23 @@ def test_scissorhands_reinitialises_the_sparsity_complement_before_repair():
     assert 0.03 < share <= 0.05 + 1e-3, share   # at most 5% re-drawn (a few draws equal the old value)
 
 
+def test_scissorhands_redraws_normalisation_scales_as_one():
+    from methods.scissorhands import normalisation_scales
+    pipe = tiny_pipeline()
+    scales = normalisation_scales(pipe.unet)
+    with torch.no_grad():   # a fresh model's scales are already one: move them so a re-draw shows
+        for p in pipe.unet.parameters():
+            if id(p) in scales:
+                p.fill_(2.0)
+    before = {n: t.clone() for n, t in named_tensors(pipe).items()}
+    scale_names = {f"unet.{n}" for n, p in pipe.unet.named_parameters() if id(p) in scales}
+    erase(pipe, "scissorhands", "snoopy", seed=0, overrides=quick("scissorhands", steps=0, sparsity=0.95))
+    after = named_tensors(pipe)
+    redrawn = [after[n][m] for n, m in changed(before, pipe).items() if n in scale_names]
+    assert redrawn, "SNIP picked no normalisation scale: the check has nothing to look at"
+    assert all(bool((r == 1).all()) for r in redrawn)
+
+
 # --- Selective Amnesia -----------------------------------------------------------------------
 def test_selective_amnesia_fisher_is_non_negative_and_zero_without_gradient():
     from methods.selective_amnesia import fisher_diagonal
