@@ -7,7 +7,9 @@ then repair.
    convolution weights, zero for biases, one for normalisation scales. A normalisation scale is a
    1-D weight with a large |theta|, so SNIP picks many of them; drawn as zero, a picked
    ``conv_norm_out`` scale silences that channel of the UNet's output. The paper selects over the
-   whole UNet, as here; the released SD script re-initialises only two self-attention layers.
+   whole UNet (``prune_scope: unet``, the ``sd`` default); the released SD script selects only in
+   the self-attention of ``up_blocks.1.attentions.1`` and ``up_blocks.2.attentions.1``
+   (``prune_scope: released``), and the repair still trains the whole UNet either way.
 2. Repair: fine-tune the whole UNet on L = L_r + lam || eps_th(z_t, c_f) - sg eps_th(z_t, c_a) ||^2
    (L_r: the denoising loss on the retain set; c_a: the forget prompt with the concept replaced by
    the catalog parent or a generic word, for the authors' "a photo of a person wearing clothes").
@@ -25,10 +27,19 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.core.errors import EraselabError
 from methods.base import ErasureMethod
 from methods.common import (batch_indices, concept_set, denoising_loss, enable_grads, encode_prompts,
                             generic_word, mapping_loss, noise_latents, optimise, relabelled, retain_set,
                             training_scheduler)
+
+
+# Where SNIP may pick: the whole UNet (the paper) or the released script's two self-attentions.
+PRUNE_SCOPES = {
+    "unet": lambda name: True,
+    "released": lambda name: ".attn1." in name and name.startswith(
+        ("unet.up_blocks.1.attentions.1.", "unet.up_blocks.2.attentions.1.")),
+}
 
 
 @dataclass
@@ -43,8 +54,11 @@ class ScissorhandsConfig:
     retain_images: int = 64
     gen_steps: int = 50
     gen_guidance: float = 7.5
+    prune_scope: str = "unet"
 
     def check(self):
+        if self.prune_scope not in PRUNE_SCOPES:
+            return f"prune_scope must be one of {', '.join(PRUNE_SCOPES)}"
         if not 0 < self.sparsity < 1:
             return "sparsity must be in (0, 1)"
         if self.lr <= 0 or self.steps < 0 or self.batch_size < 1 or self.prune_batches < 1:
@@ -95,23 +109,28 @@ class Scissorhands(ErasureMethod):
         forget, prompts = concept_set(ctx, cfg.forget_images, cfg.gen_steps, cfg.gen_guidance)
         retain, retain_prompts = retain_set(ctx, cfg.retain_images, cfg.gen_steps, cfg.gen_guidance)
         anchors = relabelled(prompts, ctx.concept.name, ctx.concept.parent or generic_word(ctx.concept))
-        params = enable_grads(pipe, self.trainable(pipe, cfg))
+        names = self.trainable(pipe, cfg)
+        params = enable_grads(pipe, names)
         scheduler = training_scheduler(pipe)
         n = forget.shape[0]
 
-        sums = [torch.zeros_like(p) for p in params]
+        prunable = [p for name, p in zip(names, params) if PRUNE_SCOPES[cfg.prune_scope](name)]
+        if not prunable:
+            raise EraselabError(f"scissorhands: prune_scope {cfg.prune_scope!r} matches no UNet tensor "
+                                f"of this model")
+        sums = [torch.zeros_like(p) for p in prunable]
         for _ in range(cfg.prune_batches):
             idx = batch_indices(n, cfg.batch_size, ctx.generator)
             with torch.no_grad():
                 cond = encode_prompts(pipe, [prompts[i] for i in idx])
             noisy, target, t = noise_latents(scheduler, forget[idx], ctx.generator)
-            grads = torch.autograd.grad(denoising_loss(pipe.unet, noisy, t, cond, target), params,
+            grads = torch.autograd.grad(denoising_loss(pipe.unet, noisy, t, cond, target), prunable,
                                         allow_unused=True)
             for total, g in zip(sums, grads):
                 if g is not None:
                     total.add_(g.abs())
         scales = normalisation_scales(pipe.unet)
-        for p, m in zip(params, snip_mask(params, sums, 1 - cfg.sparsity)):
+        for p, m in zip(prunable, snip_mask(prunable, sums, 1 - cfg.sparsity)):
             if m.any():
                 reinitialise(p, m, ctx.generator, norm_scale=id(p) in scales)
 

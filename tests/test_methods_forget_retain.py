@@ -125,6 +125,33 @@ def test_scissorhands_redraws_normalisation_scales_as_one():
     assert all(bool((r == 1).all()) for r in redrawn)
 
 
+def test_scissorhands_released_scope_names_the_two_self_attentions():
+    from methods.scissorhands import PRUNE_SCOPES
+    picks = PRUNE_SCOPES["released"]
+    assert picks("unet.up_blocks.1.attentions.1.transformer_blocks.0.attn1.to_q.weight")
+    assert picks("unet.up_blocks.2.attentions.1.transformer_blocks.0.attn1.to_out.0.bias")
+    assert not picks("unet.up_blocks.1.attentions.1.transformer_blocks.0.attn2.to_q.weight")
+    assert not picks("unet.up_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q.weight")
+
+
+def test_scissorhands_prunes_only_inside_its_scope(monkeypatch):
+    import methods.scissorhands as sh
+    inside = "unet.up_blocks.0.attentions.1.transformer_blocks.0.attn1."
+    monkeypatch.setitem(sh.PRUNE_SCOPES, "released", lambda name: name.startswith(inside))
+    pipe = tiny_pipeline()
+    before = {n: t.clone() for n, t in named_tensors(pipe).items()}
+    erase(pipe, "scissorhands", "snoopy", seed=0,
+          overrides=quick("scissorhands", steps=0, sparsity=0.9, prune_scope="released"))
+    moved = changed(before, pipe)
+    assert moved and all(n.startswith(inside) for n in moved), sorted(moved)
+
+
+def test_scissorhands_scope_missing_from_the_model_is_a_one_line_error():
+    pipe = tiny_pipeline()   # its UNet has no up_blocks.1 / up_blocks.2 attentions
+    with pytest.raises(EraselabError, match="prune_scope 'released' matches no UNet tensor"):
+        erase(pipe, "scissorhands", "snoopy", seed=0, overrides=quick("scissorhands", prune_scope="released"))
+
+
 # --- Selective Amnesia -----------------------------------------------------------------------
 def test_selective_amnesia_fisher_is_non_negative_and_zero_without_gradient():
     from methods.selective_amnesia import fisher_diagonal
