@@ -101,8 +101,9 @@ class Scissorhands(ErasureMethod):
 
     Config = ScissorhandsConfig
     subset = "full"
+    # The tiny test UNet has no up_blocks.1.attentions.1: the quick run selects over the whole UNet.
     quick_overrides = {"steps": 2, "batch_size": 2, "forget_images": 2, "retain_images": 2,
-                       "gen_steps": 2, "prune_batches": 1, "sparsity": 0.9}
+                       "gen_steps": 2, "prune_batches": 1, "sparsity": 0.9, "prune_scope": "unet"}
 
     def apply(self, ctx):
         pipe, cfg = ctx.pipe, ctx.config
