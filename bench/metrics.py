@@ -72,7 +72,7 @@ class Metric:
     kind: str                        # BINARY | CONTINUOUS | SET | EDIT
     prompt_sets: tuple[str, ...]     # where it is aggregated (NO_PROMPT_SET for EDIT)
     better: dict = field(default_factory=dict)  # prompt set -> "lower" | "higher"; absent: no direction
-    fmt: str = "float"               # "pct" | "float" | "seconds" | "count"
+    fmt: str = "float"               # "pct" | "float" | "seconds" | "count" | "bytes"
     column: str | None = None        # results (or KID / edit record) field; default: ``name``
     vs_original: bool = True         # tested as a paired difference from the original's twins
     family: str = "main"             # the Benjamini-Hochberg family its tests belong to
@@ -106,6 +106,9 @@ METRICS = (
            vs_original=False),
     Metric("params_changed", "Parameters changed", EDIT, (NO_PROMPT_SET,), {NO_PROMPT_SET: "lower"},
            "count", vs_original=False),
+    # The saved edit (delta.safetensors, with any tensors the edit carries for sampling).
+    Metric("delta_bytes", "Edit size on disk", EDIT, (NO_PROMPT_SET,), {NO_PROMPT_SET: "lower"},
+           "bytes", vs_original=False),
 )
 METRIC_BY_NAME = {m.name: m for m in METRICS}
 BINARY_COLUMNS = tuple(m.source for m in METRICS if m.kind == BINARY)

@@ -88,6 +88,7 @@ COLUMNS = (
     Column("kid_unrelated", "kid", "unrelated"),
     Column("seconds", "seconds", bm.NO_PROMPT_SET),
     Column("params_changed", "params_changed", bm.NO_PROMPT_SET),
+    Column("delta_bytes", "delta_bytes", bm.NO_PROMPT_SET),
 )
 METRICS = COLUMNS  # the main table's columns, in order
 COLUMN_BY_KEY = {c.key: c for c in COLUMNS}

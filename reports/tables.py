@@ -42,7 +42,7 @@ class Cell:
 class Column:
     key: str
     header: str
-    kind: str = "text"              # "text" | "pct" | "float" | "seconds" | "count" | "signed_pct" ...
+    kind: str = "text"              # "text" | "pct" | "float" | "seconds" | "count" | "bytes" | "signed_pct" ...
     better: str | None = None       # "lower" | "higher": shown as an arrow, and which cell is best
 
     @property
@@ -100,6 +100,11 @@ def fmt_number(value, kind: str) -> str:
             if abs(v) >= div:
                 return f"{v / div:.3g}{suffix}"
         return f"{v:.0f}"
+    if kind == "bytes":
+        for div, suffix in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+            if abs(v) >= div:
+                return f"{v / div:.3g} {suffix}"
+        return f"{v:.0f} B"
     return str(value)
 
 

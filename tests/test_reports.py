@@ -113,11 +113,12 @@ def test_table_numbers_equal_values_computed_from_rows(run_dir):
             edit = manifest["edits"][f"{method}-{concept}"]
             assert row["seconds"].value == edit["seconds"]
             assert row["params_changed"].value == edit["params_changed"]
+            assert row["delta_bytes"].value == edit["delta_bytes"]
             kid = agg[(agg.method == method) & (agg.concept == concept) & (agg.prompt_set == "unrelated")
                       & (agg.metric == "kid")]
             assert row["kid_unrelated"].value == pytest.approx(float(kid.value.iloc[0]))
         else:
-            assert row["seconds"].missing and row["params_changed"].missing
+            assert row["seconds"].missing and row["params_changed"].missing and row["delta_bytes"].missing
     assert checked > 40
     # The general unrelated prompt has no subject, hence no detection: it is left out, not a miss.
     general = df[(df.prompt_set == "unrelated") & df.subject.isna()]
