@@ -82,12 +82,14 @@ def _write(run, comparison, baseline_path, folder: Path, formats) -> str:
     from reports.mapping import analyse_run
     from reports.metrics import summarize
     from reports.summary import Line, headline
-    from reports.tables import main_table, mapping_table
+    from reports.tables import main_table, mapping_table, overview_table
 
     full_run, run = run, main_view(run)
     summary = summarize(run)
     analyses = analyse_run(run, summary)
     tables = [main_table(summary)]
+    if len(summary.concepts) > 1:  # with one concept the main table is the overview
+        tables.insert(0, overview_table(summary))
     if analyses:
         tables.append(mapping_table(analyses))
     cmp = None

@@ -220,6 +220,44 @@ def main_table(summary: Summary) -> Table:
     return table
 
 
+def overview_table(summary: Summary) -> Table:
+    """One row per method over every erased concept: its target detection on each (with the
+    verdict), how many it erased, unrelated detection pooled over concepts, and the edit's cost
+    as the median over concepts. The main table holds every number behind it."""
+    import statistics
+
+    columns = [Column("method", "Method")]
+    columns += [Column(f"target_{i}", f"Target: {c}", "pct", "lower") for i, c in enumerate(summary.concepts)]
+    columns += [Column("erased", "Erased"), Column("unrelated", "Unrelated (pooled)", "pct", "higher"),
+                Column("seconds", "Erasure seconds (median)", "seconds", "lower"),
+                Column("params_changed", "Parameters changed (median)", "count", "lower"),
+                Column("delta_bytes", "Edit size (median)", "bytes", "lower")]
+    rows = []
+    for key in summary.methods:
+        per_concept = [summary.row(c, key) for c in summary.concepts]
+        row = {"method": Cell(summary.labels[key]), "_method": key[1]}
+        erased = 0
+        for i, r in enumerate(per_concept):
+            est = r["det_target"] if r is not None else Estimate(math.nan)
+            erased += key[1] != ORIGINAL and is_erased(est.verdict)
+            row[f"target_{i}"] = Cell.of(est)
+        judged = sum(1 for r in per_concept if r is not None and r["det_target"].verdict)
+        row["erased"] = Cell("" if key[1] == ORIGINAL else f"{erased} of {judged}")
+        row["unrelated"] = Cell.of(summary.pooled[key]["det_unrelated"])
+        for name in ("seconds", "params_changed", "delta_bytes"):
+            values = [r[name].value for r in per_concept if r is not None and not r[name].missing]
+            row[name] = Cell(statistics.median(values) if values else math.nan)
+        rows.append(row)
+    return Table(
+        name="overview", title="Every method at a glance",
+        caption=("Per method: detection rate on each concept's target prompts (lower is better); how many "
+                 "concepts it erased by the main table's verdict (the paired change from the original model's "
+                 "same-seed twins significant after Benjamini-Hochberg, its 95% interval below zero); detection on unrelated prompts pooled over concepts (higher is "
+                 "better; each erasure a cluster of the bootstrap); and the edit's cost, the median over "
+                 "concepts. Brackets: 95% intervals."),
+        columns=columns, rows=rows)
+
+
 def _seed_spread(est) -> str:
     if est.missing or est.n_seeds == 0:
         return ""

@@ -70,6 +70,7 @@ def test_cli_writes_every_table_and_figure_and_prints_the_path(cli_report):
     assert code == 0
     assert printed.strip().splitlines()[-1] == str(out / "index.html")
     for name in ("index.html", "report.md", "report.tex", "tables/main.md", "tables/main.tex",
+                 "tables/overview.md", "tables/overview.tex",
                  "tables/mapping.md", "tables/mapping.tex"):
         assert (out / name).is_file(), name
     for name in FIGURES:
@@ -123,6 +124,34 @@ def test_table_numbers_equal_values_computed_from_rows(run_dir):
     # The general unrelated prompt has no subject, hence no detection: it is left out, not a miss.
     general = df[(df.prompt_set == "unrelated") & df.subject.isna()]
     assert len(general) and general.detected.isna().all()
+
+
+def test_overview_has_one_row_per_method_with_the_main_tables_numbers(run_dir):
+    import statistics
+
+    from reports.tables import overview_table
+    summary = summarize(load_run(run_dir))
+    main, overview = main_table(summary), overview_table(summary)
+    assert [r["method"].value for r in overview.rows] == [summary.labels[k] for k in summary.methods]
+    by_method = {}
+    for row in main.rows:
+        by_method.setdefault(row["_method"], []).append(row)
+    for row in overview.rows:
+        rows = by_method[row["_method"]]
+        for i, concept in enumerate(summary.concepts):
+            source = next(r for r in rows if r["concept"].value == concept)
+            assert row[f"target_{i}"].value == source["det_target"].value
+            assert (row[f"target_{i}"].lo, row[f"target_{i}"].hi) == (source["det_target"].lo, source["det_target"].hi)
+        if row["_method"] == "original":
+            assert row["erased"].value == "" and row["seconds"].missing
+            continue
+        erased = sum(r["_erased"] for r in rows)
+        assert row["erased"].value == f"{erased} of {len(rows)}"
+        assert row["seconds"].value == statistics.median(r["seconds"].value for r in rows)
+        assert row["delta_bytes"].value == statistics.median(r["delta_bytes"].value for r in rows)
+    # The synthetic fewshot-te erases both concepts and noop neither: the counts can tell them apart.
+    counts = {r["_method"]: r["erased"].value for r in overview.rows}
+    assert counts["fewshot-te"] == "2 of 2" and counts["noop"] == "0 of 2"
 
 
 def test_column_names_follow_the_runner_schema():
