@@ -86,12 +86,14 @@ def test_run_writes_rows_aggregates_and_manifest(reference):
     assert (run_dir / "aggregates.csv").is_file()
     concept_rows = agg[agg.scope == "concept"]
     # 3 methods x 3 prompt sets x (detected, judge_detected, clip_score, similarity) + KID on 2 sets
-    # of 2 edited methods + 2 costs of 2 edited methods
-    assert len(concept_rows) == 36 + 4 + 4
+    # of 2 edited methods + 3 costs (seconds, params, delta_bytes) of 2 edited methods
+    assert len(concept_rows) == 36 + 4 + 6
     kid = concept_rows[concept_rows.metric == "kid"]
     assert set(kid.method) == {"uce", "negative-prompt"} and kid.value.notna().all()
     costs = concept_rows[concept_rows.metric == "seconds"]
     assert set(costs.method) == {"uce", "negative-prompt"} and (costs.value >= 0).all()
+    sizes = concept_rows[concept_rows.metric == "delta_bytes"]
+    assert set(sizes.method) == {"uce", "negative-prompt"} and (sizes.value > 0).all()
     from bench.manifest import read_manifest
     manifest = read_manifest(run_dir / "manifest.json")
     assert set(manifest.edits) == set(results.loc[results.method != "original", "edit_id"])
