@@ -33,9 +33,17 @@ class EditRecord:
     overrides: dict = field(default_factory=dict)
     seconds: float | None = None
     peak_memory_mb: float | None = None
-    params_changed: int | None = None
+    params_changed: int | None = None                     # base weights the edit changes
+    params_added: int | None = None                       # numbers it adds for sampling (adapters)
     delta_bytes: int | None = None
     change_by_group: list = field(default_factory=list)   # methods/change_map.py rows
+
+    @property
+    def params_edited(self) -> int | None:
+        """Changed plus added: what the edit costs in parameters, weight edit or adapter alike."""
+        if self.params_changed is None:
+            return None
+        return self.params_changed + (self.params_added or 0)
 
 
 @dataclass

@@ -104,8 +104,9 @@ METRICS = (
            {"related": "lower", "unrelated": "lower"}, column="kid_clip"),
     Metric("seconds", "Erasure seconds", EDIT, (NO_PROMPT_SET,), {NO_PROMPT_SET: "lower"}, "seconds",
            vs_original=False),
-    Metric("params_changed", "Parameters changed", EDIT, (NO_PROMPT_SET,), {NO_PROMPT_SET: "lower"},
-           "count", vs_original=False),
+    # Weights changed plus the numbers an adapter adds: SPM and Receler change no base weight.
+    Metric("params_changed", "Parameters changed or added", EDIT, (NO_PROMPT_SET,),
+           {NO_PROMPT_SET: "lower"}, "count", vs_original=False, column="params_edited"),
     # The saved edit (delta.safetensors, with any tensors the edit carries for sampling).
     Metric("delta_bytes", "Edit size on disk", EDIT, (NO_PROMPT_SET,), {NO_PROMPT_SET: "lower"},
            "bytes", vs_original=False),

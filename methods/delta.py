@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -220,6 +221,19 @@ def _safetensors_os_error(exc: Exception, path: Path) -> OSError:
     match = re.search(r"os error (\d+)|code: (\d+)", str(exc))
     code = int(next(g for g in match.groups() if g)) if match else errno.EIO
     return OSError(code, os.strerror(code), str(path))
+
+
+def saved_inference_params(delta_dir) -> int:
+    """How many numbers the saved edit adds for sampling (an adapter, an eraser, a projection):
+    the sizes of its ``inference.`` tensors, read from the safetensors header alone."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(delta_dir) / DELTA_FILE
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return sum(math.prod(f.get_slice(n).get_shape()) for n in f.keys() if n.startswith(INFERENCE_PREFIX))
+    except (OSError, ValueError, RuntimeError, SafetensorError) as exc:
+        raise EraselabError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
 def read_edit_record(delta_dir) -> dict:

@@ -86,18 +86,26 @@ def _method_index(summary: Summary) -> dict:
     return {key: i for i, key in enumerate(summary.methods)}
 
 
+# Past this many methods a label beside each point collides with its neighbours: points carry
+# their number and the legend, outside the axes, names them.
+MAX_LABELLED_POINTS = 10
+
+
 def tradeoff_figure(summary: Summary):
     """x: detection on target prompts (erasure: left is better), y: detection on unrelated prompts."""
-    fig = new_figure(5.2, 4.0)
-    ax = fig.add_subplot()
     index = _method_index(summary)
+    shown = [k for k in summary.methods
+             if not summary.pooled[k]["det_target"].missing and not summary.pooled[k]["det_unrelated"].missing]
+    numbered = len(shown) > MAX_LABELLED_POINTS
+    fig = new_figure(9.0 if numbered else 5.2, 5.6 if numbered else 4.0)
+    ax = fig.add_subplot()
     placed: list[tuple[float, float]] = []
-    for key in summary.methods:
+    lowest = 100.0
+    for number, key in enumerate(shown, start=1):
         est = summary.pooled[key]
         x, y = est["det_target"], est["det_unrelated"]
-        if x.missing or y.missing:
-            continue
         st = style(index[key])
+        name = text(summary.labels[key])
         ax.errorbar(100 * x.value, 100 * y.value,
                     xerr=[[100 * (x.value - x.lo)], [100 * (x.hi - x.value)]],
                     yerr=[[100 * (y.value - y.lo)], [100 * (y.hi - y.value)]],
@@ -106,19 +114,24 @@ def tradeoff_figure(summary: Summary):
                     # (same point) stays visible inside it instead of hiding it.
                     ms=13 if key[1] == ORIGINAL else 8, mew=1.5 if key[1] == ORIGINAL else 1,
                     mfc="none" if key[1] == ORIGINAL else st["color"], zorder=5 if key[1] == ORIGINAL else 3,
-                    label=text(summary.labels[key]))
+                    label=f"{number}  {name}" if numbered else name)
         # Methods with (nearly) the same numbers, e.g. a no-op and the original, would print their
         # labels on top of each other: stack such labels downwards instead.
         near = sum(1 for px, py in placed if abs(px - x.value) < 0.08 and abs(py - y.value) < 0.05)
         placed.append((x.value, y.value))
-        ax.annotate(text(summary.labels[key]), (100 * x.value, 100 * y.value), xytext=(6, 5 - 11 * near),
-                    textcoords="offset points", fontsize=8)
+        lowest = min(lowest, 100 * (y.lo if not math.isnan(y.lo) else y.value))
+        ax.annotate(str(number) if numbered else name, (100 * x.value, 100 * y.value),
+                    xytext=(6, 5 - 11 * near), textcoords="offset points", fontsize=8)
     ax.set_xlim(-3, 103)
-    ax.set_ylim(-3, 103)
+    # preservation varies over a narrower range than erasure: start the y axis just below the data
+    ax.set_ylim(max(-3.0, 10 * math.floor(lowest / 10) - 3), 103)
     ax.set_xlabel("Detection on target prompts (%)  \u2190 erased")
     ax.set_ylabel("Detection on unrelated prompts (%)  \u2192 preserved")
     ax.set_title("Erasure vs preservation (all erased concepts, 95% intervals)")
-    ax.legend(loc="lower left", frameon=True)
+    if numbered:
+        fig.legend(loc="outside right upper", frameon=False, ncols=math.ceil(len(shown) / 24), fontsize=7)
+    elif shown:
+        ax.legend(loc="lower left", frameon=True)
     return fig
 
 
@@ -193,8 +206,9 @@ def cost_figure(summary: Summary):
         mean = sum(values) / len(values)
         ax.barh(y, mean, color=st["color"], edgecolor="black", hatch=st["hatch"], lw=0.6, height=0.6,
                 alpha=0.85)
-        ax.annotate(fmt_number(mean, "seconds"), (mean, y), xytext=(4, 0), textcoords="offset points",
-                    va="center", fontsize=8)
+        # the value goes right of the bar and of every marker, which may lie past the mean
+        ax.annotate(fmt_number(mean, "seconds"), (max(mean, *values), y), xytext=(6, 0),
+                    textcoords="offset points", va="center", fontsize=8)
         for concept, s in data[key]:
             ax.plot([s], [y], concept_marker[concept], color="black", mfc="white", ms=5,
                     label=None if concept in seen else text(concept))
@@ -205,7 +219,7 @@ def cost_figure(summary: Summary):
     everything = [s for k in keys for _, s in data[k] if s > 0]
     if everything:  # bars start at the left edge; leave room for the labels on the right
         ax.set_xlim(min(everything) / 3, max(everything) * 4)
-    ax.set_xlabel("Erasure wall time (seconds, log scale): bar = mean, markers = concepts")
+    ax.set_xlabel("Erasure wall time (s, log scale)\nbar: mean; markers: one edit per concept")
     ax.set_title("Cost of erasure")
     ax.grid(axis="y", visible=False)
     if len(seen) > 1:

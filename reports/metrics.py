@@ -120,7 +120,8 @@ class Summary:
 
 
 def method_label(model: str, method: str, variant: str, several_models: bool) -> str:
-    label = method if variant in ("", "default", "none", "None") else f"{method} ({variant})"
+    # "None" is a missing variant read back as text; "none" is a variant's name (safree's)
+    label = method if variant in ("", "default", "None") else f"{method} ({variant})"
     return f"{model}: {label}" if several_models else label
 
 

@@ -230,7 +230,7 @@ def overview_table(summary: Summary) -> Table:
     columns += [Column(f"target_{i}", f"Target: {c}", "pct", "lower") for i, c in enumerate(summary.concepts)]
     columns += [Column("erased", "Erased"), Column("unrelated", "Unrelated (pooled)", "pct", "higher"),
                 Column("seconds", "Erasure seconds (median)", "seconds", "lower"),
-                Column("params_changed", "Parameters changed (median)", "count", "lower"),
+                Column("params_changed", "Parameters changed or added (median)", "count", "lower"),
                 Column("delta_bytes", "Edit size (median)", "bytes", "lower")]
     rows = []
     for key in summary.methods:

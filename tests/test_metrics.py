@@ -20,6 +20,7 @@ from scipy.stats import binom, binomtest, false_discovery_control
 
 from bench import metrics as bm
 from bench.core import stats
+from bench.core.errors import EraselabError
 
 
 def _rows(method, concept, detected, suite_seeds, clip=None, prompt_set="target"):
@@ -204,3 +205,25 @@ def test_size_rule_names_what_is_too_small():
     assert bm.size_problems(ok, 2) == []
     problems = bm.size_problems({**ok, ("c", "related"): 16}, 1)
     assert len(problems) == 2 and "16 images per related group" in problems[0] and "seed" in problems[1]
+
+
+def test_an_adapter_counts_the_parameters_it_adds(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from bench.manifest import EditRecord
+    from methods.delta import DELTA_FILE, saved_inference_params
+
+    # an edit that changes 5 base weights and carries a 3 x 4 adapter for sampling
+    save_file({"unet.w": torch.zeros(5), "inference.spm.up": torch.zeros(3, 4)}, str(tmp_path / DELTA_FILE))
+    assert saved_inference_params(tmp_path) == 12
+    df = _rows("original", "c", [1, 1], [0, 0])
+    df = pd.concat([df, _rows("k", "c", [0, 1], [0, 0])], ignore_index=True)
+    edits = {"k-c": EditRecord(method="k", concept="c", model="m", params_changed=5, params_added=12,
+                               seconds=1.0, delta_bytes=100)}
+    agg = bm.aggregate(df, edits=edits)
+    params = agg[(agg.metric == "params_changed") & (agg.method == "k")]
+    assert params.value.tolist() == [17.0]
+    (tmp_path / DELTA_FILE).write_bytes(b"not a safetensors file")
+    with pytest.raises(EraselabError, match="not a readable safetensors"):
+        saved_inference_params(tmp_path)

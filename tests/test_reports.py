@@ -379,3 +379,11 @@ def test_every_method_of_a_large_comparison_has_its_own_colour_and_marker():
     from reports.figures import style
     looks = [(style(i)["color"], style(i)["marker"]) for i in range(64)]  # 13 methods are registered
     assert len(set(looks)) == 64
+
+
+def test_a_variant_named_none_keeps_its_label():
+    from reports.metrics import method_label
+    # safree's "none" variant (no negative prompt) must not read as its default variant
+    assert method_label("m", "safree", "none", False) == "safree (none)"
+    assert method_label("m", "safree", "", False) == "safree"
+    assert method_label("m", "safree", "None", True) == "m: safree"

@@ -661,7 +661,7 @@ def edit_records(plan, store) -> dict:
     """edit id -> bench.manifest.EditRecord: what each edit was and what it cost (the base model
     is no edit and has no record)."""
     from bench.manifest import EditRecord
-    from methods.delta import DELTA_FILE, read_edit_record
+    from methods.delta import DELTA_FILE, read_edit_record, saved_inference_params
 
     edits = {}
     for edit_id, e in sorted(plan.edits.items()):
@@ -674,6 +674,7 @@ def edit_records(plan, store) -> dict:
             method=e.method, variant=e.variant or "", concept=e.concept, model=e.model, seed=e.seed,
             overrides=dict(e.overrides), seconds=rec.get("seconds"),
             peak_memory_mb=rec.get("peak_memory_mb"), params_changed=rec.get("params_changed"),
+            params_added=saved_inference_params(store.edit_dir(saved)),
             delta_bytes=(store.edit_dir(saved) / DELTA_FILE).stat().st_size,
             change_by_group=list(rec.get("change_by_group") or []))
     return edits
