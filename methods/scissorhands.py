@@ -107,18 +107,20 @@ class Scissorhands(ErasureMethod):
 
     def apply(self, ctx):
         pipe, cfg = ctx.pipe, ctx.config
+        names = self.trainable(pipe, cfg)
+        in_scope = [PRUNE_SCOPES[cfg.prune_scope](name) for name in names]
+        # checked before the forget and retain sets are generated, the slow part of a bad run
+        if not any(in_scope):
+            raise EraselabError(f"scissorhands: prune_scope {cfg.prune_scope!r} matches no UNet tensor "
+                                f"of this model")
         forget, prompts = concept_set(ctx, cfg.forget_images, cfg.gen_steps, cfg.gen_guidance)
         retain, retain_prompts = retain_set(ctx, cfg.retain_images, cfg.gen_steps, cfg.gen_guidance)
         anchors = relabelled(prompts, ctx.concept.name, ctx.concept.parent or generic_word(ctx.concept))
-        names = self.trainable(pipe, cfg)
         params = enable_grads(pipe, names)
         scheduler = training_scheduler(pipe)
         n = forget.shape[0]
 
-        prunable = [p for name, p in zip(names, params) if PRUNE_SCOPES[cfg.prune_scope](name)]
-        if not prunable:
-            raise EraselabError(f"scissorhands: prune_scope {cfg.prune_scope!r} matches no UNet tensor "
-                                f"of this model")
+        prunable = [p for p, keep in zip(params, in_scope) if keep]
         sums = [torch.zeros_like(p) for p in prunable]
         for _ in range(cfg.prune_batches):
             idx = batch_indices(n, cfg.batch_size, ctx.generator)

@@ -146,10 +146,15 @@ def test_scissorhands_prunes_only_inside_its_scope(monkeypatch):
     assert moved and all(n.startswith(inside) for n in moved), sorted(moved)
 
 
-def test_scissorhands_scope_missing_from_the_model_is_a_one_line_error():
+def test_scissorhands_scope_missing_from_the_model_is_a_one_line_error(monkeypatch):
+    import methods.scissorhands as sh
+    generated = []
+    real = sh.concept_set
+    monkeypatch.setattr(sh, "concept_set", lambda *a, **k: generated.append(1) or real(*a, **k))
     pipe = tiny_pipeline()   # its UNet has no up_blocks.1 / up_blocks.2 attentions
     with pytest.raises(EraselabError, match="prune_scope 'released' matches no UNet tensor"):
         erase(pipe, "scissorhands", "snoopy", seed=0, overrides=quick("scissorhands", prune_scope="released"))
+    assert not generated  # the scope is checked before the slow forget set is generated
 
 
 # --- Selective Amnesia -----------------------------------------------------------------------
