@@ -195,11 +195,15 @@ def tune(method: str, grid: dict, *, variant: str | None = None, base: dict | No
     model = str(model or default_model())
     sampler = {**SAMPLER, "precision": resolve_precision(SAMPLER["precision"], device)}
     import torch
-    report = {"benchmark": "tune", "method": method, "variant": variant, "base_overrides": base,
+    from methods.erase import get_method
+    report = {"benchmark": "tune", "method": method, "method_version": get_method(method).version,
+              "variant": variant, "base_overrides": base,
               "grid": grid, "model": label, "model_fingerprint": fingerprint(model),
               "split": split_description(), "sampler": sampler, "rule": rule_text(),
               "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
     earlier = _resumable(out, report)
+    if earlier is None and out.is_file():
+        log(f"{out}: measured another method version, model, split or sampler; starting afresh")
     if earlier:  # an extended grid: the record's grid is every value either grid holds
         report["grid"] = {k: sorted(set(earlier["grid"].get(k, [])) | set(grid.get(k, [])), key=_sort_value)
                           for k in dict.fromkeys([*grid, *earlier["grid"]])}
@@ -251,14 +255,15 @@ def _write(report: dict, out: Path) -> None:
 
 
 def _resumable(path: Path, report: dict) -> dict | None:
-    """The earlier result at ``path`` if it measured the same method, variant, base overrides,
-    model (content fingerprint, not the path), split and sampler (its settings are kept: a new
-    grid adds to them, and the rule chooses among all); else None."""
+    """The earlier result at ``path`` if it measured the same method and method version (a fixed
+    method bumps its version: settings measured before the fix are not reused), variant, base
+    overrides, model (content fingerprint, not the path), split and sampler (its settings are kept:
+    a new grid adds to them, and the rule chooses among all); else None."""
     try:
         earlier = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    keys = ("method", "variant", "base_overrides", "model_fingerprint", "split", "sampler")
+    keys = ("method", "method_version", "variant", "base_overrides", "model_fingerprint", "split", "sampler")
     if not isinstance(earlier, dict) or any(earlier.get(k) != report[k] for k in keys):
         return None
     if not isinstance(earlier.get("settings"), list) or not isinstance(earlier.get("grid"), dict):

@@ -76,13 +76,14 @@ def test_rule_text_is_the_docstrings():
 
 @pytest.mark.parametrize("change, reused", [({}, True), ({"grid": {"steps": [8, 100]}}, True),
                                             ({"method": "esd-x"}, False), ({"variant": "te-mlp"}, False),
+                                            ({"method_version": "2"}, False),
                                             ({"base_overrides": {"lr": 1}}, False),
                                             ({"model_fingerprint": "miniworld:other-weights"}, False),
                                             ({"sampler": {"steps": 25}}, False)])
 def test_earlier_results_are_reused_only_for_the_same_sweep(tmp_path, change, reused):
-    """Same method, variant, base, model, split and sampler: every setting measured is kept (a
-    resumed or extended grid adds to them); anything else measures again."""
-    report = {"method": "ga", "variant": None, "base_overrides": {}, "grid": {"steps": [8, 40]},
+    """Same method and version, variant, base, model, split and sampler: every setting measured is
+    kept (a resumed or extended grid adds to them); anything else measures again."""
+    report = {"method": "ga", "method_version": "1", "variant": None, "base_overrides": {}, "grid": {"steps": [8, 40]},
               "model": "m", "model_fingerprint": "miniworld:0123", "split": tuning.split_description(),
               "sampler": {"steps": 12}}
     settings = [{"overrides": {"steps": 8}}, {"overrides": {"steps": 40}}]
