@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from methods.base import ErasureMethod
 from methods.common import (enable_grads, encode_prompts, fill, generate_latents, generic_word,
                             noise_latents, optimise, tokenize, training_scheduler,
-                            training_templates, unet_out)
+                            training_templates, unet_out, word_positions)
 
 
 @dataclass
@@ -61,13 +61,6 @@ def prompts_for(concept) -> dict:
             "neutral": concept.parent or generic_word(concept)}
 
 
-def word_positions(pipe, prompt: str, word: str) -> list[int]:
-    """Positions of ``word``'s tokens in ``prompt`` (the first occurrence)."""
-    from methods.seot import concept_positions
-    ids = tokenize(pipe, [prompt])[0].tolist()
-    return concept_positions(ids, pipe.tokenizer(word).input_ids[1:-1])
-
-
 class AdvAnchor(ErasureMethod):
     """AdvAnchor: map the concept onto an anchor perturbed to oppose it."""
 
@@ -87,7 +80,7 @@ class AdvAnchor(ErasureMethod):
         with torch.no_grad():
             anchor, e_concept, e_neutral = encode_prompts(pipe, [texts["anchor"], texts["concept"],
                                                                  texts["neutral"]]).chunk(3)
-        positions = word_positions(pipe, texts["anchor"], concept.name) or [1]
+        positions = word_positions(pipe, tokenize(pipe, [texts["anchor"]])[0].tolist(), concept.name) or [1]
         delta = torch.zeros(1, len(positions), anchor.shape[-1], device=anchor.device)
         delta = (delta + 1e-7 * torch.randn(delta.shape, generator=ctx.generator).to(delta)).requires_grad_(True)
         delta_opt = torch.optim.Adam([delta], lr=cfg.anchor_lr)

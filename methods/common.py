@@ -59,6 +59,28 @@ def tokenize(pipe, prompts: list[str]) -> torch.Tensor:
     return ids.to(pipe.unet.device)
 
 
+def token_span(prompt_ids: list[int], sub_ids: list[int]) -> list[int]:
+    """Positions of the first occurrence of ``sub_ids`` in ``prompt_ids`` (empty if absent)."""
+    n = len(sub_ids)
+    for i in range(len(prompt_ids) - n + 1):
+        if prompt_ids[i:i + n] == sub_ids:
+            return list(range(i, i + n))
+    return []
+
+
+def word_positions(pipe, prompt_ids: list[int], word: str) -> list[int]:
+    """Positions of ``word``'s tokens in the tokenized prompt ``prompt_ids`` (empty if absent)."""
+    return token_span(prompt_ids, pipe.tokenizer(word, add_special_tokens=False).input_ids)
+
+
+def word_span(pipe, prompt_ids: list[int], word: str, method: str) -> list[int]:
+    """``word_positions``, or a one-line error naming ``method`` when the word is not there."""
+    positions = word_positions(pipe, prompt_ids, word)
+    if not positions:
+        raise EraselabError(f"{method}: {word!r} is not a token span of its prompt (truncated?)")
+    return positions
+
+
 def encode_ids(text_encoder, ids: torch.Tensor) -> torch.Tensor:
     # No attention mask: SD conditions on every position, pads included (docs/protocol.md, "The mini world").
     return text_encoder(ids)[0]

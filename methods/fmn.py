@@ -20,10 +20,9 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.core.errors import EraselabError
 from methods.base import UnetSubsetMethod
 from methods.common import (batch_indices, enable_grads, encode_ids, fill, images_to_latents,
-                            noise_latents, optimise, tokenize, training_scheduler, unet_out)
+                            noise_latents, optimise, tokenize, training_scheduler, unet_out, word_span)
 from methods.subsets import UNET, check
 
 
@@ -89,18 +88,6 @@ def capture_cross_attention(unet, positions: list[int] | None, by_layer: bool = 
         unet.set_attn_processor(dict(original))
 
 
-def concept_positions(pipe, ids: torch.Tensor, concept_name: str) -> list[int]:
-    """Positions of the concept's tokens in ``ids`` (1-D), without BOS/EOS/padding."""
-    tok = pipe.tokenizer
-    sub = tok(concept_name, add_special_tokens=False).input_ids
-    row = ids.tolist()
-    for start in range(1, len(row) - len(sub) + 1):
-        if row[start:start + len(sub)] == sub:
-            return list(range(start, start + len(sub)))
-    raise EraselabError(f"fmn: the concept {concept_name!r} is not a token span of its prompt "
-                        f"(truncated?)")
-
-
 @dataclass
 class FmnConfig:
     lr: float = 2e-6
@@ -133,7 +120,7 @@ class ForgetMeNot(UnetSubsetMethod):
         pipe, cfg = ctx.pipe, ctx.config
         latents = images_to_latents(pipe, ctx.images, ctx.generator, ctx.rng, cfg.hflip_p)
         ids = tokenize(pipe, [fill(cfg.prompt, ctx.concept.name)])
-        positions = concept_positions(pipe, ids[0], ctx.concept.name)
+        positions = word_span(pipe, ids[0].tolist(), ctx.concept.name, "fmn")
         with torch.no_grad():
             cond1 = encode_ids(pipe.text_encoder, ids)
         params = enable_grads(pipe, self.trainable(pipe, cfg))

@@ -79,10 +79,10 @@ from methods.adapters import Adapters
 from methods.base import ErasureMethod
 from methods.common import (batch_indices, concept_set, encode_ids, enable_grads, fill,
                             images_to_latents, noise_latents, optimise, random_timesteps,
-                            resolution, tokenize, training_scheduler, training_templates, unet_out)
+                            resolution, tokenize, training_scheduler, training_templates, unet_out,
+                            word_span)
 from methods.delta import named_tensors
 from methods.fmn import capture_cross_attention
-from methods.seot import concept_positions
 from methods.uce import mapped_closed_form
 
 MASK_SOURCES = ("grounded-sam", "whole", "renderer")
@@ -151,21 +151,12 @@ def augmented_prompts(concept, n: int, word: str | None = None) -> list[str]:
 
 
 # --- stage 1: closed-form refinement --------------------------------------------------------------
-def span(pipe, ids: list[int], word: str) -> list[int]:
-    """Positions of ``word``'s tokens in the prompt ``ids``."""
-    sub = pipe.tokenizer(word, add_special_tokens=False).input_ids
-    positions = concept_positions(ids, sub)
-    if not positions:
-        raise EraselabError(f"mace: {word!r} is not a token span of its prompt (truncated?)")
-    return positions
-
-
 def aligned_positions(pipe, prompt_ids: list[int], concept: str, anchor: str) -> tuple[list[int], list[int]]:
     """(positions in the concept prompt, the aligned positions in the anchor prompt): the prefix
     before the concept's tokens as is, the suffix after them shifted by the token-count difference
     (positions that fall off the end of the anchor prompt are dropped)."""
     length = len(prompt_ids)
-    concept_span = span(pipe, prompt_ids, concept)
+    concept_span = word_span(pipe, prompt_ids, concept, "mace")
     start, n_concept = concept_span[0], len(concept_span)
     n_anchor = len(pipe.tokenizer(anchor, add_special_tokens=False).input_ids) if anchor else 0
     src, dst = list(range(start)), list(range(start))
@@ -389,7 +380,7 @@ def train_adapter(ctx, cfg, latents, masks, prompts: list[str]) -> Adapters:
     adapters = Adapters.around(unet, layers, cfg.rank, ctx.generator, alpha=float(cfg.rank))
     n = latents.shape[0]
     ids = tokenize(pipe, prompts)
-    columns = [span(pipe, row.tolist(), ctx.concept.name) for row in ids]
+    columns = [word_span(pipe, row.tolist(), ctx.concept.name, "mace") for row in ids]
     with torch.no_grad():
         cond = encode_ids(pipe.text_encoder, ids)
     per_image = pooled_masks(masks, tuple(latents.shape[-2:]))

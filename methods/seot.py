@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from methods.base import ErasureMethod
-from methods.common import tokenize
+from methods.common import token_span, tokenize
 
 
 @dataclass
@@ -34,15 +34,6 @@ class SeotConfig:
         if self.alpha < 0 or not 0 <= self.start < 1:
             return "alpha must be at least 0 and start in [0, 1)"
         return None
-
-
-def concept_positions(prompt_ids: list[int], concept_ids: list[int]) -> list[int]:
-    """Positions of the first occurrence of ``concept_ids`` in ``prompt_ids`` (empty if absent)."""
-    n = len(concept_ids)
-    for i in range(len(prompt_ids) - n + 1):
-        if prompt_ids[i:i + n] == concept_ids:
-            return list(range(i, i + n))
-    return []
 
 
 def suppress(embedding: torch.Tensor, positions: list[int], eot: int, alpha: float) -> torch.Tensor:
@@ -76,7 +67,7 @@ class Seot(ErasureMethod):
         eos = tokenizer.eos_token_id
         found = []  # per image: (positions, end-of-text index) or None
         for row in ids.tolist():
-            positions = concept_positions(row, concept_ids)
+            positions = token_span(row, concept_ids)
             found += [(positions, row.index(eos)) if positions else None] * call.images_per_prompt
         if not any(found):
             return None

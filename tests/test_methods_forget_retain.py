@@ -77,11 +77,12 @@ def test_ant_changes_at_most_the_salient_half_of_each_tensor():
 # --- AdvAnchor -------------------------------------------------------------------------------
 def test_advanchor_perturbs_the_concept_word_in_the_anchor_prompt():
     from bench.catalog import load_catalog
-    from methods.advanchor import prompts_for, word_positions
+    from methods.advanchor import prompts_for
+    from methods.common import tokenize, word_positions
     pipe = tiny_pipeline()
     catalog = load_catalog("miniworld")
     texts = prompts_for(catalog["church"])
-    positions = word_positions(pipe, texts["anchor"], "church")
+    positions = word_positions(pipe, tokenize(pipe, [texts["anchor"]])[0].tolist(), "church")
     ids = pipe.tokenizer(texts["anchor"]).input_ids
     word = pipe.tokenizer("church").input_ids[1:-1]
     assert [ids[i] for i in positions] == word

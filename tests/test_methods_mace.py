@@ -84,12 +84,13 @@ def test_a_singular_solve_is_a_one_line_error():
 # --- stage 1: which rows map where ---------------------------------------------------------------
 def test_refinement_rows_are_the_context_around_the_concept_aligned_with_the_anchor_prompt():
     from methods.common import encode_prompts, tokenize
-    from methods.mace import aligned_positions, cfr_rows, span
+    from methods.common import word_span
+    from methods.mace import aligned_positions, cfr_rows
     pipe = tiny_pipeline()
     ids = tokenize(pipe, ["a photo of snoopy"])[0].tolist()
     anchor_ids = tokenize(pipe, ["a photo of dog"])[0].tolist()
     src, dst = aligned_positions(pipe, ids, "snoopy", "dog")  # 6 letter tokens -> 3
-    start = span(pipe, ids, "snoopy")[0]
+    start = word_span(pipe, ids, "snoopy", "mace")[0]
     assert src[:start] == dst[:start] == list(range(start))          # the prefix as is
     assert src[start] == start + 6 and dst[start] == start + 3        # the suffix, shifted
     assert [ids[i] for i in src[start:]] == [anchor_ids[j] for j in dst[start:]]  # eot / padding
@@ -159,10 +160,10 @@ def test_renderer_masks_cover_the_object_and_pool_to_every_attention_resolution(
 
 
 def test_training_lowers_the_masked_attention_loss():
-    from methods.common import encode_prompts, training_scheduler, unet_out
+    from methods.common import encode_prompts, training_scheduler, unet_out, word_span
     from methods.fmn import capture_cross_attention
-    from methods.mace import (augmented_prompts, masked_attention_loss, pooled_masks, span,
-                              train_adapter, training_images)
+    from methods.mace import (augmented_prompts, masked_attention_loss, pooled_masks, train_adapter,
+                              training_images)
     pipe = tiny_pipeline()
     ctx = context(pipe, "church", lr=3e-2, steps=30, images=2)
     latents, masks, prompts = training_images(ctx, ctx.config)
@@ -181,7 +182,7 @@ def test_training_lowers_the_masked_attention_loss():
             for i in range(2):
                 store.clear()
                 unet_out(pipe.unet, z[i:i + 1], t, cond[i:i + 1])
-                total += float(masked_attention_loss(store, span(pipe, ids[i].tolist(), "church"), per_image[i]))
+                total += float(masked_attention_loss(store, word_span(pipe, ids[i].tolist(), "church", "mace"), per_image[i]))
         return total
 
     before, after = loss(0.0), loss(1.0)

@@ -189,8 +189,9 @@ def test_adavd_changes_concept_prompts_more_than_others():
 
 # --- SEOT ----------------------------------------------------------------------------------
 def test_seot_suppresses_the_main_directions_and_skips_prompts_without_the_word():
-    from methods.seot import concept_positions, suppress
-    assert concept_positions([0, 5, 7, 8, 2], [7, 8]) == [2, 3] and concept_positions([0, 5, 2], [7]) == []
+    from methods.common import token_span
+    from methods.seot import suppress
+    assert token_span([0, 5, 7, 8, 2], [7, 8]) == [2, 3] and token_span([0, 5, 2], [7]) == []
     emb = torch.randn(10, 6) + 3.0
     out = suppress(emb, [2], eot=4, alpha=1.0)
     assert torch.equal(out[[0, 1, 3]], emb[[0, 1, 3]])

@@ -282,15 +282,16 @@ def test_salun_mask_keeps_top_fraction():
     assert int(sum(m.sum() for m in masks)) == 10 and masks[1].all()
 
 
-def test_fmn_positions_exclude_special_tokens():
-    from methods.common import tokenize
-    from methods.fmn import concept_positions
+def test_word_positions_exclude_special_tokens_and_a_missing_word_is_one_line():
+    from methods.common import tokenize, word_span
     pipe = tiny_pipeline()
     ids = tokenize(pipe, ["a photo of snoopy"])[0]
-    pos = concept_positions(pipe, ids, "snoopy")
+    pos = word_span(pipe, ids.tolist(), "snoopy", "fmn")
     tok = pipe.tokenizer
     assert len(pos) == len(tok("snoopy", add_special_tokens=False).input_ids)
     assert all(int(ids[p]) not in (tok.bos_token_id, tok.eos_token_id) for p in pos)
+    with pytest.raises(EraselabError, match=r"^fmn: 'church' is not a token span of its prompt"):
+        word_span(pipe, ids.tolist(), "church", "fmn")
 
 
 # --- few-shot images -----------------------------------------------------------------------
