@@ -264,7 +264,10 @@ def _resumable(path: Path, report: dict) -> dict | None:
     except (OSError, ValueError):
         return None
     keys = ("method", "method_version", "variant", "base_overrides", "model_fingerprint", "split", "sampler")
-    if not isinstance(earlier, dict) or any(earlier.get(k) != report[k] for k in keys):
+    if not isinstance(earlier, dict):
+        return None
+    # a record from before versions were recorded is taken as the current version's
+    if any(earlier.get(k, report[k] if k == "method_version" else None) != report[k] for k in keys):
         return None
     if not isinstance(earlier.get("settings"), list) or not isinstance(earlier.get("grid"), dict):
         return None

@@ -95,6 +95,9 @@ def test_earlier_results_are_reused_only_for_the_same_sweep(tmp_path, change, re
     if reused:
         assert [s["overrides"]["steps"] for s in got["settings"]] == [8, 40]
     assert tuning._resumable(tmp_path / "missing.json", report) is None
+    legacy = {k: v for k, v in earlier.items() if k != "method_version"}
+    path.write_text(json.dumps(legacy))
+    assert tuning._resumable(path, report) is not None  # recorded before versions were
 
 
 def test_grid_parsing_and_checking():
