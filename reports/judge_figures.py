@@ -34,7 +34,9 @@ def threshold_figure(section):
     roles = list(dict.fromkeys(p[0] for p in panels))
     fig = new_figure(2.5 * len(concepts) + 1.8, 2.1 * len(roles) + 0.4)
     axes = fig.subplots(len(roles), len(concepts), squeeze=False, sharex=True, sharey=True)
-    methods = list(dict.fromkeys(m for _, _, g in panels for m in g["method"] if m != ORIGINAL))
+    # a variant is its own line: its own colour and marker (SAFREE's two variants are two arms)
+    methods = list(dict.fromkeys((m, v) for _, _, g in panels for m, v in zip(g["method"], g["variant"])
+                                 if m != ORIGINAL))
     for role, concept, g in panels:
         ax = axes[roles.index(role)][concepts.index(concept)]
         for (method, variant), line in g.groupby(["method", "variant"], sort=False):
@@ -43,7 +45,7 @@ def threshold_figure(section):
             if method == ORIGINAL:
                 ax.plot(xs, ys, color="#000000", lw=1.4, label="original")
                 continue
-            st = style(1 + methods.index(method))
+            st = style(1 + methods.index((method, variant)))
             label = method if not variant else f"{method} ({variant})"
             ax.plot(xs, ys, marker=st["marker"], ms=2.5, color=st["color"], lw=1, label=text(label))
         operating = g["operating"].dropna()
@@ -66,7 +68,9 @@ def threshold_figure(section):
         for ax in row:
             for h, l in zip(*ax.get_legend_handles_labels()):
                 seen.setdefault(l, h)
-    fig.legend(list(seen.values()), list(seen.keys()), loc="outside right center", frameon=False, fontsize=7)
+    # about 16 entries fit beside two rows of panels: more go into further columns
+    fig.legend(list(seen.values()), list(seen.keys()), loc="outside right center", frameon=False, fontsize=7,
+               ncols=math.ceil(len(seen) / (8 * (len(roles) + 1))))
     return fig
 
 
