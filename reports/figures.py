@@ -135,11 +135,67 @@ def tradeoff_figure(summary: Summary):
     return fig
 
 
+# Past this many bars per label a grouped bar chart is unreadable: the mapping becomes a heat map.
+MAX_MAPPING_BARS = 8
+
+
+def _mapping_labels(series, concept: str, parent: str | None, top_k: int) -> list[str]:
+    """The top_k labels by their largest share in any series, plus the concept and its parent."""
+    score = {}
+    for _, dist, _ in series:
+        for label, p in dist.items():
+            score[label] = max(score.get(label, 0.0), p)
+    labels = sorted(score, key=lambda l: -score[l])[:top_k]
+    for must in (concept, parent):  # the concept itself and its parent are always shown
+        if must and must not in labels:
+            labels.append(must)
+    return labels
+
+
+def _mapping_tick(label: str, concept: str, parent: str | None) -> str:
+    if parent and label == parent:
+        return f"\u25b6 {text(label)} (parent)"
+    return text(label) + (" (itself)" if label == concept else "")
+
+
+def mapping_heatmap_figure(analyses: list[dict], top_k: int = 6):
+    """The mapping for many methods: per erased concept a panel, rows the original model and each
+    method, columns the top labels, cells the share (%)."""
+    import numpy as np
+    concepts = list(dict.fromkeys(a["concept"] for a in analyses))
+    n_rows = 1 + max(sum(1 for a in analyses if a["concept"] == c) for c in concepts)
+    fig = new_figure(2.2 + 2.9 * len(concepts), 1.6 + 0.17 * n_rows)
+    axes = fig.subplots(1, len(concepts), squeeze=False)[0]
+    image = None
+    for ax, concept in zip(axes, concepts):
+        group = [a for a in analyses if a["concept"] == concept]
+        parent = group[0].get("parent")
+        series = [("original (before)", group[0]["dist_before"], 0)]
+        series += [(a["label"], a["dist_after"], 1) for a in group]
+        labels = _mapping_labels(series, concept, parent, top_k)
+        values = np.array([[100 * dist.get(l, 0.0) for l in labels] for _, dist, _ in series])
+        image = ax.imshow(values, cmap="magma", vmin=0, vmax=100, aspect="auto")
+        for r in range(values.shape[0]):
+            for c in range(values.shape[1]):
+                ax.text(c, r, f"{values[r, c]:.0f}", ha="center", va="center", fontsize=5.5,
+                        color="white" if values[r, c] < 55 else "black")
+        ax.set_xticks(range(len(labels)), [_mapping_tick(l, concept, parent) for l in labels],
+                      rotation=35, ha="right", fontsize=7)
+        ax.set_yticks(range(len(series)), [text(name) for name, _, _ in series], fontsize=6.5)
+        ax.grid(False)
+        ax.set_title(f"\u201c{text(concept)}\u201d prompts: what the images show", fontsize=8)
+    bar = fig.colorbar(image, ax=list(axes), fraction=0.03)
+    bar.set_label(f"{analyses[0]['basis'] or 'share of images'} (%)", fontsize=7)
+    return fig
+
+
 def mapping_figure(analyses: list[dict], summary: Summary, top_k: int = 6):
     """Per erased concept: the label distribution before and after each method; parent highlighted."""
     concepts = list(dict.fromkeys(a["concept"] for a in analyses))
     if not concepts:
         return None
+    if 1 + max(sum(1 for a in analyses if a["concept"] == c) for c in concepts) > MAX_MAPPING_BARS:
+        return mapping_heatmap_figure(analyses, top_k)
     index = _method_index(summary)
     n = len(concepts)
     cols = min(n, 2)
@@ -152,14 +208,7 @@ def mapping_figure(analyses: list[dict], summary: Summary, top_k: int = 6):
         before = group[0]["dist_before"]
         series = [("original (before)", before, 0)]  # index 0: drawn white, no hatch
         series += [(f"{a['label']} (after)", a["dist_after"], index[a["method_key"]]) for a in group]
-        score = {}
-        for _, dist, _ in series:
-            for label, p in dist.items():
-                score[label] = max(score.get(label, 0.0), p)
-        labels = sorted(score, key=lambda l: -score[l])[:top_k]
-        for must in (concept, parent):  # the concept itself and its parent are always shown
-            if must and must not in labels:
-                labels.append(must)
+        labels = _mapping_labels(series, concept, parent, top_k)
         height = 0.8 / len(series)
         for j, (name, dist, idx) in enumerate(series):
             st = style(idx)
@@ -167,14 +216,10 @@ def mapping_figure(analyses: list[dict], summary: Summary, top_k: int = 6):
             ax.barh(ys, [100 * dist.get(l, 0.0) for l in labels], height=height * 0.95,
                     color=st["color"] if idx else "white", edgecolor="black", lw=0.6,
                     hatch=st["hatch"] if idx else "", label=text(name))
-        ticks = []
         for k, label in enumerate(labels):
             if parent and label == parent:
                 ax.axhspan(k - 0.5, k + 0.5, color="#e8e8e8", zorder=0, lw=0)
-                ticks.append(f"\u25b6 {text(label)} (parent)")
-            else:
-                ticks.append(text(label) + (" (itself)" if label == concept else ""))
-        ax.set_yticks(range(len(labels)), ticks)
+        ax.set_yticks(range(len(labels)), [_mapping_tick(l, concept, parent) for l in labels])
         for tick, label in zip(ax.get_yticklabels(), labels):
             if parent and label == parent:
                 tick.set_fontweight("bold")

@@ -387,3 +387,17 @@ def test_a_variant_named_none_keeps_its_label():
     assert method_label("m", "safree", "none", False) == "safree (none)"
     assert method_label("m", "safree", "", False) == "safree"
     assert method_label("m", "safree", "None", True) == "m: safree"
+
+
+def test_many_methods_map_as_a_heat_map_with_one_row_per_method():
+    from reports.figures import MAX_MAPPING_BARS, mapping_figure
+    analyses = [{"concept": c, "parent": "dog", "label": f"m{i}", "method_key": ("m", f"m{i}", ""),
+                 "basis": "mean probability", "dist_before": {c: 0.9, "dog": 0.1},
+                 "dist_after": {c: 0.1 * (i % 10), "dog": 0.5}}
+                for c in ("snoopy", "church") for i in range(MAX_MAPPING_BARS)]
+    fig = mapping_figure(analyses, summary=None)
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    assert len(panels) == 2  # one per concept, plus the colour bar
+    rows = [t.get_text() for t in panels[0].get_yticklabels()]
+    assert rows == ["original (before)"] + [f"m{i}" for i in range(MAX_MAPPING_BARS)]
+    assert any("(parent)" in t.get_text() for t in panels[0].get_xticklabels())
