@@ -11,6 +11,7 @@ markers/hatches carry the distinction on their own, so a greyscale print stays r
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 
 from reports.metrics import Summary
@@ -50,18 +51,23 @@ def new_figure(width: float, height: float):
     return fig
 
 
-def heatmap_figure(values, rows: list[str], columns: list[str], label: str):
-    """A rows x columns heat map of percentages (NaN cells blank), each cell annotated."""
-    import math
-    fig = new_figure(1.8 + 1.0 * len(columns), 1.0 + 0.35 * len(rows))
-    ax = fig.add_subplot()
+def annotated_cells(ax, values, fontsize: float):
+    """Percentages (0-100) drawn as heat-map cells, each with its value (NaN cells blank)."""
     image = ax.imshow(values, cmap="magma", vmin=0, vmax=100, aspect="auto")
-    for r in range(len(rows)):
-        for c in range(len(columns)):
+    for r in range(values.shape[0]):
+        for c in range(values.shape[1]):
             v = values[r, c]
             if not math.isnan(v):
-                ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                ax.text(c, r, f"{v:.0f}", ha="center", va="center", fontsize=fontsize,
                         color="white" if v < 55 else "black")
+    return image
+
+
+def heatmap_figure(values, rows: list[str], columns: list[str], label: str):
+    """A rows x columns heat map of percentages (NaN cells blank), each cell annotated."""
+    fig = new_figure(1.8 + 1.0 * len(columns), 1.0 + 0.35 * len(rows))
+    ax = fig.add_subplot()
+    image = annotated_cells(ax, values, fontsize=7)
     ax.set_xticks(range(len(columns)), [text(s) for s in columns], rotation=30, ha="right", fontsize=7)
     ax.set_yticks(range(len(rows)), [text(a) for a in rows], fontsize=7)
     ax.grid(False)
@@ -158,12 +164,17 @@ def _mapping_tick(label: str, concept: str, parent: str | None) -> str:
     return text(label) + (" (itself)" if label == concept else "")
 
 
+def _mapping_rows(analyses: list[dict]) -> int:
+    """Series per concept panel: the original model and the most methods any concept has."""
+    return 1 + max(Counter(a["concept"] for a in analyses).values())
+
+
 def mapping_heatmap_figure(analyses: list[dict], top_k: int = 6):
     """The mapping for many methods: per erased concept a panel, rows the original model and each
     method, columns the top labels, cells the share (%)."""
     import numpy as np
     concepts = list(dict.fromkeys(a["concept"] for a in analyses))
-    n_rows = 1 + max(sum(1 for a in analyses if a["concept"] == c) for c in concepts)
+    n_rows = _mapping_rows(analyses)
     fig = new_figure(2.2 + 2.9 * len(concepts), 1.6 + 0.17 * n_rows)
     axes = fig.subplots(1, len(concepts), squeeze=False)[0]
     image = None
@@ -174,11 +185,7 @@ def mapping_heatmap_figure(analyses: list[dict], top_k: int = 6):
         series += [(a["label"], a["dist_after"], 1) for a in group]
         labels = _mapping_labels(series, concept, parent, top_k)
         values = np.array([[100 * dist.get(l, 0.0) for l in labels] for _, dist, _ in series])
-        image = ax.imshow(values, cmap="magma", vmin=0, vmax=100, aspect="auto")
-        for r in range(values.shape[0]):
-            for c in range(values.shape[1]):
-                ax.text(c, r, f"{values[r, c]:.0f}", ha="center", va="center", fontsize=5.5,
-                        color="white" if values[r, c] < 55 else "black")
+        image = annotated_cells(ax, values, fontsize=5.5)
         ax.set_xticks(range(len(labels)), [_mapping_tick(l, concept, parent) for l in labels],
                       rotation=35, ha="right", fontsize=7)
         ax.set_yticks(range(len(series)), [text(name) for name, _, _ in series], fontsize=6.5)
@@ -194,7 +201,7 @@ def mapping_figure(analyses: list[dict], summary: Summary, top_k: int = 6):
     concepts = list(dict.fromkeys(a["concept"] for a in analyses))
     if not concepts:
         return None
-    if 1 + max(sum(1 for a in analyses if a["concept"] == c) for c in concepts) > MAX_MAPPING_BARS:
+    if _mapping_rows(analyses) > MAX_MAPPING_BARS:
         return mapping_heatmap_figure(analyses, top_k)
     index = _method_index(summary)
     n = len(concepts)

@@ -68,9 +68,10 @@ def threshold_figure(section):
         for ax in row:
             for h, l in zip(*ax.get_legend_handles_labels()):
                 seen.setdefault(l, h)
-    # about 16 entries fit beside two rows of panels: more go into further columns
+    # about 8 entries fit beside each row of panels and 8 more in the margins: the rest take columns
+    per_column = 8 * (len(roles) + 1)
     fig.legend(list(seen.values()), list(seen.keys()), loc="outside right center", frameon=False, fontsize=7,
-               ncols=math.ceil(len(seen) / (8 * (len(roles) + 1))))
+               ncols=math.ceil(len(seen) / per_column))
     return fig
 
 
