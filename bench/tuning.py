@@ -31,8 +31,10 @@ chosen, and the result says so.
 Images are sampled as mini-default samples them (12-step DPM-Solver++, guidance 6, precision
 auto), judged by each subject's catalog detector. The result file is rewritten after every
 setting (``"complete": false`` until the end); a rerun with the same method, variant, base
-overrides, model (by content fingerprint), split and sampler keeps every setting measured: an
-interrupted sweep resumes, another grid adds only what is new, and the rule chooses among all.
+overrides, model (by content fingerprint), judges (by their weights' checksums), split and sampler
+keeps every setting measured: an interrupted sweep resumes, another grid adds only what is new, and
+the rule chooses among all. A record without the judges' checksums is measured afresh: it cannot
+show which judges scored it.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ TOLERANCE = 0.10
 TIE = 1 / (TARGET_SAMPLES * 2)
 DESIGN_RATE = 0.9  # the unrelated rate the split is sized at (tolerance_in_standard_errors)
 SAMPLER = {"scheduler": "dpm", "steps": 12, "guidance": 6.0, "batch_size": 32, "precision": "auto"}
+# The shipped folders the judges read: the detector (miniworld-yolo), the style probe and the mini
+# CLIP whose image tower it reads, and the CNN judge, so that retraining any judge measures afresh.
+JUDGE_FOLDERS = ("detector", "probe", "clip", "judge")
 
 
 def unrelated_prompts() -> list[tuple[str, str]]:
@@ -87,6 +92,17 @@ def tolerance_in_standard_errors(n_unrelated: int | None = None, rate: float = D
     rates at ``rate``, each over ``n_unrelated`` images (default: the split's)."""
     n = n_unrelated or len(TUNING_CONCEPTS) * len(unrelated_prompts()) * UNRELATED_SAMPLES
     return TOLERANCE / math.sqrt(2 * rate * (1 - rate) / n)
+
+
+def judges_fingerprint(root=None) -> str:
+    """The judges' identity: a digest of the mini world's checksum lines of ``JUDGE_FOLDERS``
+    (every judge checks its files against those lines when it loads)."""
+    import hashlib
+    from bench.core.paths import MINIWORLD_DIR
+    from bench.miniworld.weights import read_sums
+    sums = read_sums(root or MINIWORLD_DIR)
+    lines = sorted(f"{digest}  {path}" for path, digest in sums.items() if path.split("/")[0] in JUDGE_FOLDERS)
+    return "miniworld-judges:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
 
 
 def split_description() -> dict:
@@ -178,9 +194,12 @@ def result_path(method: str, variant: str | None = None) -> Path:
 
 
 def tune(method: str, grid: dict, *, variant: str | None = None, base: dict | None = None,
-         model=None, out=None, device: str = "cpu", progress: bool = True, log=print) -> dict:
+         model=None, out=None, device: str = "cpu", progress: bool = True, log=print,
+         original: dict | None = None) -> dict:
     """Measure every setting of ``grid`` on the split, choose by the rule, write ``out``; returns
-    the result (``result["chosen"]``: the chosen setting's row, or None)."""
+    the result (``result["chosen"]``: the chosen setting's row, or None). ``original``: the
+    original model's measurement from an earlier ``tune`` of this process on the same model and
+    device (``result["original"]``), so that tuning several variants measures it once."""
     from bench.catalog import load_catalog
     from bench.pipeline_io import default_model, load_pipeline
     from bench.runner.models import fingerprint
@@ -199,11 +218,12 @@ def tune(method: str, grid: dict, *, variant: str | None = None, base: dict | No
     report = {"benchmark": "tune", "method": method, "method_version": get_method(method).version,
               "variant": variant, "base_overrides": base,
               "grid": grid, "model": label, "model_fingerprint": fingerprint(model),
+              "judges": judges_fingerprint(),
               "split": split_description(), "sampler": sampler, "rule": rule_text(),
               "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine()}
     earlier = _resumable(out, report)
     if earlier is None and out.is_file():
-        log(f"{out}: measured another method version, model, split or sampler; starting afresh")
+        log(f"{out}: measured another method version, model, judges, split or sampler; starting afresh")
     if earlier:  # an extended grid: the record's grid is every value either grid holds
         report["grid"] = {k: sorted(set(earlier["grid"].get(k, [])) | set(grid.get(k, [])), key=_sort_value)
                           for k in dict.fromkeys([*grid, *earlier["grid"]])}
@@ -212,7 +232,7 @@ def tune(method: str, grid: dict, *, variant: str | None = None, base: dict | No
     judges = Judges(catalog, device)
     if earlier:
         original = earlier["original"]
-    else:
+    elif original is None:
         original = summarise({c: measure_concept(pipe, c, judges, sampler) for c in TUNING_CONCEPTS})
     log(f"original: target {original['target']:.3f} unrelated {original['unrelated']:.3f}")
     rows = earlier["settings"] if earlier else []
@@ -257,13 +277,14 @@ def _write(report: dict, out: Path) -> None:
 def _resumable(path: Path, report: dict) -> dict | None:
     """The earlier result at ``path`` if it measured the same method and method version (a fixed
     method bumps its version: settings measured before the fix are not reused), variant, base
-    overrides, model (content fingerprint, not the path), split and sampler (its settings are kept:
-    a new grid adds to them, and the rule chooses among all); else None."""
+    overrides, model (content fingerprint, not the path), judges, split and sampler (its settings
+    are kept: a new grid adds to them, and the rule chooses among all); else None."""
     try:
         earlier = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    keys = ("method", "method_version", "variant", "base_overrides", "model_fingerprint", "split", "sampler")
+    keys = ("method", "method_version", "variant", "base_overrides", "model_fingerprint", "judges", "split",
+            "sampler")
     if not isinstance(earlier, dict):
         return None
     # a record from before versions were recorded is taken as the current version's

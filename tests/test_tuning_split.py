@@ -79,12 +79,14 @@ def test_rule_text_is_the_docstrings():
                                             ({"method_version": "2"}, False),
                                             ({"base_overrides": {"lr": 1}}, False),
                                             ({"model_fingerprint": "miniworld:other-weights"}, False),
+                                            ({"judges": "miniworld-judges:retrained"}, False),
                                             ({"sampler": {"steps": 25}}, False)])
 def test_earlier_results_are_reused_only_for_the_same_sweep(tmp_path, change, reused):
-    """Same method and version, variant, base, model, split and sampler: every setting measured is
-    kept (a resumed or extended grid adds to them); anything else measures again."""
+    """Same method and version, variant, base, model, judges, split and sampler: every setting
+    measured is kept (a resumed or extended grid adds to them); anything else measures again."""
     report = {"method": "ga", "method_version": "1", "variant": None, "base_overrides": {}, "grid": {"steps": [8, 40]},
-              "model": "m", "model_fingerprint": "miniworld:0123", "split": tuning.split_description(),
+              "model": "m", "model_fingerprint": "miniworld:0123", "judges": "miniworld-judges:4567",
+              "split": tuning.split_description(),
               "sampler": {"steps": 12}}
     settings = [{"overrides": {"steps": 8}}, {"overrides": {"steps": 40}}]
     earlier = {**report, "original": {}, "settings": settings, "complete": True}  # or partial
@@ -98,6 +100,24 @@ def test_earlier_results_are_reused_only_for_the_same_sweep(tmp_path, change, re
     legacy = {k: v for k, v in earlier.items() if k != "method_version"}
     path.write_text(json.dumps(legacy))
     assert tuning._resumable(path, report) is not None  # recorded before versions were
+    unjudged = {k: v for k, v in earlier.items() if k != "judges"}
+    path.write_text(json.dumps(unjudged))
+    assert tuning._resumable(path, report) is None  # which judges scored it is unknown
+
+
+def test_judges_fingerprint_follows_the_judges_weights_only(tmp_path):
+    def sums(digests):
+        lines = [f"{d * 64}  {path}" for path, d in digests.items()]
+        (tmp_path / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+        return tuning.judges_fingerprint(tmp_path)
+
+    shipped = {"detector/best.safetensors": "a", "probe/probe.safetensors": "b", "clip/model.safetensors": "c",
+               "judge/judge.safetensors": "d", "pipeline/unet/model.safetensors": "e", "sae/sae.safetensors": "f"}
+    first = sums(shipped)
+    assert sums({**shipped, "pipeline/unet/model.safetensors": "9", "sae/sae.safetensors": "8"}) == first
+    for judge_file in ("detector/best.safetensors", "probe/probe.safetensors", "clip/model.safetensors",
+                       "judge/judge.safetensors"):
+        assert sums({**shipped, judge_file: "7"}) != first, judge_file
 
 
 def test_grid_parsing_and_checking():
@@ -125,3 +145,28 @@ def test_tune_command_refuses_a_bad_grid_in_one_line(capsys, args, message):
     assert cli(["tune", "--method", "fewshot-te", *args]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_tune_command_refuses_a_bad_later_variant_before_tuning_any(capsys, monkeypatch):
+    monkeypatch.setattr(tuning, "tune", lambda *a, **k: pytest.fail("tuned before every variant was checked"))
+    args = ["tune", "--method", "fewshot-te", "--grid", "lr=1e-4", "--variant", "te-mlp", "--variant", "te-foo"]
+    assert cli(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "te-foo" in err[0]
+
+
+def test_tune_command_tunes_several_variants_measuring_the_original_once(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_tune(method, grid, *, variant, out, original, **_):
+        calls.append((variant, out, original))
+        return {"original": original or {"measured by": variant}}
+
+    monkeypatch.setattr(tuning, "tune", fake_tune)
+    args = ["tune", "--method", "fewshot-te", "--grid", "lr=1e-4,3e-4", "--device", "cpu", "--out", str(tmp_path),
+            "--variant", "te-layer0-mlp", "--variant", "te-layer0-attn", "--variant", "te-layer1-mlp"]
+    assert cli(args) == 0
+    assert [c[0] for c in calls] == ["te-layer0-mlp", "te-layer0-attn", "te-layer1-mlp"]
+    assert [c[1] for c in calls] == [str(tmp_path / f"{v}.json") for v, _, _ in calls]
+    assert calls[0][2] is None  # the first measures the original; the others reuse its measurement
+    assert [c[2] for c in calls[1:]] == [{"measured by": "te-layer0-mlp"}] * 2
