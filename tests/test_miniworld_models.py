@@ -92,6 +92,9 @@ def test_each_training_stage_runs_one_step(tmp_path, monkeypatch):
     monkeypatch.setattr(train_clip, "validation_set", lambda n_per_label=20: _small_val(train_clip))
     monkeypatch.setattr(train_decoder, "N_VAL_PER_STYLE", 4)  # the held-out PSNRs' sizes, not their logic
     monkeypatch.setattr(train_vae, "N_VAL", 16)
+    from bench.miniworld import budget
+    monkeypatch.setattr(budget, "PROBE_STEPS", 4)  # the timed probe's length, not its logic
+    monkeypatch.setattr(budget, "SKIP", 2)
     ck = tmp_path / "checkpoints"
     m = train_clip.train(tmp_path / "clip", ck, tmp_path, steps=1, n_train=32, batch=8, progress=False,
                          config=TINY_CLIP)
@@ -367,3 +370,20 @@ def test_model_card_counts_every_warm_started_round(tmp_path):
     m = _stage_metrics(path)
     assert "history" not in m and "history" not in m["base_metrics"]["base_metrics"]
     assert _rounds(m) == ("9200 + 2400 + 1800", "100.0 + 40.0 + 30.0", "NVIDIA H200 + cpu")
+
+
+def test_step_budget_fixes_the_count_from_the_timed_steps(monkeypatch):
+    """Steps SKIP..PROBE_STEPS are timed; the count is what fits the budget, rounded down to a
+    hundred, never fewer than the steps already run; no budget keeps the count."""
+    from bench.miniworld import budget
+    clock = iter(range(0, 10_000, 2))  # every call of time.time() is 2 s after the last
+    monkeypatch.setattr(budget.time, "time", lambda: next(clock))
+    b = budget.StepBudget(seconds=1000.0, start=0)
+    counts = [b.steps_after(step, 5000) for step in range(1, budget.PROBE_STEPS + 1)]
+    assert counts[:-1] == [5000] * (budget.PROBE_STEPS - 1)
+    per_step = 2 / (budget.PROBE_STEPS - budget.SKIP)  # two clock reads, 2 s apart, over the probe
+    assert b.record["seconds_per_step"] == round(per_step, 4)
+    assert counts[-1] == int(1000 / per_step) // 100 * 100
+    tight = budget.StepBudget(seconds=1e-6, start=100)
+    assert [tight.steps_after(s, 5000) for s in range(101, 101 + budget.PROBE_STEPS)][-1] == 100 + budget.PROBE_STEPS
+    assert budget.StepBudget(None, 0).steps_after(budget.PROBE_STEPS, 5000) == 5000
