@@ -315,7 +315,8 @@ def study_table(study: Study, index: int):
         Column("det_unrelated", "Detection, unrelated", "pct", "higher"),
         Column("change_unrelated", "Change, unrelated", "signed_pct", "higher"),
         Column("p_unrelated", "Adjusted p", "p"),
-        Column("params_changed", "Parameters changed or added", "count"), Column("seconds", "Erasure seconds", "seconds"),
+        Column("params_changed", bm.METRIC_BY_NAME["params_changed"].label, "count"),
+        Column("seconds", bm.METRIC_BY_NAME["seconds"].label, "seconds"),
         Column("pareto", "On the Pareto front")]
     front = {a.label for a in pareto_front(study.arms)}
     rows = []

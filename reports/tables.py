@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from bench.metrics import BETTER, BETTER_SEED_DEPENDENT
+from bench.metrics import BETTER, BETTER_SEED_DEPENDENT, METRIC_BY_NAME
 from bench.metrics import erased as is_erased
 from reports.metrics import METRICS, Estimate, Summary
 from reports.rundata import ORIGINAL
@@ -229,8 +229,8 @@ def overview_table(summary: Summary) -> Table:
     columns = [Column("method", "Method")]
     columns += [Column(f"target_{i}", f"Target: {c}", "pct", "lower") for i, c in enumerate(summary.concepts)]
     columns += [Column("erased", "Erased"), Column("unrelated", "Unrelated (pooled)", "pct", "higher"),
-                Column("seconds", "Erasure seconds (median)", "seconds", "lower"),
-                Column("params_changed", "Parameters changed or added (median)", "count", "lower"),
+                Column("seconds", f"{METRIC_BY_NAME['seconds'].label} (median)", "seconds", "lower"),
+                Column("params_changed", f"{METRIC_BY_NAME['params_changed'].label} (median)", "count", "lower"),
                 Column("delta_bytes", "Edit size (median)", "bytes", "lower")]
     rows = []
     for key in summary.methods:
