@@ -58,7 +58,7 @@ Tuned on the shipped 12.6M-parameter UNet:
 
 | method       | grid                                      | chosen          | target / unrelated |
 |--------------|-------------------------------------------|-----------------|--------------------|
-| fewshot-te | steps 40, 60, 80; lr 1e-4 ... 3e-4 (11 settings) | steps 40, lr 1.2e-4 | 0.45 / 0.89 |
+| fewshot-te | steps 40, 60, 80; lr 1e-4 ... 3e-4 (11 settings) | steps 40, lr 1.2e-4 | 0.52 / 0.89 |
 | esd-x | steps 50, 100; lr 1e-5, 1e-4, 1e-3 | steps 100, lr 1e-3 | 0.22 / 0.90 |
 | esd-x-strict | steps 50, 100; lr 1e-5, 1e-4, 1e-3 | steps 50, lr 1e-3 | 0.16 / 0.92 |
 | esd-u | steps 50, 100; lr 1e-6, 3e-6, 1e-5, 1e-4 (3e-5 added between) | steps 50, lr 3e-5 | 0.88 / 0.95 |
@@ -95,7 +95,7 @@ the tolerance or more than 2/3 behind in target rate, and re-judging neon moves 
 mean by 1/3 at most), while their target numbers are the old probe's. Re-measuring them is open (issue 20).
 
 On the shipped UNet fewshot-te is close to all-or-nothing: every setting that erases more than
-the chosen one (target 0-14%) costs unrelated detection 14-29 points. Several methods cannot
+the chosen one (target 0-41%) costs unrelated detection 13-29 points. Several methods cannot
 erase on the mini world without breaking unrelated prompts, and the rule then keeps a setting
 that barely erases (esd-u, fmn, ga, conceptprune, advanchor, spm, sdd, stereo); the benchmark
 reports that, it does not hide it.
