@@ -194,10 +194,11 @@ class Found:
         if data.get("has_vectors"):
             from safetensors.torch import load_file
             from detectors.base import read_safetensors
+            from methods.delta import owned
             tensors = read_safetensors(folder / VECTORS_FILE, load_file)
             if "vectors" not in tensors:
                 raise EraselabError(f"{folder / VECTORS_FILE}: no 'vectors' tensor in this attack result")
-            vectors = tensors["vectors"]
+            vectors = owned(tensors)["vectors"]  # as the in-memory vectors compute, bit for bit
         return cls(prompt=data["prompt"], vectors=vectors, objective_before=data.get("objective_before", float("nan")),
                    objective_after=data.get("objective_after", float("nan")), steps=data.get("steps", 0),
                    seconds=data.get("seconds", 0.0))

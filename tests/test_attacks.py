@@ -242,6 +242,7 @@ def test_found_saves_and_loads_as_json_and_safetensors(tmp_path):
     assert json.loads((tmp_path / "job" / "found.json").read_text())["probe"] == "soft-prompt"
     back = Found.load(tmp_path / "job")
     assert back.prompt == found.prompt and torch.equal(back.vectors, found.vectors)
+    assert back.vectors.data_ptr() % 64 == 0  # its own aligned memory: computes as the in-memory vectors
     (tmp_path / "job" / "vectors.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(EraselabError, match="unreadable safetensors"):
         Found.load(tmp_path / "job")

@@ -14,7 +14,6 @@ import torch
 from bench.tiny import tiny_pipeline
 from methods.delta import INFERENCE_PREFIX, load_edit, named_tensors
 from methods.erase import erase
-from tests.reload_check import assert_same_images
 
 torch.set_num_threads(1)
 
@@ -98,7 +97,10 @@ def test_spm_saves_its_adapter_and_spm_plain_merges_the_same_one(tmp_path):
     assert set(load_file(str(out / "delta.safetensors"))) == set(gated.inference_tensors)
     reloaded = load_edit(tiny_pipeline(), out)
     assert reloaded.tensors.keys() == gated.inference_tensors.keys()
-    assert_same_images("spm", image(reloaded), image(gated.pipeline))
+    # in memory of their own (64-byte aligned), not views into the file's buffer: AVX-512 kernels
+    # sum unaligned data in another order, and the reload would draw within 1e-6, not exactly
+    assert all(t.data_ptr() % 64 == 0 for t in reloaded.tensors.values())
+    assert np.array_equal(image(reloaded), image(gated.pipeline))
 
 
 def test_spm_gated_and_plain_differ_where_the_gate_is_below_one():
