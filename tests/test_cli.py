@@ -34,6 +34,13 @@ def test_validate_ok_and_bad(tmp_path):
     assert "concept 'a': key 'templates'" in lines[0] and "concept 'b': key 'parent'" in lines[1]
 
 
+def test_validate_takes_a_shipped_suites_name(capsys):
+    assert main(["validate", "mini-default"]) == 0
+    assert capsys.readouterr().out.strip() == "mini-default: ok"
+    assert main(["validate", "no-such-suite"]) == 1
+    assert capsys.readouterr().err.strip() == "no-such-suite: file not found"
+
+
 def test_usage_error_exit_2_one_line():
     code, _, err = run_cli("ls", "nonsense")
     assert code == 2 and len(err.strip().splitlines()) == 1
