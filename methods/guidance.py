@@ -15,15 +15,18 @@ from the concept, momentum, applied after a warm-up).
 
 from __future__ import annotations
 
-import json
 from contextlib import ExitStack
-from pathlib import Path
 
 import torch
 
 from bench.core.errors import EraselabError
 
-GUIDANCE_FILE = "eraselab_guidance.json"
+
+def not_exportable(method: str) -> EraselabError:
+    """The one-line refusal to save an inference-time edit as a plain diffusers pipeline."""
+    return EraselabError(f"{method}: an inference-time edit changes sampling, not weights, so a saved "
+                         f"diffusers pipeline would still draw the concept; save the edit folder "
+                         f"(eraselab erase --out) and load it with methods.delta.load_edit")
 
 
 class GuidedPipeline:
@@ -56,9 +59,8 @@ class GuidedPipeline:
         return self
 
     def save_pretrained(self, directory, **kwargs):
-        """Save the (unchanged) pipeline and the guidance specs next to it."""
-        self.eraselab_inner.save_pretrained(directory, **kwargs)
-        (Path(directory) / GUIDANCE_FILE).write_text(json.dumps(self.specs, indent=2) + "\n")
+        """Refused: the weights alone are the unerased model (see ``not_exportable``)."""
+        raise not_exportable(", ".join(sorted({spec["method"] for spec in self.specs})))
 
     def __call__(self, prompt=None, negative_prompt=None, **kwargs):
         # negative-prompt's text, and any other spec's negative text (SAFREE's keywords)

@@ -37,7 +37,8 @@ do not change). They act on every prompt with no gate, so the method declares
 own UNet adds the eraser's output (methods/delta.py installs them; ``reset_edits`` removes
 them). Whatever runs that UNet (pipeline sampling, white-box attacks, sampling probes,
 fine-tuning copies, a later erasure) therefore meets the erased model, as with a weight edit.
-An exported pipeline (``--export-pipeline``) does not carry the erasers; the edit folder does.
+The erasers live in the edit folder only, so ``--export-pipeline`` refuses Receler (a plain
+diffusers pipeline would be the unerased model).
 
     eraselab erase --method receler --concept church --seed 0 --out out/receler-church
 """

@@ -320,6 +320,24 @@ def test_fewshot_images_from_the_renderer():
 
 
 # --- CLI -----------------------------------------------------------------------------------
+def test_an_inference_time_edit_refuses_to_export_as_a_plain_pipeline(tmp_path, capsys):
+    # its weights are the unerased model: a saved diffusers pipeline would draw the concept
+    from bench.cli import main
+    model = tmp_path / "model"
+    tiny_pipeline().save_pretrained(model)
+    capsys.readouterr()
+    code = main(["erase", "--model", str(model), "--method", "negative-prompt", "--concept", "snoopy", "--seed", "0",
+                 "--out", str(tmp_path / "out"), "--no-progress", "--device", "cpu",
+                 "--export-pipeline", str(tmp_path / "full")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1 and "inference-time edit changes sampling" in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "full").exists()
+    edited = erase(tiny_pipeline(), "negative-prompt", "snoopy", seed=0, progress=False)
+    with pytest.raises(EraselabError, match="negative-prompt: an inference-time edit"):
+        edited.pipeline.save_pretrained(tmp_path / "api")
+    assert not (tmp_path / "api").exists()
+
+
 def test_cli_erase_json(tmp_path, images_dir, capsys):
     from bench.cli import main
     model = tmp_path / "model"

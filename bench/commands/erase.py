@@ -6,7 +6,8 @@
 
 Without ``--model`` the shipped mini-world pipeline is used. Prints the seconds spent, the
 parameters changed and where the delta is (``--json`` for one JSON object on stdout).
-``--export-pipeline DIR`` also writes the full edited pipeline (``save_pretrained``).
+``--export-pipeline DIR`` also writes the full edited pipeline (``save_pretrained``); an
+inference-time method (its edit changes sampling, not weights) refuses it before any work.
 Several ``--concept`` flags erase the concepts one after another (sequential erasure); the delta
 covers all of them. Nothing is written when erasure fails.
 """
@@ -63,6 +64,9 @@ def _run(args) -> int:
     from methods.config import parse_set_args
 
     method_cls = METHODS.get(args.method)  # unknown method: fail before loading anything
+    if args.export_pipeline and method_cls.inference_time:
+        from methods.guidance import not_exportable
+        raise not_exportable(args.method)
     overrides = parse_set_args(args.overrides)
     # keys, types and variant do not depend on the model family: check them before loading
     resolve_method_config(method_cls, "sd", args.variant, overrides)
