@@ -97,12 +97,9 @@ def tolerance_in_standard_errors(n_unrelated: int | None = None, rate: float = D
 def judges_fingerprint(root=None) -> str:
     """The judges' identity: a digest of the mini world's checksum lines of ``JUDGE_FOLDERS``
     (every judge checks its files against those lines when it loads)."""
-    import hashlib
     from bench.core.paths import MINIWORLD_DIR
-    from bench.miniworld.weights import read_sums
-    sums = read_sums(root or MINIWORLD_DIR)
-    lines = sorted(f"{digest}  {path}" for path, digest in sums.items() if path.split("/")[0] in JUDGE_FOLDERS)
-    return "miniworld-judges:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+    from bench.miniworld.weights import folders_digest
+    return "miniworld-judges:" + folders_digest(JUDGE_FOLDERS, root or MINIWORLD_DIR)[:16]
 
 
 def split_description() -> dict:

@@ -282,3 +282,17 @@ def test_the_transfer_model_shares_the_shipped_text_encoder():
         assert (b / part).resolve() == (a / part).resolve()
     assert (b / "unet").resolve() != (a / "unet").resolve()
     assert models.fingerprint(str(a)) != models.fingerprint(str(b))
+
+
+def test_a_shipped_models_fingerprint_is_the_digest_of_its_folders_checksum_lines():
+    """The bytes every edit's content address holds: the sorted SHA256SUMS lines of the model's
+    folder and the folders it links to (the small-UNet pipeline links the shipped one's parts)."""
+    import hashlib
+    from bench.runner import models
+    for name, folders in (("miniworld", ("pipeline",)), ("miniworld-small-unet", ("pipeline", "pipeline-small-unet"))):
+        path = Path(models.resolve(name))
+        raw = (path.parent / "SHA256SUMS").read_text().splitlines()
+        lines = sorted(line for line in raw if line.split("  ", 1)[-1].split("/")[0] in folders)
+        assert lines
+        expected = "miniworld:" + hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
+        assert models.fingerprint(str(path)) == expected, name

@@ -43,6 +43,15 @@ def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def folders_digest(folders, root: Path = MINIWORLD_DIR) -> str:
+    """SHA-256 (hex) over the checksum lines of every file under the top-level ``folders``: the
+    identity of those shipped files, cheap because their checksums are already written. Edit
+    content addresses hold it (through the model fingerprint), so its bytes must not change."""
+    lines = sorted(f"{digest}  {path}" for path, digest in read_sums(root).items()
+                   if path.split("/")[0] in set(folders))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
 def read_sums(root: Path = MINIWORLD_DIR) -> dict[str, str]:
     sums_path = Path(root) / SUMS_FILE
     if not sums_path.is_file():

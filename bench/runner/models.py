@@ -12,6 +12,7 @@ import hashlib
 from pathlib import Path
 
 from bench.core.errors import EraselabError
+from bench.miniworld.weights import SUMS_FILE, folders_digest
 from bench.runner.smoke import SMOKE_MODEL
 from bench.runner.suite import SHIPPED_MODELS
 
@@ -40,14 +41,9 @@ def fingerprint(path: str) -> str:
     local = Path(path)
     if not local.exists():
         return f"hub:{path}@{_hub_revision(path)}"
-    sums = local.parent / "SHA256SUMS"
+    if (local.parent / SUMS_FILE).is_file() and local.name in SHIPPED_MODELS.values():  # already checksummed
+        return "miniworld:" + folders_digest({local.name, *_linked_folders(local)}, local.parent)[:16]
     digest = hashlib.sha256()
-    if sums.is_file() and local.name in SHIPPED_MODELS.values():  # shipped: already checksummed
-        folders = {local.name, *_linked_folders(local)}
-        lines = [l for l in sums.read_text().splitlines()
-                 if any(f" {f}/" in l or f"*{f}/" in l for f in folders)]
-        digest.update("\n".join(sorted(lines)).encode())
-        return "miniworld:" + digest.hexdigest()[:16]
     for f in sorted(p for p in local.rglob("*") if p.is_file()):
         size = f.stat().st_size
         digest.update(f"{f.relative_to(local)}|{size}|".encode())
