@@ -75,7 +75,7 @@ Tuned on the shipped 12.6M-parameter UNet:
 | trce | lr 1e-5, 1e-4, 1e-3 | 1e-5 (all three within 1/32: stage 1 does the erasing) | 0.33 / 0.96 |
 | ant | lr 5e-5, 1.5e-4, 5e-4, 5e-3 (1.5e-4 added between) | 1.5e-4 | 0.79 / 0.95 |
 | advanchor | lr 1e-5, 1e-4, 1e-3 | 1e-4 (a tie with 1e-3) | 0.95 / 0.97 |
-| spm | lr 1e-4, 1e-3, 1e-2 | 1e-2 | 0.92 / 0.98 |
+| spm | lr 1e-4, 1e-3, 1e-2 (1e-1 added above: 0.12 / 0.47, tune_spm_lr_1e-1.json) | 1e-2 | 0.92 / 0.98 |
 | erasediff | lr 1e-5, 1e-4, 1e-3 | 1e-4 | 0.40 / 0.89 |
 | scissorhands (released scope) | lr 1e-5, 1e-4, 1e-3 | 1e-4 | 0.69 / 0.90 |
 | selective-amnesia | lr 1e-5, 1e-4, 1e-3 | 1e-4 | 0.24 / 0.90 |
