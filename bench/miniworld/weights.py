@@ -47,8 +47,9 @@ def folders_digest(folders, root: Path = MINIWORLD_DIR) -> str:
     """SHA-256 (hex) over the checksum lines of every file under the top-level ``folders``: the
     identity of those shipped files, cheap because their checksums are already written. Edit
     content addresses hold it (through the model fingerprint), so its bytes must not change."""
+    wanted = set(folders)
     lines = sorted(f"{digest}  {path}" for path, digest in read_sums(root).items()
-                   if path.split("/")[0] in set(folders))
+                   if path.split("/")[0] in wanted)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
